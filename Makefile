@@ -1,0 +1,40 @@
+# advkit: the two set-up commands of README.md.
+#   make demo  - virtual environment, torch then advkit, the default data, the main job; prints the report's path
+#   make test  - the same set-up, then the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test venv data lint clean
+
+$(BIN)/advkit: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, so that advkit's own requirement is already satisfied and nothing pulls another build
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(BIN)/advkit
+
+venv: $(BIN)/advkit
+
+# Fashion-MNIST: Debian's package when apt is available (and we are root), else the canonical download.
+data: venv
+	@if [ -d "$(FASHION_DIR)" ]; then echo "fashion-mnist: found at $(FASHION_DIR)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || $(BIN)/advkit data fetch fashion-mnist; \
+	else $(BIN)/advkit data fetch fashion-mnist; fi
+
+demo: data
+	$(BIN)/advkit evaluate --all --dataset fashion-mnist --out runs/demo
+
+test: data
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mypy src/advkit
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

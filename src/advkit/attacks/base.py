@@ -1,0 +1,237 @@
+"""The attack contract shared by every attack.
+
+An attack is a frozen configuration plus a pure call::
+
+    attack = advkit.attacks.create("pgd", eps=8/255, steps=10)
+    result = attack(model, x, y, target=None, generator=g)
+
+The public ``__call__`` is final: it validates the inputs (``ValueError`` naming the problem), puts the model in
+eval mode with frozen parameters and restores both afterwards (even when the attack raises), runs the attack's
+``_run``, projects the result onto the budget and ``[0, 1]``, and measures success with one more forward pass.
+Subclasses implement ``_run`` only. Gradients come from ``torch.autograd.grad``, never ``loss.backward()``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, final
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class AttackResult:
+    """What an attack returns.
+
+    Attributes:
+        x_adv: adversarial batch ``(N, C, H, W)`` in ``[0, 1]``, within the budget of ``x``.
+        success: bool ``(N,)``: the model predicts ``target`` (targeted) or not ``y`` (untargeted) on ``x_adv``.
+        pred: int64 ``(N,)`` predictions on ``x_adv``.
+        forward_passes: batched forward passes through the model, including the final success check.
+        backward_passes: batched backward passes (vector-Jacobian products) through the model.
+        target: the target classes for a targeted attack, else ``None``.
+        info: what the attack reports about itself (e.g. the skip connections SGM found and how often its
+            hooks fired).
+    """
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    pred: torch.Tensor
+    forward_passes: int
+    backward_passes: int
+    target: torch.Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float:
+        """Share of samples on which the attack succeeded."""
+        return float(self.success.float().mean()) if self.success.numel() else 0.0
+
+
+class Counter:
+    """Counts the forward and backward passes an attack spends; attacks call the model through it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.forward = 0
+        self.backward = 0
+        self.info: dict[str, Any] = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.forward += 1
+        return self.model(x)
+
+    def grad(self, out: torch.Tensor, inputs: torch.Tensor, grad_outputs: torch.Tensor | None = None,
+             retain_graph: bool = False) -> torch.Tensor:
+        """``d out / d inputs`` by ``torch.autograd.grad`` (one backward pass)."""
+        self.backward += 1
+        (g,) = torch.autograd.grad(out, inputs, grad_outputs=grad_outputs, retain_graph=retain_graph)
+        return g
+
+
+def attack_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, kind: str) -> torch.Tensor:
+    """The loss an attack *ascends*, summed over the batch (so per-sample gradients are independent).
+
+    Args:
+        logits: ``(N, K)``.
+        y: true labels ``(N,)``.
+        target: target labels ``(N,)`` or ``None`` (untargeted).
+        kind: ``"ce"`` (cross-entropy; targeted: minus the target's cross-entropy) or ``"margin"`` (logit margin
+            of Carlini & Wagner: untargeted ``max_{j != y} z_j - z_y``; targeted ``z_t - max_{j != t} z_j``).
+    """
+    if kind == "ce":
+        if target is None:
+            return F.cross_entropy(logits, y, reduction="sum")
+        return -F.cross_entropy(logits, target, reduction="sum")
+    if kind == "margin":
+        cls = y if target is None else target
+        own = logits.gather(1, cls[:, None]).squeeze(1)
+        other = logits.masked_fill(F.one_hot(cls, logits.shape[1]).bool(), float("-inf")).amax(1)
+        return (other - own).sum() if target is None else (own - other).sum()
+    raise ValueError(f"loss must be 'ce' or 'margin', got {kind!r}")
+
+
+def check_eps(eps: float, name: str = "eps") -> None:
+    """``ValueError`` unless ``eps`` is a finite number >= 0."""
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"{name} must be a finite number >= 0 (pixel units of [0, 1], e.g. 8/255), got {eps!r}")
+
+
+@dataclass(frozen=True)
+class Attack(ABC):
+    """Base class: a frozen configuration. Subclasses are frozen dataclasses implementing :meth:`_run`.
+
+    Class attributes:
+        name: registry name.
+        norm: ``"linf"``, ``"l2"`` or ``"l0"``: which budget ``eps`` bounds (``l0`` attacks bound themselves).
+        targeted_only: the attack needs a target.
+    """
+
+    name: ClassVar[str] = "attack"
+    norm: ClassVar[str] = "linf"
+    targeted_only: ClassVar[bool] = False
+
+    eps: float = field(default=8 / 255)
+
+    def __post_init__(self) -> None:
+        check_eps(self.eps)
+
+    @abstractmethod
+    def _run(self, model: Counter, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+             generator: torch.Generator | None) -> torch.Tensor:
+        """Return the adversarial batch (it is projected onto the budget and ``[0, 1]`` afterwards)."""
+
+    @final
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> AttackResult:
+        """Run the attack on ``model`` (pixels in ``[0, 1]`` in, logits out).
+
+        Args:
+            model: a classifier taking ``(N, C, H, W)`` pixels in ``[0, 1]``.
+            x: clean inputs ``(N, C, H, W)``, float, in ``[0, 1]``.
+            y: true labels ``(N,)``, int64.
+            target: target labels ``(N,)`` for a targeted attack (each different from ``y``), else ``None``.
+            generator: source of randomness (random start, input diversity); the same seed gives the same result.
+
+        Returns:
+            An :class:`AttackResult`.
+
+        Raises:
+            ValueError: naming the problem with the inputs.
+        """
+        validate_inputs(x, y, target)
+        k = getattr(model, "num_classes", None)
+        if isinstance(k, int):
+            check_labels(y, target, k)
+        if self.targeted_only and target is None:
+            raise ValueError(f"{self.name} is a targeted attack: pass target= (a label per sample, != y)")
+        states = [(m, m.training) for m in model.modules()]
+        flags = [(p, p.requires_grad) for p in model.parameters()]
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        counter = Counter(model)
+        try:
+            with torch.enable_grad():
+                x_adv = self._run(counter, x.detach(), y, target, generator)
+            x_adv = self.project(x_adv.detach(), x)
+            with torch.no_grad():
+                logits = counter(x_adv)
+            check_labels(y, target, logits.shape[1])
+        finally:
+            for m, mode in states:
+                m.training = mode
+            for p, req in flags:
+                p.requires_grad_(req)
+        pred = logits.argmax(1)
+        success = pred == target if target is not None else pred != y
+        return AttackResult(x_adv=x_adv, success=success, pred=pred, forward_passes=counter.forward,
+                            backward_passes=counter.backward, target=target, info=counter.info)
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Project onto the budget around ``x`` and onto ``[0, 1]``."""
+        return project(x_adv, x, self.eps, self.norm)
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Project ``x_adv`` onto the ``norm`` ball of radius ``eps`` around ``x``, then onto ``[0, 1]``.
+
+    For ``linf`` both constraints are boxes, so the result satisfies both exactly. For ``l2`` the clip to
+    ``[0, 1]`` after the radial projection can only shrink the perturbation, so the L2 budget still holds.
+    ``l0`` attacks bound the number of changed features themselves; only ``[0, 1]`` is enforced here.
+    """
+    if norm == "linf":
+        x_adv = torch.max(torch.min(x_adv, x + eps), x - eps)
+    elif norm == "l2":
+        d = x_adv - x
+        n = d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1)))
+        x_adv = x + d * torch.clamp(eps / n, max=1.0)
+    elif norm != "l0":
+        raise ValueError(f"unknown norm {norm!r}")
+    return x_adv.clamp(0.0, 1.0)
+
+
+def validate_inputs(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> None:
+    """Check an attack's inputs; ``ValueError`` naming the first problem found."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point tensor of pixels in [0, 1], got "
+                         f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
+    if x.ndim != 4:
+        raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if torch.isnan(x).any():
+        raise ValueError(f"x contains {int(torch.isnan(x).sum())} NaN value(s)")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"x must hold pixels in [0, 1] (the model normalises internally); got values in [{lo:.4g}, {hi:.4g}]. "
+            f"Pass unnormalised images, or wrap your network with advkit.models.Classifier(net, mean, std, ...)."
+        )
+    if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"y must be an integer tensor of labels, got "
+                         f"{y.dtype if isinstance(y, torch.Tensor) else type(y).__name__}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"y must have shape ({x.shape[0]},) to match x's batch, got {tuple(y.shape)}")
+    if y.numel() and int(y.min()) < 0:
+        raise ValueError(f"labels must be >= 0, got {int(y.min())}")
+    if target is not None:
+        if not isinstance(target, torch.Tensor) or target.shape != y.shape or target.dtype != y.dtype:
+            raise ValueError(f"target must be a tensor like y (shape {tuple(y.shape)}, {y.dtype}), got "
+                             f"{tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__}")
+        if target.numel() and int(target.min()) < 0:
+            raise ValueError(f"target classes must be >= 0, got {int(target.min())}")
+        same = (target == y).nonzero().flatten()
+        if same.numel():
+            raise ValueError(f"target equals the true label for {same.numel()} sample(s) (first at index "
+                             f"{int(same[0])}); a targeted attack needs target != y")
+
+
+def check_labels(y: torch.Tensor, target: torch.Tensor | None, num_classes: int) -> None:
+    """``ValueError`` if a label or target is not a class index of a ``num_classes``-way model."""
+    if y.numel() and int(y.max()) >= num_classes:
+        raise ValueError(f"labels must be < the model's {num_classes} classes, got label {int(y.max())}")
+    if target is not None and target.numel() and int(target.max()) >= num_classes:
+        raise ValueError(f"target class {int(target.max())} is out of range for a {num_classes}-class model")

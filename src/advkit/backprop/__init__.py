@@ -1,0 +1,1 @@
+"""advkit.backprop"""

@@ -1,0 +1,191 @@
+"""The ``advkit`` command: thin, parses and prints, calls the library.
+
+Units: every eps / step size is in pixel units of images scaled to [0, 1]; fractions such as ``16/255`` are
+accepted (parsed exactly with ``fractions.Fraction``, never ``eval``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(help="advkit: craft adversarial examples and measure how they transfer between models.",
+                  no_args_is_help=True, add_completion=False)
+data_app = typer.Typer(help="Datasets: list what is registered and where it was found; fetch files.",
+                       no_args_is_help=True)
+models_app = typer.Typer(help="Models: the architecture registry and the shipped zoo.", no_args_is_help=True)
+sgm_app = typer.Typer(help="The Skip Gradient Method: inspect what it finds in a model.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+app.add_typer(sgm_app, name="sgm")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def parse_number(text: str, what: str = "value") -> float:
+    """Parse ``0.03``, ``16/255`` or ``8 / 255`` exactly with :class:`fractions.Fraction`."""
+    try:
+        return float(Fraction(text.replace(" ", "")))
+    except (ValueError, ZeroDivisionError):
+        raise typer.BadParameter(f"{what} must be a number or a fraction like 16/255, got {text!r}") from None
+
+
+def _fail(msg: str) -> None:
+    err.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(2)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+
+
+# ----------------------------------------------------------------------------------------------------- data
+@data_app.command("list")
+def data_list(data_dir: Annotated[Optional[Path], typer.Option(help="A folder searched first.")] = None) -> None:
+    """List the registered datasets and where their files were found (if anywhere)."""
+    from advkit import data
+
+    t = Table("name", "images", "classes", "found at", "description")
+    for info in data.describe(data_dir=data_dir):
+        shape = "x".join(str(s) for s in info["shape"]) if info.get("shape") else "any"
+        t.add_row(info["name"], shape, str(info.get("num_classes") or "-"), str(info.get("found") or "not found"),
+                  info.get("description", ""))
+    console.print(t)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="Dataset name (see `advkit data list`).")],
+    data_dir: Annotated[Optional[Path], typer.Option(help="Download into this folder instead of the cache.")] = None,
+    force: Annotated[bool, typer.Option(help="Download even if a local copy exists.")] = False,
+) -> None:
+    """Find a local copy of a dataset or download it from its canonical source (checked by SHA-256)."""
+    from advkit import data
+
+    try:
+        where = data.fetch(name, data_dir=data_dir, force=force)
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"{name}: files at {where}")
+
+
+# --------------------------------------------------------------------------------------------------- models
+@models_app.command("list")
+def models_list(dataset: Annotated[Optional[str], typer.Option(help="Only checkpoints for this dataset.")] = None
+                ) -> None:
+    """List the architectures and the shipped checkpoints with their test accuracy."""
+    from advkit import models
+
+    t = Table("name", "dataset", "arch", "connections", "test acc.", "paper")
+    for m in models.list(dataset):
+        acc = f"{100 * m.test_accuracy:.2f}%" if m.test_accuracy is not None else "-"
+        t.add_row(m.name, m.dataset or "(not shipped)", m.arch, m.connections, acc, m.paper)
+    console.print(t)
+
+
+@app.command()
+def train(
+    arch: Annotated[str, typer.Argument(help="Architecture name (see `advkit models list`).")],
+    dataset: Annotated[str, typer.Option(help="Dataset to train on.")] = "fashion-mnist",
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 5,
+    lr: Annotated[float, typer.Option(help="Peak learning rate of the one-cycle schedule (SGD, Nesterov).")] = 0.1,
+    batch_size: Annotated[int, typer.Option(help="Images per optimiser step.")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation, shuffling and augmentation.")] = 0,
+    augment: Annotated[bool, typer.Option(help="Random crops with padding and flips.")] = True,
+    out: Annotated[Optional[Path], typer.Option(help="Write NAME.safetensors and its JSON card here "
+                                                     "(default: ./ARCH.safetensors).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="A folder searched first for the dataset.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
+) -> None:
+    """Train an architecture deterministically and write a safetensors checkpoint with its model card."""
+    from advkit.models.train import Recipe
+    from advkit.models.train import train as train_model
+
+    out = out or Path(f"{arch}.safetensors")
+    if out.suffix != ".safetensors":
+        _fail(f"--out must end in .safetensors, got {out}")
+    if out.exists() and not force:
+        _fail(f"{out} exists; pass --force to overwrite it")
+    recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment)
+    command = "advkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task(f"{arch} on {dataset}", total=None, loss=float("nan"))
+
+        def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
+            bar.update(task, total=epochs * steps, completed=epoch * steps + step + 1, loss=loss,
+                       description=f"{arch} epoch {epoch + 1}/{epochs}")
+
+        try:
+            _, card = train_model(arch, dataset, recipe=recipe, seed=seed, out=out, data_dir=str(data_dir)
+                                  if data_dir else None, on_step=on_step, command=command)
+        except ValueError as e:
+            _fail(str(e))
+    console.print(f"test accuracy {100 * card['test_accuracy']:.2f}% on {card['test_size']} images; wrote {out} "
+                  f"and {out.with_suffix('.json')}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Optional[str], typer.Argument(
+        help="Zoo name, .safetensors path, torchvision:NAME or timm:NAME.")] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset to evaluate on.")] = "fashion-mnist",
+    all_models: Annotated[bool, typer.Option("--all", help="Evaluate every shipped checkpoint for --dataset.")] = False,
+    split: Annotated[str, typer.Option(help="train or test.")] = "test",
+    limit: Annotated[Optional[int], typer.Option(help="Use at most this many images.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 500,
+    data_dir: Annotated[Optional[Path], typer.Option(help="A folder searched first for the dataset.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write results.json, results.csv and report.md here.")] = None,
+) -> None:
+    """Clean top-1 accuracy of a model (or of the whole zoo with --all), with 95% Wilson intervals."""
+    from advkit import data, models
+    from advkit.evaluate import predict, rate
+    from advkit.report.accuracy import write_accuracy_report
+
+    if (model is None) == (not all_models):
+        _fail("give a MODEL or --all (not both)")
+    names = [p.stem for p in models.shipped(dataset)] if all_models else [str(model)]
+    if not names:
+        _fail(f"no shipped checkpoints for {dataset}")
+    try:
+        ds = data.load(dataset, split, limit=limit, data_dir=data_dir)
+    except ValueError as e:
+        _fail(str(e))
+    rows = []
+    t = Table("model", "arch", "accuracy", "95% interval", "n")
+    for name in names:
+        try:
+            m = models.load(name, dataset=dataset)
+        except ValueError as e:
+            _fail(str(e))
+        r = rate(predict(m, ds.x, batch_size) == ds.y)
+        rows.append({"model": m.name, "arch": m.card.get("arch", "?"), "dataset": dataset, "split": split,
+                     "n": r.n, "correct": r.k, "accuracy": r.value, "ci_low": r.low, "ci_high": r.high,
+                     "card_accuracy": m.card.get("test_accuracy"), "data_note": ds.note})
+        t.add_row(m.name, rows[-1]["arch"], f"{100 * r.value:.2f}%", f"[{100 * r.low:.2f}, {100 * r.high:.2f}]",
+                  str(r.n))
+    console.print(t)
+    if ds.note:
+        console.print(f"note: {ds.note}")
+    if out is not None:
+        report = write_accuracy_report(rows, out, command="advkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        console.print(f"report: {report}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

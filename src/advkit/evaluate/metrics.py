@@ -1,0 +1,93 @@
+"""Metrics: accuracy and attack success with Wilson confidence intervals, and perturbation sizes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (Wilson 1927).
+
+    Args:
+        successes: number of successes ``k``.
+        n: number of trials; ``n == 0`` gives ``(0.0, 1.0)``.
+        confidence: two-sided level (0.95 -> z = 1.959964).
+
+    Returns:
+        ``(low, high)`` in ``[0, 1]``.
+    """
+    if n < 0 or successes < 0 or successes > n:
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n == 0:
+        return 0.0, 1.0
+    z = _normal_quantile(0.5 + confidence / 2)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _normal_quantile(q: float) -> float:
+    """Inverse of the standard normal CDF, by bisection on ``erf`` (exact to double precision)."""
+    lo, hi = -10.0, 10.0
+    for _ in range(100):  # bisection on erf: exact to double precision, no scipy needed
+        mid = (lo + hi) / 2
+        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < q:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A proportion with its Wilson interval."""
+
+    k: int
+    n: int
+    low: float
+    high: float
+
+    @property
+    def value(self) -> float:
+        return self.k / self.n if self.n else 0.0
+
+    def __str__(self) -> str:
+        return f"{100 * self.value:.2f}% [{100 * self.low:.2f}, {100 * self.high:.2f}] ({self.k}/{self.n})"
+
+
+def rate(mask: torch.Tensor, confidence: float = 0.95) -> Rate:
+    """The share of true entries of a bool tensor, with its Wilson interval."""
+    k, n = int(mask.sum()), int(mask.numel())
+    lo, hi = wilson_interval(k, n, confidence)
+    return Rate(k, n, lo, hi)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500, device: str | None = None) -> torch.Tensor:
+    """Top-1 predictions ``(N,)`` of ``model`` on pixels ``x`` ``(N, C, H, W)``, in eval mode, batched."""
+    was = model.training
+    model.eval()
+    out = []
+    try:
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i:i + batch_size]
+            if device is not None:
+                xb = xb.to(device)
+            out.append(model(xb).argmax(1).cpu())
+    finally:
+        model.train(was)
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def distortion(x_adv: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample L-inf, L2 and L0 (share of features changed by more than 1e-6) distances, each ``(N,)``."""
+    d = (x_adv - x).flatten(1)
+    return {"linf": d.abs().amax(1), "l2": d.norm(dim=1), "l0": (d.abs() > 1e-6).float().mean(1)}

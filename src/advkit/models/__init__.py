@@ -1,0 +1,108 @@
+"""Models: the architecture registry, the zoo's shipped checkpoints, the pixel-space wrapper, safetensors
+checkpoints with model cards, training, and optional torchvision / timm adapters (imported lazily).
+
+``advkit.models.load("resnet20", dataset="fashion-mnist")`` returns the wrapped, frozen, eval-mode model from the
+shipped zoo; it also accepts a checkpoint path, ``"torchvision:NAME"`` and ``"timm:NAME"``.
+``advkit.models.list()`` lists architectures and shipped checkpoints with their metadata.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from advkit.models.checkpoint import CheckpointError, load_checkpoint, read_card, save_checkpoint
+from advkit.models.registry import ArchSpec, arch_names, get_arch, register_arch
+from advkit.models.wrapper import Classifier, Normalize
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One row of :func:`list`: an architecture, and the shipped checkpoint if there is one."""
+
+    name: str
+    arch: str
+    family: str
+    connections: str
+    paper: str
+    dataset: str | None
+    test_accuracy: float | None
+    params: int | None
+    path: str | None
+    command: str | None
+
+
+def zoo_path(name: str, dataset: str = "fashion-mnist") -> Path:
+    """Path of the shipped checkpoint ``name`` for ``dataset`` (it may not exist)."""
+    return WEIGHTS_DIR / dataset / f"{name}.safetensors"
+
+
+def shipped(dataset: str | None = None) -> builtins.list[Path]:
+    """Paths of the shipped checkpoints (for one dataset or all), sorted."""
+    pattern = f"{dataset}/*.safetensors" if dataset else "*/*.safetensors"
+    return sorted(WEIGHTS_DIR.glob(pattern))
+
+
+def load(name: str, dataset: str = "fashion-mnist", *, device: str | None = None) -> Classifier:
+    """Load a frozen, eval-mode classifier that takes pixels in ``[0, 1]``.
+
+    Args:
+        name: a zoo name (``"resnet20"``, see :func:`list`), a path to a ``.safetensors`` checkpoint with its
+            JSON card, ``"torchvision:NAME"`` or ``"timm:NAME"`` (pretrained weights where available).
+        dataset: which zoo a bare name refers to.
+        device: move the model there (``"cuda"``, ``"cpu"``); default: leave on CPU.
+
+    Raises:
+        ValueError: unknown name (listing the shipped ones), or a missing optional package for an adapter.
+        CheckpointError: the checkpoint is refused or corrupt.
+    """
+    model: Classifier
+    if name.startswith(("torchvision:", "timm:")):
+        from advkit.models import adapters
+
+        model = adapters.load_adapter(name)
+    elif name.endswith(".safetensors") or "/" in name or Path(name).suffix:
+        model = load_checkpoint(name)
+    else:
+        path = zoo_path(name, dataset)
+        if not path.is_file():
+            have = [p.stem for p in shipped(dataset)]
+            hint = f"shipped for {dataset}: {', '.join(have) or 'none'}"
+            if name in arch_names():
+                raise ValueError(f"architecture {name!r} has no shipped checkpoint for {dataset} ({hint}); train "
+                                 f"one with `advkit train {name} --dataset {dataset} --out {name}.safetensors`")
+            raise ValueError(f"unknown model {name!r} ({hint}); also accepted: a .safetensors path, "
+                             f"torchvision:NAME, timm:NAME")
+        model = load_checkpoint(path)
+    if device is not None:
+        model = model.to(device)
+    return model
+
+
+def list(dataset: str | None = None) -> builtins.list[ModelInfo]:  # noqa: A001 - the issue names it list()
+    """Every architecture, with one row per shipped checkpoint (and one row without for untrained ones)."""
+    rows: builtins.list[ModelInfo] = []
+    trained: set[str] = set()
+    for p in shipped(dataset):
+        card: dict[str, Any] = json.loads(p.with_suffix(".json").read_text())
+        spec = get_arch(card["arch"])
+        trained.add(card["arch"])
+        n_params = card.get("params")
+        rows.append(ModelInfo(card.get("name", p.stem), card["arch"], spec.family, spec.connections, spec.paper,
+                              card["dataset"], card.get("test_accuracy"), n_params, str(p), card.get("command")))
+    for a in arch_names():
+        if a not in trained:
+            spec = get_arch(a)
+            rows.append(ModelInfo(a, a, spec.family, spec.connections, spec.paper, None, None, None, None, None))
+    return rows
+
+
+__all__ = [
+    "ArchSpec", "CheckpointError", "Classifier", "ModelInfo", "Normalize", "WEIGHTS_DIR", "arch_names", "get_arch",
+    "list", "load", "load_checkpoint", "read_card", "register_arch", "save_checkpoint", "shipped", "zoo_path",
+]

@@ -1,0 +1,139 @@
+"""Checkpoints: weights in safetensors next to a JSON model card. Nothing is ever unpickled.
+
+``NAME.safetensors`` holds the network's state dict; ``NAME.json`` holds the card: architecture, dataset, input
+shape, mean/std, training recipe, seed, epochs, test accuracy, the SHA-256 of the weights file, the advkit
+version and the command that reproduces it. Loading checks the hash before reading a single tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from advkit.data.download import sha256_of
+from advkit.models.registry import get_arch
+from advkit.models.wrapper import Classifier
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, refused (pickle), corrupt or does not match its card."""
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(model: Classifier, path: str | Path, card: dict[str, Any]) -> Path:
+    """Write ``model.net``'s weights to ``path`` (``.safetensors``) and the card to the ``.json`` beside it.
+
+    Both files are written atomically (temporary file, then rename); the card records the weights' SHA-256.
+
+    Returns:
+        The path of the weights file.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path}: checkpoints are written as .safetensors files")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"format": "pt", "advkit_arch": str(card.get("arch", ""))})
+        digest = sha256_of(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    full = dict(card)
+    full["sha256"] = digest
+    full["weights"] = path.name
+    _atomic_write_bytes(path.with_suffix(".json"), (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def _refuse_pickle(path: Path) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(
+            f"{path}: refusing to load a '{path.suffix}' file. PyTorch pickle checkpoints can run arbitrary code "
+            f"when unpickled, so advkit loads safetensors only. Convert it once, in an environment you trust: "
+            f"`from safetensors.torch import save_file; save_file(torch.load(p, weights_only=True), "
+            f"'model.safetensors')`, and write a model card (see `advkit train --help`)."
+        )
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise CheckpointError(
+            f"{path}: this file is a pickle or a zip archive (a torch.save checkpoint), not safetensors; advkit "
+            f"never unpickles. Convert it to .safetensors first."
+        )
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    """Read the JSON model card next to a ``.safetensors`` file."""
+    path = Path(path)
+    card_path = path.with_suffix(".json")
+    if not card_path.is_file():
+        raise CheckpointError(
+            f"{path}: no model card at {card_path}. advkit needs the card to know the architecture and "
+            f"preprocessing; write one with `advkit train` or copy the card that came with the weights."
+        )
+    try:
+        card: dict[str, Any] = json.loads(card_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{card_path}: not valid JSON ({e})") from e
+    for key in ("arch", "input_shape", "num_classes", "mean", "std", "sha256"):
+        if key not in card:
+            raise CheckpointError(f"{card_path}: model card lacks the field {key!r}")
+    return card
+
+
+def load_checkpoint(path: str | Path, *, verify: bool = True) -> Classifier:
+    """Load a checkpoint written by :func:`save_checkpoint` as a frozen, eval-mode :class:`Classifier`.
+
+    Raises:
+        CheckpointError: the file is a pickle or any non-safetensors format, the card is missing or incomplete,
+            the weights' SHA-256 does not match the card, or the tensors do not fit the architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    _refuse_pickle(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path}: expected a .safetensors file, got '{path.suffix}'")
+    card = read_card(path)
+    if verify:
+        got = sha256_of(path)
+        if got != card["sha256"]:
+            raise CheckpointError(
+                f"{path}: SHA-256 {got} does not match the card's {card['sha256']}; the weights were modified or "
+                f"corrupted. Restore the file or retrain it (the card's 'command' field reproduces it)."
+            )
+    c, h, w = card["input_shape"]
+    net = get_arch(card["arch"]).build(c, card["num_classes"], h)
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit architecture {card['arch']!r}: {e}") from e
+    name = card.get("name") or path.stem
+    model = Classifier(net, card["mean"], card["std"], (c, h, w), card["num_classes"], name=name, card=card)
+    return model.freeze()

@@ -1,0 +1,102 @@
+"""The architecture registry: every zoo architecture with its metadata.
+
+An entry says which family it belongs to, which paper it follows and what connections it has (``residual``,
+``dense`` or ``none``), which the Skip Gradient Method and the transfer study use to group models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from advkit.models.zoo import densenet, inception, mobilenet, resnet, simple
+
+Builder = Callable[[int, int, int], nn.Module]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A registered architecture.
+
+    Attributes:
+        name: registry name, e.g. ``"resnet20"``.
+        build: ``(in_channels, num_classes, image_size) -> nn.Module`` taking normalised inputs.
+        family: ``linear``, ``maxout``, ``mlp``, ``lenet``, ``vgg``, ``resnet``, ``densenet``, ``inception``,
+            ``mobilenet``.
+        connections: ``"residual"``, ``"dense"`` or ``"none"``.
+        paper: the architecture's source.
+        description: one line for listings.
+    """
+
+    name: str
+    build: Builder
+    family: str
+    connections: str
+    paper: str
+    description: str
+
+
+_ARCHS: dict[str, ArchSpec] = {}
+
+
+def register_arch(spec: ArchSpec) -> ArchSpec:
+    """Add an architecture; a name registered twice raises ``ValueError``."""
+    if spec.name in _ARCHS:
+        raise ValueError(f"architecture {spec.name!r} is already registered")
+    if spec.connections not in ("residual", "dense", "none"):
+        raise ValueError(f"connections must be residual, dense or none, got {spec.connections!r}")
+    _ARCHS[spec.name] = spec
+    return spec
+
+
+def get_arch(name: str) -> ArchSpec:
+    """Look up an architecture; unknown names raise ``ValueError`` listing the registered ones."""
+    try:
+        return _ARCHS[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(_ARCHS))}") from None
+
+
+def arch_names() -> list[str]:
+    """Registered architecture names in registration order."""
+    return list(_ARCHS)
+
+
+for _spec in [
+    ArchSpec("linear", simple.LinearSoftmax, "linear", "none", "Goodfellow et al. 2015",
+             "shallow softmax classifier (one affine layer)"),
+    ArchSpec("maxout", simple.MaxoutNet, "maxout", "none", "Goodfellow et al. 2015",
+             "maxout network, 2 x 240 units x 5 pieces, dropout"),
+    ArchSpec("mlp", simple.MLP, "mlp", "none", "-", "multilayer perceptron, 2 x 512 ReLU units"),
+    ArchSpec("lenet", simple.LeNet, "lenet", "none", "Papernot et al. 2016",
+             "the JSMA paper's MNIST LeNet (conv32-conv32-pool-conv64-conv64-pool-fc200-fc200)"),
+    ArchSpec("vgg11_bn", simple.VGG, "vgg", "none", "Simonyan & Zisserman 2015",
+             "VGG-11 layout with batch norm at half width"),
+    ArchSpec("resnet20", resnet.resnet(20), "resnet", "residual", "He et al. 2016",
+             "ResNet-20, 9 basic blocks, widths 16-32-64"),
+    ArchSpec("resnet56", resnet.resnet(56), "resnet", "residual", "He et al. 2016",
+             "ResNet-56, 27 basic blocks, widths 16-32-64"),
+    ArchSpec("resnet110", resnet.resnet(110), "resnet", "residual", "He et al. 2016",
+             "ResNet-110, 54 basic blocks, widths 16-32-64"),
+    ArchSpec("resnet29_bottleneck", resnet.resnet29_bottleneck, "resnet", "residual", "He et al. 2016",
+             "bottleneck ResNet-29, 9 bottleneck blocks"),
+    ArchSpec("preact_resnet20", resnet.preact_resnet20, "resnet", "residual", "He et al. 2016b",
+             "pre-activation ResNet-20"),
+    ArchSpec("wrn16_2", resnet.wrn16_2, "resnet", "residual", "Zagoruyko & Komodakis 2016",
+             "Wide ResNet 16-2, pre-activation blocks, widths 32-64-128"),
+    ArchSpec("resnext29_4x8d", resnet.resnext29_4x8d, "resnet", "residual", "Xie et al. 2017",
+             "ResNeXt-29, cardinality 4, grouped bottlenecks"),
+    ArchSpec("se_resnet20", resnet.se_resnet20, "resnet", "residual", "Hu et al. 2018",
+             "SE-ResNet-20, squeeze-and-excitation on each residual branch"),
+    ArchSpec("densenet_bc40", densenet.densenet_bc40, "densenet", "dense", "Huang et al. 2017",
+             "DenseNet-BC-40, growth rate 12"),
+    ArchSpec("inception", inception.InceptionNet, "inception", "none", "Szegedy et al. 2015",
+             "small GoogLeNet-style Inception net, no skip connections"),
+    ArchSpec("inception_resnet", inception.InceptionResNet, "inception", "residual", "Szegedy et al. 2017",
+             "small Inception-ResNet, residuals scaled by 0.2"),
+    ArchSpec("mobilenet_v2", mobilenet.MobileNetV2, "mobilenet", "residual", "Sandler et al. 2018",
+             "MobileNetV2 at width 0.5, inverted residuals"),
+]:
+    register_arch(_spec)

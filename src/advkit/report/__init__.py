@@ -1,0 +1,1 @@
+"""Reports: tables (CSV, Markdown), figures (matplotlib, headless) and run reports."""
