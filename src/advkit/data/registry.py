@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
-from functools import partial
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -370,6 +370,9 @@ def load(name: str, split: str = "test", limit: int | None = None, *, subset: st
             f"{name} {split} in {source}: {images.shape[0]} images but {labels.shape[0]} labels; the image and "
             f"label files do not belong together. Fetch both again."
         )
+    if tuple(images.shape[1:]) != spec.shape:
+        raise DataError(f"{name} {split} in {source}: images of shape {tuple(images.shape[1:])}, expected "
+                        f"{spec.shape}; these are not {name}'s files.")
     if labels.size and int(labels.max()) >= len(spec.classes):
         raise DataError(f"{name} {split} in {source}: label {int(labels.max())} out of range for "
                         f"{len(spec.classes)} classes.")

@@ -122,6 +122,9 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
     """
     recipe = recipe or Recipe()
     spec = get_spec(dataset)
+    if not spec.classes:
+        raise ValueError(f"{dataset!r} has no fixed classes or image size; advkit trains on fashion-mnist, mnist or "
+                         f"cifar10")
     arch_spec = get_arch(arch)
     tr = train_data or load(dataset, "train", data_dir=data_dir)
     te = test_data or load(dataset, "test", data_dir=data_dir)

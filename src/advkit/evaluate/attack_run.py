@@ -1,0 +1,127 @@
+"""``advkit attack``: craft adversarial examples on one model, save them, and report white-box success.
+
+A run directory holds ``config.json``, ``results.json``, ``adversarial.safetensors`` (clean and adversarial
+float tensors, labels, targets, dataset indices) and ``png/`` (one lossless 8-bit PNG per example, rounded and
+clipped to the budget). Success and distortion are measured on the float examples and again on the 8-bit ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+import advkit
+from advkit.attacks import create
+from advkit.data import load as load_data
+from advkit.evaluate.metrics import distortion, predict, rate
+from advkit.evaluate.quantize import quantize, save_pngs
+from advkit.models import load as load_model
+from advkit.report.accuracy import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+class RunExistsError(ValueError):
+    """The output directory already holds a finished run."""
+
+
+def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attack_kwargs: dict[str, Any],
+               limit: int | None = 1000, seed: int = 0, targeted: bool = False, batch_size: int = 250,
+               only_correct: bool = True, force: bool = False, save_images: bool = True, command: str = "",
+               on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Craft with ``attack`` on ``model`` over a dataset split and (optionally) save everything to ``out``.
+
+    Args:
+        attack: attack name (grammar of :func:`advkit.attacks.create`).
+        model: model name or path (see :func:`advkit.models.load`).
+        dataset: dataset name; the test split is used.
+        out: run directory, or ``None`` to save nothing.
+        attack_kwargs: settings passed to ``create``.
+        limit: how many test images to load (before filtering to correctly classified ones).
+        seed: seeds the attack's generator (random start, DI) and the random targets.
+        targeted: attack toward a random class other than the label (drawn from ``seed``).
+        only_correct: attack only images the model classifies correctly (success is then "over clean-correct").
+        force: overwrite a finished run in ``out``.
+        on_batch: progress callback ``(done, total)``.
+
+    Returns:
+        The summary written to ``results.json``.
+    """
+    if out is not None and (out / "results.json").exists() and not force:
+        raise RunExistsError(f"{out} already holds a finished run (results.json); pass --force to overwrite it "
+                             f"or choose another --out")
+    atk = create(attack, **attack_kwargs)
+    m = load_model(model, dataset=dataset)
+    ds = load_data(dataset, "test", limit=limit)
+    x, y, idx = ds.x, ds.y, ds.indices
+    clean_pred = predict(m, x)
+    clean = rate(clean_pred == y)
+    if only_correct:
+        keep = clean_pred == y
+        x, y, idx = x[keep], y[keep], idx[keep] if idx is not None else None
+    g = torch.Generator().manual_seed(seed)
+    target = None
+    if targeted:
+        k = m.num_classes
+        target = (y + torch.randint(1, k, y.shape, generator=g)) % k
+    xs, succ, fw, bw, info = [], [], 0, 0, {}
+    t0 = time.perf_counter()
+    for i in range(0, len(y), batch_size):
+        sl = slice(i, i + batch_size)
+        r = atk(m, x[sl], y[sl], target=None if target is None else target[sl], generator=g)
+        xs.append(r.x_adv)
+        succ.append(r.success)
+        fw, bw, info = fw + r.forward_passes, bw + r.backward_passes, r.info or info
+        if on_batch is not None:
+            on_batch(min(i + batch_size, len(y)), len(y))
+    seconds = time.perf_counter() - t0
+    x_adv = torch.cat(xs) if xs else x.clone()
+    success = torch.cat(succ) if succ else torch.zeros(0, dtype=torch.bool)
+    eps = float(getattr(atk, "eps", 0.0))
+    norm = str(getattr(atk, "norm", "linf"))
+    x_q = quantize(x_adv, x, eps if norm == "linf" else None, norm)
+    pred_q = predict(m, x_q)
+    success_q = pred_q == target if target is not None else pred_q != y
+    dist, dist_q = distortion(x_adv, x), distortion(x_q, x)
+    summary: dict[str, Any] = {
+        "attack": attack, "attack_config": atk.config() if hasattr(atk, "config") else dict(attack_kwargs),
+        "model": m.name, "model_sha256": m.card.get("sha256"), "dataset": dataset, "data_note": ds.note,
+        "targeted": targeted, "seed": seed, "clean_accuracy": clean.value, "clean_n": clean.n,
+        "attacked": int(len(y)), "success_over": "clean-correct images" if only_correct else "all images",
+        "success": rate(success).__dict__, "success_8bit": rate(success_q).__dict__,
+        "linf_max": float(dist["linf"].max()) if len(y) else 0.0,
+        "linf_max_8bit": float(dist_q["linf"].max()) if len(y) else 0.0,
+        "l2_mean": float(dist["l2"].mean()) if len(y) else 0.0,
+        "l0_mean": float(dist["l0"].mean()) if len(y) else 0.0,
+        "nan_count": int(torch.isnan(x_adv).sum()),
+        "pixel_range": [float(x_adv.min()), float(x_adv.max())] if len(y) else [0.0, 0.0],
+        "forward_passes": fw, "backward_passes": bw, "seconds": round(seconds, 3),
+        "info": info, "advkit_version": advkit.__version__, "command": command,
+    }
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.json", json.dumps({"attack": attack, "attack_kwargs": attack_kwargs,
+                                                            "model": model, "dataset": dataset, "limit": limit,
+                                                            "seed": seed, "targeted": targeted}, indent=2) + "\n")
+        tensors = {"x": x.contiguous(), "x_adv": x_adv.contiguous(), "x_adv_8bit": x_q.contiguous(),
+                   "y": y.contiguous(), "success": success.to(torch.uint8).contiguous()}
+        if idx is not None:
+            tensors["index"] = idx.contiguous()
+        if target is not None:
+            tensors["target"] = target.contiguous()
+        tmp = out / ".adversarial.safetensors.part"
+        save_file(tensors, str(tmp))
+        tmp.replace(out / "adversarial.safetensors")
+        if save_images and len(y):
+            names = [f"{int(i):05d}_y{int(a)}_pred{int(b)}.png" for i, a, b in
+                     zip(idx if idx is not None else range(len(y)), y, pred_q)]
+            save_pngs(x_q, out / "png", names)
+        atomic_write_text(out / "results.json", json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
