@@ -266,3 +266,27 @@ def test_grammar_rejects_settings_of_absent_parts():
     assert A.create("di+sgm").label == "sgm+di"
     assert A.create("fgsm", eps=0.1).step_size == pytest.approx(0.1)
     assert A.create("ifgsm", eps=0.1, steps=10).step_size == pytest.approx(0.01)
+
+
+# ---------------------------------------------------------------------------------------------------- SGM
+def test_sgm_gamma_one_is_bit_identical_to_base(tiny_resnet):
+    x, y = _batch()
+    for base in ("ifgsm", "mi+di"):
+        plain = A.create(base, eps=0.05, steps=3)(tiny_resnet, x, y, generator=torch.Generator().manual_seed(1))
+        sgm = A.create("sgm+" + base, eps=0.05, steps=3, gamma=1.0)(
+            tiny_resnet, x, y, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(plain.x_adv, sgm.x_adv)
+
+
+def test_sgm_reports_hooks_and_changes_the_step(tiny_resnet):
+    x, y = _batch()
+    plain = A.create("ifgsm", eps=0.05, steps=2)(tiny_resnet, x, y)
+    r = A.create("sgm", eps=0.05, steps=2, gamma=0.2)(tiny_resnet, x, y)
+    assert r.info["sgm"]["connections"] == 2 and r.info["sgm"]["hooks_fired"] >= 2 * 2
+    assert not torch.equal(plain.x_adv, r.x_adv)
+
+
+def test_sgm_on_a_model_without_skips_is_an_error(lenet, lenet_batch):
+    x, y = lenet_batch
+    with pytest.raises(ValueError, match="no skip connections"):
+        A.create("sgm", eps=0.1)(lenet, x[:2], y[:2])

@@ -22,7 +22,12 @@ def _projection(c_in: int, c_out: int, stride: int) -> nn.Module:
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with batch norm; ``relu(shortcut(x) + bn2(conv2(relu(bn1(conv1(x))))))``."""
+    """Two 3x3 convolutions with batch norm; ``relu(shortcut(x) + bn2(conv2(relu(bn1(conv1(x))))))``.
+
+    Like torchvision's blocks, one ``nn.ReLU`` module named ``relu`` is used twice (after ``bn1`` and after the
+    addition), so the SGM authors' name-based hooks (``variant="original"``) apply to the zoo as they do to
+    torchvision ResNets.
+    """
 
     expansion = 1
 
@@ -32,12 +37,13 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
         self.shortcut = _projection(c_in, planes, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(self.shortcut(x) + out)
+        return self.relu(self.shortcut(x) + out)
 
 
 class SEModule(nn.Module):
@@ -62,13 +68,14 @@ class SEBasicBlock(BasicBlock):
         self.se = SEModule(planes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn1(self.conv1(x)))
         out = self.se(self.bn2(self.conv2(out)))
-        return F.relu(self.shortcut(x) + out)
+        return self.relu(self.shortcut(x) + out)
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand; ``relu(shortcut(x) + branch(x))``."""
+    """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand; ``relu(shortcut(x) + branch(x))``, with one shared
+    ``relu`` module used three times as in torchvision."""
 
     expansion = 4
 
@@ -83,13 +90,14 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(mid)
         self.conv3 = nn.Conv2d(mid, out_c, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_c)
+        self.relu = nn.ReLU(inplace=True)
         self.shortcut = _projection(c_in, out_c, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return F.relu(self.shortcut(x) + out)
+        return self.relu(self.shortcut(x) + out)
 
 
 class PreActBlock(nn.Module):
@@ -124,6 +132,7 @@ class ResNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, stem, 3, padding=1, bias=False)
         self.bn1: nn.Module = nn.Identity() if preact else nn.BatchNorm2d(stem)
+        self.relu = nn.ReLU(inplace=True)
         self.preact = preact
         c = stem
         stages = []
@@ -142,7 +151,7 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
         if not self.preact:
-            out = F.relu(self.bn1(out))
+            out = self.relu(self.bn1(out))
         out = self.layer3(self.layer2(self.layer1(out)))
         if self.preact:
             out = F.relu(self.bn_final(out))
