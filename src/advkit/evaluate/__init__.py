@@ -1,4 +1,4 @@
-"""Evaluation: metrics with confidence intervals, and (later) the transfer study runner."""
+"""Evaluation: metrics with confidence intervals, statistics, and the transfer study runner (local or Ray)."""
 
 from advkit.evaluate.metrics import Rate, distortion, predict, rate, wilson_interval
 

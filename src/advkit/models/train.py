@@ -4,15 +4,21 @@ Recipe: SGD with Nesterov momentum 0.9, weight decay 5e-4 (none on biases and no
 learning-rate schedule, label smoothing 0, batch 128, random crops with padding (2 px for 28 px images, 4 px for
 32 px) and horizontal flips (not for digits). bf16 autocast on CPUs that support it (weights and optimiser stay
 float32). Everything random comes from one seed.
+
+Adversarial training (Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples", ICLR 2015,
+section 6): with ``Recipe(adversarial={"attack": "fgsm", "eps": 0.25, "alpha": 0.5})`` every step minimises the
+paper's mixed objective ``alpha * J(x, y) + (1 - alpha) * J(x + eps * sign(grad_x J(x, y)), y)``, the FGSM examples
+crafted on the fly against the current model (see :func:`adversarial_objective`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +36,54 @@ log = logging.getLogger(__name__)
 
 NO_FLIP = {"mnist"}
 
+ADVERSARIAL_DEFAULTS: dict[str, Any] = {"attack": "fgsm", "eps": 0.25, "alpha": 0.5, "craft": "eval"}
+OBJECTIVE = "alpha * J(x, y) + (1 - alpha) * J(clip01(x + eps * sign(grad_x J(x, y))), y)"
+
+
+def adversarial_settings(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Check and complete an adversarial-training specification (see :class:`Recipe`).
+
+    Args:
+        spec: ``None`` (plain training) or a mapping with any of ``attack`` (only ``"fgsm"``), ``eps`` (L-inf
+            radius in pixel units of ``[0, 1]``, >= 0), ``alpha`` (weight of the clean term, in ``[0, 1]``) and
+            ``craft`` (``"eval"``: craft with dropout off, the model the attacker faces at test time; ``"train"``:
+            craft through the training-mode network, dropout on).
+
+    Returns:
+        ``None`` or a new dict with every key filled in from :data:`ADVERSARIAL_DEFAULTS`.
+
+    Raises:
+        ValueError: an unknown key or attack, or a value out of range.
+    """
+    if spec is None:
+        return None
+    unknown = set(spec) - set(ADVERSARIAL_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown adversarial-training setting(s) {sorted(unknown)}; known: "
+                         f"{', '.join(ADVERSARIAL_DEFAULTS)}")
+    out = {**ADVERSARIAL_DEFAULTS, **spec}
+    if out["attack"] != "fgsm":
+        raise ValueError(f"adversarial training supports attack 'fgsm' (Goodfellow et al. 2015), got "
+                         f"{out['attack']!r}")
+    for key, lo, hi in (("eps", 0.0, math.inf), ("alpha", 0.0, 1.0)):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+            raise ValueError(f"adversarial {key} must be a finite number in [{lo}, {hi}], got {v!r}")
+        out[key] = float(v)
+    if out["craft"] not in ("eval", "train"):
+        raise ValueError(f"adversarial craft must be 'eval' or 'train', got {out['craft']!r}")
+    return out
+
 
 @dataclass(frozen=True)
 class Recipe:
-    """Training hyper-parameters (recorded in the model card)."""
+    """Training hyper-parameters (recorded in the model card).
+
+    Attributes:
+        adversarial: ``None`` for plain training, or the adversarial-training settings of Goodfellow et al. 2015,
+            e.g. ``{"attack": "fgsm", "eps": 0.25, "alpha": 0.5}`` (the paper's MNIST values); missing keys are
+            filled in by :func:`adversarial_settings` when the recipe is built.
+    """
 
     epochs: int = 5
     batch_size: int = 128
@@ -43,6 +93,94 @@ class Recipe:
     augment: bool = True
     bf16: bool = True
     optimizer: str = "sgd"
+    adversarial: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "adversarial", adversarial_settings(self.adversarial))
+
+
+def fgsm_craft(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """FGSM (Goodfellow et al. 2015, eq. 3): ``clip01(x + eps * sign(grad_x J(theta, x, y)))``, in the model's
+    current mode and precision context.
+
+    The gradient comes from :func:`torch.autograd.grad` with respect to the input only, so no parameter's
+    ``.grad`` is touched. ``J`` is the mean cross-entropy (its sign equals that of the summed loss's gradient).
+
+    Args:
+        model: a classifier taking pixels ``(N, C, H, W)`` in ``[0, 1]``.
+        x: pixels ``(N, C, H, W)`` in ``[0, 1]``.
+        y: labels ``(N,)``.
+        eps: L-inf radius in pixel units.
+
+    Returns:
+        The adversarial batch ``(N, C, H, W)``, detached, in ``[0, 1]``.
+    """
+    xg = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = F.cross_entropy(model(xg), y)
+        (grad,) = torch.autograd.grad(loss, xg)
+    return (x.detach() + eps * grad.sign()).clamp_(0.0, 1.0)
+
+
+def adversarial_objective(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float,
+                          craft: str = "eval") -> tuple[torch.Tensor, torch.Tensor]:
+    """The adversarial training objective of Goodfellow et al. 2015 (section 6) for one batch.
+
+    ``J~(theta, x, y) = alpha * J(theta, x, y) + (1 - alpha) * J(theta, x + eps * sign(grad_x J(theta, x, y)), y)``
+    with ``J`` the mean cross-entropy. The FGSM example is crafted against the current parameters (on the fly,
+    as in the paper), clipped to ``[0, 1]`` and then held constant: the parameter gradient flows through the
+    network's two evaluations, not through the crafting. Crafting uses :func:`torch.autograd.grad` on the input
+    only, so parameters' ``.grad`` are untouched until the caller back-propagates the returned loss.
+
+    Args:
+        model: the classifier being trained (pixels ``(N, C, H, W)`` in ``[0, 1]`` in, logits out), in the mode
+            the two loss terms are computed in (train mode during training).
+        x: pixels ``(N, C, H, W)`` in ``[0, 1]``.
+        y: labels ``(N,)``.
+        eps: FGSM radius in pixel units (the paper: 0.25 on MNIST).
+        alpha: weight of the clean term (the paper: 0.5).
+        craft: ``"eval"`` crafts with the model switched to eval mode (dropout off; the mode is restored even on
+            error), the full-strength FGSM an attacker uses at test time; ``"train"`` crafts through the model as
+            it is (with dropout, input dropout leaves about a fifth of the pixels unperturbed).
+
+    Returns:
+        ``(loss, x_adv)``: the scalar objective (with a graph to the parameters) and the FGSM batch.
+    """
+    if craft not in ("eval", "train"):
+        raise ValueError(f"craft must be 'eval' or 'train', got {craft!r}")
+    if craft == "eval":
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            x_adv = fgsm_craft(model, x, y, eps)
+        finally:
+            for m, mode in modes:
+                m.training = mode
+    else:
+        x_adv = fgsm_craft(model, x, y, eps)
+    clean = F.cross_entropy(model(x), y)
+    adv = F.cross_entropy(model(x_adv), y)
+    return alpha * clean + (1.0 - alpha) * adv, x_adv
+
+
+def train_command(arch: str, dataset: str, recipe: Recipe, seed: int, out: str | Path | None = None) -> str:
+    """The ``advkit train`` command line that reproduces a training run (recorded in the card).
+
+    Adversarial training maps to ``--adversarial-eps EPS --adversarial-alpha ALPHA`` (and
+    ``--adversarial-craft train`` when not the default).
+    """
+    parts = ["advkit", "train", arch, "--dataset", dataset, "--epochs", str(recipe.epochs), "--lr", f"{recipe.lr:g}",
+             "--batch-size", str(recipe.batch_size), "--seed", str(seed)]
+    if not recipe.augment:
+        parts.append("--no-augment")
+    adv = recipe.adversarial
+    if adv is not None:
+        parts += ["--adversarial-eps", f"{adv['eps']:g}", "--adversarial-alpha", f"{adv['alpha']:g}"]
+        if adv["craft"] != ADVERSARIAL_DEFAULTS["craft"]:
+            parts += ["--adversarial-craft", str(adv["craft"])]
+    if out is not None:
+        parts += ["--out", str(out)]
+    return " ".join(parts)
 
 
 def augment_batch(x: torch.Tensor, pad: int, flip: bool, g: torch.Generator) -> torch.Tensor:
@@ -70,10 +208,33 @@ def augment_batch(x: torch.Tensor, pad: int, flip: bool, g: torch.Generator) -> 
 
 
 def _param_groups(net: torch.nn.Module, wd: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for p in net.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def fgsm_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+                  batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) on FGSM examples of radius ``eps`` crafted against itself."""
+    was = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    correct = 0
+    try:
+        for i in range(0, len(y), batch_size):
+            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            x_adv = fgsm_craft(model, xb, yb, eps)
+            with torch.no_grad():
+                correct += int((model(x_adv).argmax(1) == yb).sum())
+    finally:
+        model.train(was)
+        for p, req in flags:
+            p.requires_grad_(req)
+    return correct / max(len(y), 1)
 
 
 @torch.no_grad()
@@ -115,12 +276,16 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         name: the model's name in its card (defaults to ``arch``).
         on_step: called as ``(epoch, step, steps_per_epoch, loss)`` after every optimiser step.
         train_data, test_data: preloaded splits (otherwise loaded from ``dataset``).
-        command: the command line recorded in the card.
+        command: the command line recorded in the card (default: :func:`train_command`).
 
     Returns:
-        The trained, frozen classifier and its card.
+        The trained, frozen classifier and its card. With ``recipe.adversarial`` set, each step minimises the
+        mixed objective of :func:`adversarial_objective`, and the card gains ``adversarial_training`` (the
+        settings, the objective, how examples were crafted) and ``fgsm_test_accuracy`` (accuracy on FGSM examples
+        at the training eps crafted against the final model).
     """
     recipe = recipe or Recipe()
+    adv = recipe.adversarial
     spec = get_spec(dataset)
     if not spec.classes:
         raise ValueError(f"{dataset!r} has no fixed classes or image size; advkit trains on fashion-mnist, mnist or "
@@ -138,6 +303,10 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
                           nesterov=True)
     n = len(tr)
     steps = n // recipe.batch_size
+    if recipe.epochs * steps < 5:  # the one-cycle schedule needs a few steps per phase
+        raise ValueError(f"{recipe.epochs} epoch(s) of {steps} full batch(es) of {recipe.batch_size} from {n} training "
+                         f"images is fewer than the 5 optimiser steps the one-cycle schedule needs; use more epochs, "
+                         f"more images or a smaller batch")
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps,
                                                 pct_start=0.25)
     use_bf16 = recipe.bf16 and bf16_supported()
@@ -155,7 +324,11 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
                 xb = augment_batch(xb, pad, flip, g)
             yb = labels[idx]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                loss = F.cross_entropy(model(xb), yb)
+                if adv is None:
+                    loss = F.cross_entropy(model(xb), yb)
+                else:
+                    loss, _ = adversarial_objective(model, xb, yb, eps=adv["eps"], alpha=adv["alpha"],
+                                                    craft=adv["craft"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -163,8 +336,10 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
             if on_step is not None:
                 on_step(epoch, step, steps, float(loss))
         log.info("%s epoch %d/%d done (%.0fs)", arch, epoch + 1, recipe.epochs, time.time() - t0)
+    train_seconds = time.time() - t0
     model.freeze()
-    acc = accuracy(model, te.x, te.y)
+    x_test = te.x
+    acc = accuracy(model, x_test, te.y)
     card: dict[str, Any] = {
         "name": name or arch,
         "arch": arch,
@@ -184,14 +359,25 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         "train_size": n,
         "test_accuracy": round(acc, 4),
         "test_size": len(te),
-        "train_seconds": round(time.time() - t0, 1),
+        "train_seconds": round(train_seconds, 1),
         "advkit_version": advkit.__version__,
         "torch_version": torch.__version__,
         "machine": platform.machine(),
-        "command": command or " ".join(["advkit", "train", arch, "--dataset", dataset, "--epochs",
-                                        str(recipe.epochs), "--seed", str(seed)]),
+        "command": command or train_command(arch, dataset, recipe, seed, out),
         "python": sys.version.split()[0],
     }
+    if adv is not None:
+        card["adversarial_training"] = {
+            **adv,
+            "objective": OBJECTIVE,
+            "paper": "Goodfellow, Shlens & Szegedy 2015, Explaining and Harnessing Adversarial Examples, section 6",
+            "crafted": (f"FGSM on the fly against the current parameters, {adv['craft']} mode "
+                        f"({'dropout off' if adv['craft'] == 'eval' else 'dropout on'}), gradient by "
+                        f"torch.autograd.grad w.r.t. the input, {'bf16 autocast' if use_bf16 else 'float32'}, "
+                        f"clipped to [0, 1], held constant in the parameter update"),
+        }
+        card["fgsm_test_accuracy"] = round(fgsm_accuracy(model, x_test, te.y, adv["eps"]), 4)
+        card["fgsm_test_eps"] = adv["eps"]
     if out is not None:
         save_checkpoint(model, out, card)
     return model, card

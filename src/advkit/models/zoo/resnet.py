@@ -136,7 +136,7 @@ class ResNet(nn.Module):
         self.preact = preact
         c = stem
         stages = []
-        for i, (n, w) in enumerate(zip(depths, widths)):
+        for i, (n, w) in enumerate(zip(depths, widths, strict=True)):
             blocks = []
             for j in range(n):
                 stride = 2 if (i > 0 and j == 0) else 1
