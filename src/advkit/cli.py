@@ -6,13 +6,12 @@ accepted (parsed exactly with ``fractions.Fraction``, never ``eval``).
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 import sys
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -52,7 +51,7 @@ def _setup_logging(verbose: bool) -> None:
 
 # ----------------------------------------------------------------------------------------------------- data
 @data_app.command("list")
-def data_list(data_dir: Annotated[Optional[Path], typer.Option(help="A folder searched first.")] = None) -> None:
+def data_list(data_dir: Annotated[Path | None, typer.Option(help="A folder searched first.")] = None) -> None:
     """List the registered datasets and where their files were found (if anywhere)."""
     from advkit import data
 
@@ -68,7 +67,7 @@ def data_list(data_dir: Annotated[Optional[Path], typer.Option(help="A folder se
 @data_app.command("fetch")
 def data_fetch(
     name: Annotated[str, typer.Argument(help="Dataset name (see `advkit data list`).")],
-    data_dir: Annotated[Optional[Path], typer.Option(help="Download into this folder instead of the cache.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Download into this folder instead of the cache.")] = None,
     force: Annotated[bool, typer.Option(help="Download even if a local copy exists.")] = False,
 ) -> None:
     """Find a local copy of a dataset or download it from its canonical source (checked by SHA-256)."""
@@ -83,7 +82,7 @@ def data_fetch(
 
 # --------------------------------------------------------------------------------------------------- models
 @models_app.command("list")
-def models_list(dataset: Annotated[Optional[str], typer.Option(help="Only checkpoints for this dataset.")] = None
+def models_list(dataset: Annotated[str | None, typer.Option(help="Only checkpoints for this dataset.")] = None
                 ) -> None:
     """List the architectures and the shipped checkpoints with their test accuracy."""
     from advkit import models
@@ -104,9 +103,9 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Images per optimiser step.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed for initialisation, shuffling and augmentation.")] = 0,
     augment: Annotated[bool, typer.Option(help="Random crops with padding and flips.")] = True,
-    out: Annotated[Optional[Path], typer.Option(help="Write NAME.safetensors and its JSON card here "
+    out: Annotated[Path | None, typer.Option(help="Write NAME.safetensors and its JSON card here "
                                                      "(default: ./ARCH.safetensors).")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="A folder searched first for the dataset.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="A folder searched first for the dataset.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
 ) -> None:
     """Train an architecture deterministically and write a safetensors checkpoint with its model card."""
@@ -139,15 +138,15 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Annotated[Optional[str], typer.Argument(
+    model: Annotated[str | None, typer.Argument(
         help="Zoo name, .safetensors path, torchvision:NAME or timm:NAME.")] = None,
     dataset: Annotated[str, typer.Option(help="Dataset to evaluate on.")] = "fashion-mnist",
     all_models: Annotated[bool, typer.Option("--all", help="Evaluate every shipped checkpoint for --dataset.")] = False,
     split: Annotated[str, typer.Option(help="train or test.")] = "test",
-    limit: Annotated[Optional[int], typer.Option(help="Use at most this many images.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many images.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 500,
-    data_dir: Annotated[Optional[Path], typer.Option(help="A folder searched first for the dataset.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Write results.json, results.csv and report.md here.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="A folder searched first for the dataset.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write results.json, results.csv and report.md here.")] = None,
 ) -> None:
     """Clean top-1 accuracy of a model (or of the whole zoo with --all), with 95% Wilson intervals."""
     from advkit import data, models
@@ -190,22 +189,22 @@ def attack(
                                               "such as sgm+mi+di.")],
     model: Annotated[str, typer.Option(help="Source model: zoo name, .safetensors path, torchvision:/timm:NAME.")],
     dataset: Annotated[str, typer.Option(help="Dataset (test split).")] = "fashion-mnist",
-    eps: Annotated[Optional[str], typer.Option(help="Budget in pixel units of [0,1] (L-inf radius, or L2 with "
+    eps: Annotated[str | None, typer.Option(help="Budget in pixel units of [0,1] (L-inf radius, or L2 with "
                                                     "--norm l2); fractions like 16/255 accepted.")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Iterations.")] = None,
-    alpha: Annotated[Optional[str], typer.Option(help="Step size in pixel units (default eps/steps; PGD "
+    steps: Annotated[int | None, typer.Option(help="Iterations.")] = None,
+    alpha: Annotated[str | None, typer.Option(help="Step size in pixel units (default eps/steps; PGD "
                                                       "2.5*eps/steps).")] = None,
-    norm: Annotated[Optional[str], typer.Option(help="linf or l2.")] = None,
-    gamma: Annotated[Optional[float], typer.Option(help="SGM decay in (0, 1] on residual gradients.")] = None,
-    variant: Annotated[Optional[str], typer.Option(help="SGM variant: formula or original.")] = None,
-    decay: Annotated[Optional[float], typer.Option(help="MI momentum decay mu.")] = None,
-    ti_kernel: Annotated[Optional[int], typer.Option(help="TI Gaussian kernel size (odd).")] = None,
-    loss: Annotated[Optional[str], typer.Option(help="ce (cross-entropy) or margin (logit margin).")] = None,
+    norm: Annotated[str | None, typer.Option(help="linf or l2.")] = None,
+    gamma: Annotated[float | None, typer.Option(help="SGM decay in (0, 1] on residual gradients.")] = None,
+    variant: Annotated[str | None, typer.Option(help="SGM variant: formula or original.")] = None,
+    decay: Annotated[float | None, typer.Option(help="MI momentum decay mu.")] = None,
+    ti_kernel: Annotated[int | None, typer.Option(help="TI Gaussian kernel size (odd).")] = None,
+    loss: Annotated[str | None, typer.Option(help="ce (cross-entropy) or margin (logit margin).")] = None,
     targeted: Annotated[bool, typer.Option(help="Attack toward a random other class (seeded).")] = False,
     limit: Annotated[int, typer.Option(help="Test images loaded (only correctly classified ones are attacked).")]
     = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the attack's randomness and of the targets.")] = 0,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory: config, results, float tensors, PNGs.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory: config, results, float tensors, PNGs.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite a finished run in --out.")] = False,
 ) -> None:
     """Craft adversarial examples on one model, save them, and print white-box success and distortion."""

@@ -121,7 +121,7 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
         tmp.replace(out / "adversarial.safetensors")
         if save_images and len(y):
             names = [f"{int(i):05d}_y{int(a)}_pred{int(b)}.png" for i, a, b in
-                     zip(idx if idx is not None else range(len(y)), y, pred_q)]
+                     zip(idx if idx is not None else range(len(y)), y, pred_q, strict=True)]
             save_pngs(x_q, out / "png", names)
         atomic_write_text(out / "results.json", json.dumps(summary, indent=2, default=str) + "\n")
     return summary

@@ -41,7 +41,9 @@ def save_pngs(images: torch.Tensor, folder: Path, names: list[str]) -> list[Path
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     arr = torch.round(images.clamp(0, 1) * 255.0).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    for a, name in zip(arr, names):
+    if len(names) != len(arr):
+        raise ValueError(f"{len(arr)} images but {len(names)} names")
+    for a, name in zip(arr, names, strict=True):
         img = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a, mode="L" if a.shape[2] == 1 else "RGB")
         p = folder / name
         tmp = p.with_name(f".{p.name}.part")
