@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import shlex
-import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated
@@ -43,6 +42,25 @@ def parse_number(text: str, what: str = "value") -> float:
 def _fail(msg: str) -> None:
     err.print(f"[bold red]error:[/] {msg}")
     raise typer.Exit(2)
+
+
+def invocation(ctx: typer.Context) -> str:
+    """The command being run, rebuilt from its parsed parameters (recorded in cards and run manifests)."""
+    parts = ["advkit", *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if value is None:
+            continue
+        if param.param_type_name == "argument":
+            parts.append(shlex.quote(str(value)))
+        elif getattr(param, "is_flag", False):
+            if param.secondary_opts:
+                parts.append(param.opts[0] if value else param.secondary_opts[0])
+            elif value:
+                parts.append(param.opts[0])
+        else:
+            parts += [param.opts[0], shlex.quote(str(value))]
+    return " ".join(parts)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -96,6 +114,7 @@ def models_list(dataset: Annotated[str | None, typer.Option(help="Only checkpoin
 
 @app.command()
 def train(
+    ctx: typer.Context,
     arch: Annotated[str, typer.Argument(help="Architecture name (see `advkit models list`).")],
     dataset: Annotated[str, typer.Option(help="Dataset to train on.")] = "fashion-mnist",
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 5,
@@ -118,7 +137,7 @@ def train(
     if out.exists() and not force:
         _fail(f"{out} exists; pass --force to overwrite it")
     recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment)
-    command = "advkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = invocation(ctx)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task(f"{arch} on {dataset}", total=None, loss=float("nan"))
@@ -138,6 +157,7 @@ def train(
 
 @app.command()
 def evaluate(
+    ctx: typer.Context,
     model: Annotated[str | None, typer.Argument(
         help="Zoo name, .safetensors path, torchvision:NAME or timm:NAME.")] = None,
     dataset: Annotated[str, typer.Option(help="Dataset to evaluate on.")] = "fashion-mnist",
@@ -179,12 +199,13 @@ def evaluate(
     if ds.note:
         console.print(f"note: {ds.note}")
     if out is not None:
-        report = write_accuracy_report(rows, out, command="advkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        report = write_accuracy_report(rows, out, command=invocation(ctx))
         console.print(f"report: {report}")
 
 
 @app.command()
 def attack(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Attack name: fgsm, ifgsm, pgd, mi, di, ti, sgm, jsma or a combination "
                                               "such as sgm+mi+di.")],
     model: Annotated[str, typer.Option(help="Source model: zoo name, .safetensors path, torchvision:/timm:NAME.")],
@@ -219,7 +240,7 @@ def attack(
                      ("decay", decay), ("ti_kernel", ti_kernel), ("loss", loss)):
         if val is not None:
             kw[key] = val
-    command = "advkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = invocation(ctx)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task(f"{name} on {model}", total=None)

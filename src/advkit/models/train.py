@@ -334,7 +334,7 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
             opt.step()
             sched.step()
             if on_step is not None:
-                on_step(epoch, step, steps, float(loss))
+                on_step(epoch, step, steps, float(loss.detach()))
         log.info("%s epoch %d/%d done (%.0fs)", arch, epoch + 1, recipe.epochs, time.time() - t0)
     train_seconds = time.time() - t0
     model.freeze()

@@ -1,0 +1,98 @@
+"""The advkit command, driven through typer's runner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from advkit.cli import app, parse_number
+
+runner = CliRunner()
+
+
+def run(*args: str, ok: bool = True):
+    r = runner.invoke(app, list(args))
+    if ok:
+        assert r.exit_code == 0, r.output + repr(r.exception)
+    return r
+
+
+@pytest.mark.parametrize("cmd", [[], ["data"], ["models"], ["sgm"], ["train"], ["evaluate"], ["attack"],
+                                 ["data", "fetch"], ["sgm", "inspect"]])
+def test_help_for_every_command(cmd):
+    r = run(*cmd, "--help")
+    assert "Usage" in r.output
+
+
+def test_attack_help_states_units():
+    out = run("attack", "--help").output
+    assert "16/255" in out and "[0,1]" in out.replace(" ", "")
+
+
+def test_parse_number_accepts_fractions_and_rejects_code():
+    assert parse_number("16/255") == pytest.approx(16 / 255)
+    assert parse_number("0.1") == pytest.approx(0.1)
+    import typer
+
+    for bad in ("__import__('os')", "1/0", "abc"):
+        with pytest.raises(typer.BadParameter):
+            parse_number(bad)
+
+
+def test_data_list_and_models_list():
+    out = run("data", "list").output
+    assert "fashion-mnist" in out and "mnist" in out and "cifar10" in out
+    out = run("models", "list").output
+    assert "lenet" in out and "resnet20" in out
+
+
+def test_evaluate_prints_accuracy_with_interval(tmp_path):
+    out = run("evaluate", "lenet", "--limit", "200").output
+    assert "accuracy" in out and "[" in out
+    run("evaluate", "--all", "--limit", "100", "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert {r["model"] for r in rows} >= {"lenet", "linear"}
+    assert all(0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1 for r in rows)
+    assert (tmp_path / "report.md").read_text().startswith("# Clean accuracy")
+
+
+def test_evaluate_unknown_model_is_a_clear_error():
+    r = run("evaluate", "nosuchmodel", ok=False)
+    assert r.exit_code == 2 and "unknown model" in r.output
+
+
+def test_attack_saves_a_run_and_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "run"
+    r = run("attack", "ifgsm", "--model", "lenet", "--eps", "16/255", "--steps", "3", "--limit", "16",
+            "--out", str(out))
+    assert "white-box success" in r.output
+    res = json.loads((out / "results.json").read_text())
+    assert res["linf_max"] <= 16 / 255 + 1e-6 and res["linf_max_8bit"] <= 16 / 255 + 1e-6
+    assert res["nan_count"] == 0 and len(list((out / "png").glob("*.png"))) == res["attacked"]
+    again = run("attack", "ifgsm", "--model", "lenet", "--eps", "0.1", "--limit", "16", "--out", str(out), ok=False)
+    assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_attack_bad_eps_is_rejected():
+    r = run("attack", "ifgsm", "--model", "lenet", "--eps", "sixteen", ok=False)
+    assert r.exit_code != 0 and "16/255" in r.output
+
+
+def test_sgm_inspect_lists_connections():
+    out = run("sgm", "inspect", "resnet20", "--arch").output
+    assert "9 residual" in out and "projection" in out
+    r = run("sgm", "inspect", "lenet", ok=False)
+    assert r.exit_code == 2 and "no skip connections" in r.output
+
+
+def test_train_writes_checkpoint_and_card(tmp_path):
+    out = tmp_path / "linear.safetensors"
+    r = run("train", "linear", "--epochs", "1", "--no-augment", "--out", str(out))
+    assert "test accuracy" in r.output
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["arch"] == "linear" and card["command"].startswith("advkit train linear")
+    assert card["test_accuracy"] > 0.7
+    r = run("train", "linear", "--epochs", "1", "--out", str(out), ok=False)
+    assert r.exit_code == 2 and "--force" in r.output
