@@ -290,3 +290,21 @@ def test_sgm_on_a_model_without_skips_is_an_error(lenet, lenet_batch):
     x, y = lenet_batch
     with pytest.raises(ValueError, match="no skip connections"):
         A.create("sgm", eps=0.1)(lenet, x[:2], y[:2])
+
+
+def test_sgm_auto_gamma_follows_card_then_authors_rule(tiny_resnet):
+    from advkit.attacks.engine import resolve_gamma
+    from advkit.models import get_arch
+
+    assert resolve_gamma("auto", tiny_resnet) == 0.2  # residual, no card: the authors' ResNet value
+    assert resolve_gamma("auto", get_arch("densenet_bc40").build(1, 10, 28)) == 0.5  # dense: the DenseNet value
+    tiny_resnet.card["sgm_gamma"] = 0.7
+    try:
+        assert resolve_gamma("auto", tiny_resnet) == 0.7
+        x, y = _batch()
+        assert A.create("sgm", eps=0.05, steps=1)(tiny_resnet, x, y).info["sgm"]["gamma"] == 0.7
+    finally:
+        del tiny_resnet.card["sgm_gamma"]
+    assert resolve_gamma(0.3, tiny_resnet) == 0.3 and resolve_gamma(None, tiny_resnet) is None
+    with pytest.raises(ValueError, match="gamma"):
+        A.create("sgm", gamma=1.5)

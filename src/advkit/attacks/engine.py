@@ -44,7 +44,9 @@ class Iterative(Attack):
         di_resize_rate: DI's largest size relative to the input (330/299 ~ 1.1).
         ti_kernel: TI Gaussian kernel size (Dong et al. 2019, default 15), ``None`` for no TI.
         ti_nsig: TI kernel span in standard deviations (default 3).
-        gamma: SGM decay on residual gradients (Wu et al. 2020), ``None`` for no SGM.
+        gamma: SGM decay on residual gradients (Wu et al. 2020), ``None`` for no SGM, or ``"auto"``: the source
+            model card's ``sgm_gamma`` when it has one (advkit's zoo, chosen on held-out images), else the
+            authors' rule: 0.5 for a source whose skip connections are all dense (DenseNet), 0.2 otherwise.
         sgm_variant: ``"formula"`` (the paper's equation on every residual/dense branch) or ``"original"``
             (the authors' released code on torchvision-structured ResNets and DenseNets).
         label: the name the attack was created from (``"sgm+mi"``), used in reports.
@@ -63,7 +65,7 @@ class Iterative(Attack):
     di_resize_rate: float = 1.1
     ti_kernel: int | None = None
     ti_nsig: float = 3.0
-    gamma: float | None = None
+    gamma: float | str | None = None
     sgm_variant: str = "formula"
     label: str = "ifgsm"
 
@@ -85,8 +87,9 @@ class Iterative(Attack):
             raise ValueError(f"DI resize_rate must be > 1, got {self.di_resize_rate!r}")
         if self.ti_kernel is not None:
             gaussian_kernel(self.ti_kernel, self.ti_nsig)  # validates
-        if self.gamma is not None and not (0.0 < self.gamma <= 1.0):
-            raise ValueError(f"SGM gamma must be in (0, 1], got {self.gamma!r}")
+        if self.gamma is not None and self.gamma != "auto" and not (
+                isinstance(self.gamma, (int, float)) and 0.0 < self.gamma <= 1.0):
+            raise ValueError(f"SGM gamma must be in (0, 1] or 'auto', got {self.gamma!r}")
         if self.sgm_variant not in ("formula", "original"):
             raise ValueError(f"sgm_variant must be 'formula' or 'original', got {self.sgm_variant!r}")
 
@@ -113,10 +116,11 @@ class Iterative(Attack):
         x_adv = random_start(x, self.eps, self.norm, g) if self.random_init else x.clone()
         momentum = torch.zeros_like(x) if self.decay is not None else None
         scope: contextlib.AbstractContextManager[Any]
-        if self.gamma is not None:
+        gamma = resolve_gamma(self.gamma, model.model)
+        if gamma is not None:
             from advkit.backprop import skip_gradient
 
-            scope = skip_gradient(model.model, gamma=self.gamma, variant=self.sgm_variant)
+            scope = skip_gradient(model.model, gamma=gamma, variant=self.sgm_variant)
         else:
             scope = contextlib.nullcontext()
         with scope as found:
@@ -135,8 +139,24 @@ class Iterative(Attack):
         if found is not None:
             model.info["sgm"] = {
                 "variant": self.sgm_variant,
-                "gamma": self.gamma,
+                "gamma": gamma,
                 "connections": len(found),
                 "hooks_fired": int(sum(getattr(c, "fired", 0) for c in found)),
             }
         return x_adv.detach()
+
+
+def resolve_gamma(gamma: float | str | None, model: torch.nn.Module) -> float | None:
+    """The SGM decay to use on ``model``: ``gamma`` itself, or for ``"auto"`` the model card's ``sgm_gamma``, else
+    0.5 when every skip connection found is dense (the authors' DenseNet value) and 0.2 otherwise (ResNets)."""
+    if gamma != "auto":
+        return None if gamma is None else float(gamma)
+    card = getattr(model, "card", None) or {}
+    if card.get("sgm_gamma") is not None:
+        return float(card["sgm_gamma"])
+    if card.get("connections") in ("residual", "dense"):
+        return 0.5 if card["connections"] == "dense" else 0.2
+    from advkit.backprop import find_connections
+
+    found = find_connections(model)
+    return 0.5 if found and all(c.kind == "dense" for c in found) else 0.2

@@ -30,10 +30,11 @@ TOKENS: dict[str, tuple[dict[str, Any], set[str]]] = {
     "mi": ({"decay": 1.0}, {"decay"}),
     "di": ({"di_prob": 0.5, "di_resize_rate": 1.1}, {"di_prob", "di_resize_rate"}),
     "ti": ({"ti_kernel": 15, "ti_nsig": 3.0}, {"ti_kernel", "ti_nsig"}),
-    # SGM brings only its decay: gamma 0.2 (the authors' value for ResNet sources; 0.5 for DenseNets). The step
+    # SGM brings only its decay, "auto" by default: the zoo card's tuned gamma, else the authors' 0.2 for ResNet
+    # sources and 0.5 for DenseNets (see Iterative.gamma). The step
     # schedule stays the base attack's so that "ifgsm" and "sgm" differ in SGM alone; the authors' schedule
     # (eps 16/255, 10 steps of 2/255) is create("sgm", eps=16/255, steps=10, alpha=2/255).
-    "sgm": ({"gamma": 0.2}, {"gamma", "sgm_variant"}),
+    "sgm": ({"gamma": "auto"}, {"gamma", "sgm_variant"}),
 }
 BASES = ("fgsm", "ifgsm", "bim", "pgd")
 # Friendlier keyword names accepted by create().
