@@ -7,6 +7,7 @@ reproduces it. Usage: python scripts/train_zoo.py [NAME ...]
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,14 +26,14 @@ ZOO: list[tuple[str, str, str, dict]] = [
     ("mlp", "mlp", "fashion-mnist", {"epochs": 10, "lr": 0.05}),
     ("lenet", "lenet", "fashion-mnist", {"epochs": 8, "lr": 0.05}),
     ("lenet", "lenet", "mnist", {"epochs": 40, "lr": 0.05}),
-    ("resnet20", "resnet20", "fashion-mnist", {"epochs": 8}),
-    ("vgg11_bn", "vgg11_bn", "fashion-mnist", {"epochs": 4, "lr": 0.05}),
-    ("resnet56", "resnet56", "fashion-mnist", {"epochs": 4}),
-    ("preact_resnet20", "preact_resnet20", "fashion-mnist", {"epochs": 5}),
-    ("densenet_bc40", "densenet_bc40", "fashion-mnist", {"epochs": 4}),
-    ("se_resnet20", "se_resnet20", "fashion-mnist", {"epochs": 5}),
-    ("wrn16_2", "wrn16_2", "fashion-mnist", {"epochs": 4}),
-    ("inception_resnet", "inception_resnet", "fashion-mnist", {"epochs": 4}),
+    ("resnet20", "resnet20", "fashion-mnist", {"epochs": 6}),
+    ("vgg11_bn", "vgg11_bn", "fashion-mnist", {"epochs": 3, "lr": 0.05}),
+    ("resnet56", "resnet56", "fashion-mnist", {"epochs": 3}),
+    ("densenet_bc40", "densenet_bc40", "fashion-mnist", {"epochs": 3}),
+    ("preact_resnet20", "preact_resnet20", "fashion-mnist", {"epochs": 4}),
+    ("se_resnet20", "se_resnet20", "fashion-mnist", {"epochs": 4}),
+    ("wrn16_2", "wrn16_2", "fashion-mnist", {"epochs": 3}),
+    ("inception_resnet", "inception_resnet", "fashion-mnist", {"epochs": 3}),
     ("resnet110", "resnet110", "fashion-mnist", {"epochs": 5}),
     ("mobilenet_v2", "mobilenet_v2", "fashion-mnist", {"epochs": 5}),
     ("resnet29_bottleneck", "resnet29_bottleneck", "fashion-mnist", {"epochs": 6}),
@@ -50,7 +51,7 @@ def command_for(arch: str, dataset: str, r: Recipe, seed: int) -> str:
 
 def main(only: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("ADVKIT_TRAIN_THREADS", "1")))
     cache = {}
     for name, arch, dataset, over in ZOO:
         if only and name not in only and f"{dataset}/{name}" not in only:
