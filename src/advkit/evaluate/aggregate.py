@@ -1,0 +1,229 @@
+"""From finished shards to tidy records: success with Wilson intervals, summaries over seeds, McNemar tests,
+distortion and sanity checks.
+
+Tables (each a list of flat dicts, written to ``results/NAME.csv`` and together to ``results.json``):
+
+* ``clean``: every model's clean accuracy over all images scanned while choosing the sample.
+* ``success``: one row per (source, attack, eps, gamma, seed, target, images, over): ``images`` is ``float``
+  (the crafted examples) or ``8bit`` (rounded to 8-bit PNG levels within the budget); ``over`` is ``all`` (all
+  attacked images, the SGM paper's definition) or ``clean-correct`` (only images the target classified correctly
+  before the attack). ``white_box`` marks the source evaluated on its own examples.
+* ``summary``: the same keys without the seed: mean, sample std and Student-t 95% interval over seeds, and the
+  Wilson interval of the pooled counts (images x seeds; seeds that share images are not independent trials, so
+  prefer the t-interval when seeds vary).
+* ``paired``: per seed, McNemar's test of each attack against the baseline on the same images (float, all).
+* ``paired_summary``: mean difference over seeds, and the largest / smallest exact p-value over seeds.
+* ``distortion`` and ``cells``: per cell; ``sanity``: the checks a report states.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from advkit.evaluate.metrics import wilson_interval
+from advkit.evaluate.stats import mcnemar, summarize_seeds
+from advkit.report.accuracy import atomic_write_text
+
+if TYPE_CHECKING:
+    from advkit.evaluate.config import StudyConfig
+    from advkit.evaluate.runstate import RunDir
+    from advkit.evaluate.study import Cell
+
+__all__ = ["aggregate", "write_records"]
+
+KEYS = ("source", "attack", "eps", "gamma", "target", "white_box", "images", "over")
+
+
+def _rate_row(k: int, n: int) -> dict[str, Any]:
+    lo, hi = wilson_interval(k, n)
+    return {"k": k, "n": n, "rate": k / n if n else None, "ci_low": lo, "ci_high": hi}
+
+
+def _clean(cfg: StudyConfig, smeta: dict[str, Any], names: dict[str, str]) -> list[dict[str, Any]]:
+    rows = []
+    for m in smeta["models"]:
+        role = "source+target" if m in cfg.sources and m in cfg.targets else "source" if m in cfg.sources \
+            else "target"
+        rows.append({"model": names.get(m, m), "spec": m, "role": role, "over": "all images scanned",
+                     **_rate_row(int(smeta["correct"][m]), int(smeta["examined"]))})
+    return rows
+
+
+def aggregate(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[str, torch.Tensor],
+              smeta: dict[str, Any], progress: Callable[[str, int, int, str], None] | None = None
+              ) -> dict[str, Any]:
+    """Read every finished cell of ``run`` and build the records (see the module docstring)."""
+    n = cfg.sample.n
+    size = cfg.shard_size or n
+    shards = math.ceil(n / size)
+    seeds = list(cfg.seeds)
+    model_row = {m: i for i, m in enumerate(smeta["models"])}
+    names: dict[str, str] = dict(smeta.get("names") or {})
+    success: list[dict[str, Any]] = []
+    distortion: list[dict[str, Any]] = []
+    cell_rows: list[dict[str, Any]] = []
+    fooled: dict[tuple[Any, ...], torch.Tensor] = {}
+    for ci, c in enumerate(cells):
+        t, metas = run.read_cell(c.id, shards)
+        pick = sample["picks"][seeds.index(c.seed)]
+        y = sample["y"][pick]
+        key = {"source": names.get(c.source, c.source), "attack": c.attack.label, "eps": c.eps, "gamma": c.gamma,
+               "seed": c.seed}
+        for j, target in enumerate(metas[0]["models"]):
+            correct = sample["clean_pred"][model_row[target]][pick] == y
+            for images, pred in (("float", t["pred"][j]), ("8bit", t["pred_8bit"][j])):
+                f = pred != y
+                if images == "float":
+                    fooled[(c.source, c.attack.label, c.eps, c.gamma, c.seed, target)] = f
+                for over, mask in (("all", torch.ones_like(f)), ("clean-correct", correct)):
+                    success.append({**key, "target": names.get(target, target), "white_box": target == c.source,
+                                    "images": images, "over": over,
+                                    **_rate_row(int((f & mask).sum()), int(mask.sum()))})
+        eps_v = cfg.eps_value(c.eps)
+        for images, sfx in (("float", ""), ("8bit", "_8bit")):
+            linf = t[f"linf{sfx}"]
+            budget = eps_v if images == "float" else math.floor(eps_v * 255 + 1e-6) / 255
+            distortion.append({**key, "images": images, "eps_value": eps_v, "linf_max": float(linf.max()),
+                               "linf_mean": float(linf.mean()), "l2_mean": float(t[f"l2{sfx}"].mean()),
+                               "l0_mean": float(t[f"l0{sfx}"].mean()),
+                               "within_budget": bool(float(linf.max()) <= budget + 1e-6)
+                               if metas[0]["norm"] == "linf" else None})
+        sgm = [m["info"].get("sgm") for m in metas if m["info"].get("sgm")]
+        cell_rows.append({"id": c.id, **key, "n": n, "shards": shards, "white_box_attack_success":
+                          float(t["white_box"].float().mean()),
+                          "forward_passes": sum(m["forward_passes"] for m in metas),
+                          "backward_passes": sum(m["backward_passes"] for m in metas),
+                          "seconds": round(sum(m["seconds"] for m in metas), 3),
+                          "nan_count": sum(m["nan_count"] for m in metas),
+                          "pixel_min": min(m["pixel_min"] for m in metas),
+                          "pixel_max": max(m["pixel_max"] for m in metas),
+                          "sgm_connections": sgm[0].get("connections") if sgm else None,
+                          "sgm_hooks_fired": sum(int(s.get("hooks_fired", 0)) for s in sgm) if sgm else None,
+                          "sgm_variant": sgm[0].get("variant") if sgm else None,
+                          "config": metas[0]["config"]})
+        if progress is not None:
+            progress("results", ci + 1, len(cells), c.id)
+    paired = _paired(cfg, cells, fooled, names)
+    return {
+        "meta": {"title": cfg.title, "dataset": cfg.dataset, "split": cfg.sample.split, "n": n,
+                 "pool": cfg.sample.pool, "seeds": seeds, "baseline": cfg.baseline, "data_note": smeta.get("note"),
+                 "only_correct": cfg.sample.only_correct, "sources": [names.get(m, m) for m in cfg.sources],
+                 "targets": [names.get(m, m) for m in cfg.targets], "models": {names.get(m, m): m for m in names},
+                 "attacks": [a.label for a in cfg.attacks], "eps": list(cfg.eps), "notes": list(cfg.notes),
+                 "success_definition": "success = the model's prediction on the adversarial image differs from the "
+                                       "true label; 'all' counts every attacked image, 'clean-correct' only those "
+                                       "the model classified correctly before the attack"},
+        "clean": _clean(cfg, smeta, names), "success": success, "summary": _summary(success), "paired": paired,
+        "paired_summary": _paired_summary(paired), "distortion": distortion, "cells": cell_rows,
+        "sanity": _sanity(cfg, distortion, cell_rows),
+    }
+
+
+def _summary(success: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in success:
+        groups[tuple(r[k] for k in KEYS)].append(r)
+    rows = []
+    for key, rs in groups.items():
+        rates = [r["rate"] for r in rs if r["rate"] is not None]
+        s = summarize_seeds(rates) if rates else None
+        k, n = sum(r["k"] for r in rs), sum(r["n"] for r in rs)
+        lo, hi = wilson_interval(k, n)
+        rows.append({**dict(zip(KEYS, key, strict=True)), "seeds": len(rs), "mean": s.mean if s else None,
+                     "std": s.std if s else None, "t_low": s.low if s else None, "t_high": s.high if s else None,
+                     "pooled_k": k, "pooled_n": n, "pooled_low": lo, "pooled_high": hi})
+    return rows
+
+
+def _paired(cfg: StudyConfig, cells: list[Cell], fooled: dict[tuple[Any, ...], torch.Tensor],
+            names: dict[str, str]) -> list[dict[str, Any]]:
+    base = cfg.attack(cfg.baseline)
+    rows = []
+    targets_of: dict[tuple[Any, ...], list[str]] = defaultdict(list)
+    for (src, lab, eps, g, seed, target) in fooled:
+        targets_of[(src, lab, eps, g, seed)].append(target)
+    for c in cells:
+        if c.attack.label == base.label:
+            continue
+        bg = c.gamma if base.uses_gamma else None
+        for target in targets_of[(c.source, c.attack.label, c.eps, c.gamma, c.seed)]:
+            b = fooled.get((c.source, base.label, c.eps, bg, c.seed, target))
+            if b is None:
+                continue
+            m = mcnemar(fooled[(c.source, c.attack.label, c.eps, c.gamma, c.seed, target)], b)
+            rows.append({"source": names.get(c.source, c.source), "attack": c.attack.label, "baseline": base.label,
+                         "eps": c.eps, "gamma": c.gamma, "seed": c.seed, "target": names.get(target, target),
+                         "white_box": target == c.source,
+                         "n": m.n, "attack_k": m.a_k, "baseline_k": m.b_k, "only_attack": m.only_a,
+                         "only_baseline": m.only_b, "difference": m.difference, "p_exact": m.p_exact,
+                         "chi2": m.chi2, "p_chi2": m.p_chi2})
+    return rows
+
+
+def _paired_summary(paired: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keys = ("source", "attack", "baseline", "eps", "gamma", "target", "white_box")
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in paired:
+        groups[tuple(r[k] for k in keys)].append(r)
+    rows = []
+    for key, rs in groups.items():
+        s = summarize_seeds([r["difference"] for r in rs])
+        ps = [r["p_exact"] for r in rs]
+        rows.append({**dict(zip(keys, key, strict=True)), "seeds": s.n, "difference_mean": s.mean,
+                     "difference_std": s.std, "t_low": s.low, "t_high": s.high, "p_exact_max": max(ps),
+                     "p_exact_min": min(ps), "seeds_significant": sum(p < 0.05 for p in ps)})
+    return rows
+
+
+def _sanity(cfg: StudyConfig, distortion: list[dict[str, Any]], cells: list[dict[str, Any]]) -> dict[str, Any]:
+    per_eps = []
+    for eps in cfg.eps:
+        rows = [d for d in distortion if d["eps"] == eps]
+        fl = [d["linf_max"] for d in rows if d["images"] == "float"]
+        q = [d["linf_max"] for d in rows if d["images"] == "8bit"]
+        per_eps.append({"eps": eps, "eps_value": cfg.eps_value(eps), "linf_max": max(fl, default=0.0),
+                        "linf_max_8bit": max(q, default=0.0),
+                        "within_budget": all(d["within_budget"] is not False for d in rows)})
+    sgm = [{"cell": c["id"], "connections": c["sgm_connections"], "hooks_fired": c["sgm_hooks_fired"],
+            "variant": c["sgm_variant"]} for c in cells if c["sgm_hooks_fired"] is not None]
+    sgm_expected = [c["id"] for c in cells if cfg.attack(c["attack"]).uses_gamma]
+    problems = [f"eps {e['eps']}: largest perturbation {e['linf_max']:.6f} exceeds the budget" for e in per_eps
+                if not e["within_budget"]]
+    nan = sum(c["nan_count"] for c in cells)
+    lo = min((c["pixel_min"] for c in cells), default=0.0)
+    hi = max((c["pixel_max"] for c in cells), default=1.0)
+    if nan:
+        problems.append(f"{nan} NaN values in adversarial examples")
+    if lo < 0 or hi > 1:
+        problems.append(f"pixel values outside [0, 1]: [{lo}, {hi}]")
+    fired = {s["cell"] for s in sgm if s["hooks_fired"]}
+    silent = [c for c in sgm_expected if c not in fired]
+    if silent:
+        problems.append(f"SGM hooks did not fire in {len(silent)} SGM cell(s), e.g. {silent[0]}")
+    return {"per_eps": per_eps, "nan_count": nan, "pixel_min": lo, "pixel_max": hi, "sgm": sgm,
+            "ok": not problems, "problems": problems}
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    if rows:
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None else v) for k, v in r.items() if not isinstance(v, dict)})
+    return buf.getvalue()
+
+
+def write_records(run: RunDir, records: dict[str, Any]) -> None:
+    """Write each table of ``records`` to ``results/NAME.csv`` (atomically)."""
+    for name, rows in records.items():
+        if isinstance(rows, list) and rows and isinstance(rows[0], dict):
+            atomic_write_text(run.results_dir / f"{name}.csv", _csv(rows))

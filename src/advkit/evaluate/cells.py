@@ -1,0 +1,187 @@
+"""One unit of work of a transfer study: craft one shard of a cell on its source, evaluate every model on it.
+
+A *cell* is (source, attack, eps, gamma, seed) over the seed's images; a *shard* is a run of whole batches of it.
+Each batch ``k`` of a cell draws its randomness (random start, DI) from its own generator seeded by
+``(seed, k)``, so a cell's examples do not depend on how it is cut into shards or where the shards run: the
+local and the Ray backends call :func:`run_shard` on the same tasks and get the same tensors.
+
+Crafting and evaluating are separate steps: the attack sees only the source; every evaluated model (the source,
+for white-box success, then the targets) predicts on the float examples and on their 8-bit rounding under
+``torch.no_grad``, each through its own wrapper.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from advkit.attacks import create
+from advkit.evaluate.metrics import distortion, predict
+from advkit.evaluate.quantize import quantize
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ShardTask", "batch_seed", "load_models", "resolve_device", "run_shard", "task_key"]
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything a worker needs to compute one shard (it holds its images, so workers need no dataset).
+
+    Attributes:
+        cell: the cell's id.
+        shard: index of the shard within the cell.
+        source: the source model's spec (zoo name, path, ``torchvision:``/``timm:`` name).
+        attack: grammar name.
+        label: the attack's label in the study.
+        attack_kwargs: resolved settings for :func:`advkit.attacks.create` (eps, steps, alpha, gamma, ...).
+        seed: the cell's seed.
+        first_batch: index within the cell of the shard's first batch.
+        batch_size: images per attack batch.
+        images: the shard's clean images, ``uint8`` ``(m, C, H, W)``.
+        y: their labels ``(m,)``.
+        models: the evaluated models: the source first, then the targets.
+        dataset: which zoo bare model names refer to.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+        keep: how many adversarial examples to store as float32 and 8-bit (``None``: all).
+    """
+
+    cell: str
+    shard: int
+    source: str
+    attack: str
+    label: str
+    attack_kwargs: dict[str, Any]
+    seed: int
+    first_batch: int
+    batch_size: int
+    images: torch.Tensor
+    y: torch.Tensor
+    models: tuple[str, ...]
+    dataset: str
+    device: str = "auto"
+    keep: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def task_key(task: ShardTask) -> str:
+    """SHA-256 of everything that decides a shard's result (attack, settings, seed, batches, images, models): two
+    runs whose tasks share a key compute the same tensors, so one may reuse the other's shard file."""
+    h = hashlib.sha256()
+    h.update(json.dumps([task.source, task.attack, sorted(task.attack_kwargs.items()), task.seed, task.first_batch,
+                         task.batch_size, list(task.models), task.dataset, task.keep], default=str).encode())
+    h.update(task.images.contiguous().numpy().tobytes())
+    h.update(task.y.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """The generator seed of batch ``batch`` of a cell with seed ``seed`` (NumPy ``SeedSequence``, 63 bits)."""
+    return int(np.random.SeedSequence([int(seed), int(batch)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` becomes ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_models(specs: tuple[str, ...] | list[str], dataset: str, device: str,
+                cache: MutableMapping[str, nn.Module] | None = None) -> dict[str, nn.Module]:
+    """Load each model once (into ``cache`` when given) onto ``device``."""
+    from advkit.models import load
+
+    cache = {} if cache is None else cache
+    out = {}
+    for s in specs:
+        if s not in cache:
+            cache[s] = load(s, dataset=dataset, device=device)
+        out[s] = cache[s]
+    return out
+
+
+def _merge_info(total: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """Combine the per-batch ``AttackResult.info`` dicts: SGM hook counts add up, anything else is kept."""
+    for k, v in info.items():
+        if k == "sgm" and isinstance(v, dict) and isinstance(total.get("sgm"), dict):
+            merged = dict(total["sgm"])
+            merged["hooks_fired"] = int(merged.get("hooks_fired", 0)) + int(v.get("hooks_fired", 0))
+            merged["batches"] = int(merged.get("batches", 1)) + 1
+            total["sgm"] = merged
+        else:
+            total[k] = dict(v) if isinstance(v, dict) else v
+    return total
+
+
+def run_shard(task: ShardTask, models: Mapping[str, nn.Module]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Craft the shard's examples on the source and evaluate every model on them.
+
+    Args:
+        task: the shard.
+        models: loaded models by spec (at least the task's ``models``), on the device they should run on.
+
+    Returns:
+        ``(tensors, meta)``. Tensors: ``x_adv`` float32 ``(k, C, H, W)`` and ``x_8bit`` uint8 (the first ``k``
+        examples, ``k = task.keep`` or all); ``pred`` and ``pred_8bit`` int64 ``(M, m)`` (one row per evaluated
+        model); ``white_box`` bool ``(m,)`` (the attack's own success check); ``linf``, ``l2``, ``l0`` and their
+        ``_8bit`` versions ``(m,)``. Meta: the attack's resolved config, passes, seconds, merged ``info``, NaN count
+        and pixel range of the float examples.
+    """
+    atk = create(task.attack, **task.attack_kwargs)
+    src = models[task.source]
+    dev = next((p.device for p in src.parameters()), torch.device("cpu"))
+    x_all = task.images.float().div_(255.0)
+    y_all = task.y.long()
+    m = int(y_all.shape[0])
+    xs, wbs = [], []
+    fw = bw = 0
+    info: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    for b, i in enumerate(range(0, m, task.batch_size)):
+        g = torch.Generator().manual_seed(batch_seed(task.seed, task.first_batch + b))
+        xb, yb = x_all[i:i + task.batch_size].to(dev), y_all[i:i + task.batch_size].to(dev)
+        r = atk(src, xb, yb, generator=g)
+        xs.append(r.x_adv.detach().cpu())
+        wbs.append(r.success.detach().cpu())
+        fw, bw = fw + r.forward_passes, bw + r.backward_passes
+        info = _merge_info(info, r.info or {})
+    x_adv = torch.cat(xs) if xs else x_all.clone()
+    seconds_attack = time.perf_counter() - t0
+    eps = float(getattr(atk, "eps", 0.0))
+    norm = str(getattr(atk, "norm", "linf"))
+    x_q = quantize(x_adv, x_all, eps if norm == "linf" else None, norm)
+    with torch.no_grad():
+        preds = [predict(models[s], x_adv, batch_size=max(task.batch_size, 256), device=str(dev)) for s in task.models]
+        preds8 = [predict(models[s], x_q, batch_size=max(task.batch_size, 256), device=str(dev)) for s in task.models]
+    d, d8 = distortion(x_adv, x_all), distortion(x_q, x_all)
+    keep = m if task.keep is None else min(task.keep, m)
+    tensors: dict[str, torch.Tensor] = {
+        "x_adv": x_adv[:keep].float().contiguous(),
+        "x_8bit": torch.round(x_q[:keep] * 255.0).to(torch.uint8),
+        "pred": torch.stack(preds).long() if preds else torch.zeros(0, m, dtype=torch.long),
+        "pred_8bit": torch.stack(preds8).long() if preds8 else torch.zeros(0, m, dtype=torch.long),
+        "white_box": torch.cat(wbs).bool() if wbs else torch.zeros(m, dtype=torch.bool),
+        **{k: v.float() for k, v in d.items()}, **{f"{k}_8bit": v.float() for k, v in d8.items()},
+    }
+    config = atk.config() if hasattr(atk, "config") else dict(task.attack_kwargs)
+    meta: dict[str, Any] = {
+        "cell": task.cell, "shard": task.shard, "source": task.source, "attack": task.attack, "label": task.label,
+        "seed": task.seed, "first_batch": task.first_batch, "n": m, "kept": keep, "models": list(task.models),
+        "config": config, "norm": norm, "eps": eps, "forward_passes": fw, "backward_passes": bw,
+        "seconds_attack": round(seconds_attack, 4), "seconds": round(time.perf_counter() - t0, 4),
+        "info": info, "nan_count": int(torch.isnan(x_adv).sum()),
+        "pixel_min": float(x_adv.min()) if m else 0.0, "pixel_max": float(x_adv.max()) if m else 0.0,
+        "device": str(dev), "extra": dict(task.extra), "key": task_key(task),
+    }
+    log.debug("shard %s/%d: %d images in %.2fs", task.cell, task.shard, m, meta["seconds"])
+    return tensors, meta

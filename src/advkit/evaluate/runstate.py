@@ -1,0 +1,243 @@
+"""The run directory of a transfer study and its resumable state (after auto-attack's ``state.py``).
+
+Layout of ``out``::
+
+    config.yaml, config.json   the resolved experiment (what was run, after overrides)
+    manifest.json              provenance: advkit / torch versions, command, weights and data hashes, status
+    state/plan.json            the config digest and the planned cells (a resumed run must match the digest)
+    state/sample.safetensors   the selected images (uint8), labels, indices, clean predictions of every model
+    cells/CELL/shard-NNN.safetensors
+                               one finished shard of a cell: adversarial examples (float32 and 8-bit), each
+                               model's predictions on them, distortions, and the attack's report as metadata
+    results/*.csv, results.json  tidy records (results.json is written last: its presence marks a finished run)
+    png/CELL/*.png             8-bit PNGs of a few examples per cell
+    figures/*.png, report.md, report.html
+
+Every file is written to a temporary name in its folder and renamed into place, so a run killed at any moment
+leaves either the whole file or none of it; on resume, finished shards are kept, leftovers (``*.part``) are
+removed, and a shard file that does not read back is recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from advkit.evaluate.attack_run import RunExistsError
+from advkit.evaluate.config import StudyConfig
+from advkit.report.accuracy import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RunConfigMismatchError", "RunDir", "RunExistsError", "atomic_save_tensors", "cell_id"]
+
+OWNED = ("config.yaml", "config.json", "manifest.json", "state", "cells", "results", "results.json", "png",
+         "figures", "report.md", "report.html")
+
+
+class RunConfigMismatchError(ValueError):
+    """The directory holds an unfinished run of a different experiment."""
+
+
+def cell_id(source: str, attack: str, eps: str, gamma: float | None, seed: int) -> str:
+    """A readable, filesystem-safe, unique name for a cell: ``resnet20__sgm+mi__eps16-255__g0.2__s0__1a2b3c``."""
+    key = json.dumps([source, attack, eps, gamma, seed])
+    short = hashlib.sha256(key.encode()).hexdigest()[:6]
+    src = re.sub(r"[^A-Za-z0-9_.+-]+", "-", Path(source).stem if source.endswith(".safetensors") else source)
+    g = "" if gamma is None else f"__g{gamma:g}"
+    e = re.sub(r"[^0-9.]+", "-", eps)
+    return f"{src.strip('-')[:40]}__{attack}__eps{e}{g}__s{seed}__{short}"
+
+
+@contextmanager
+def _temporary(path: Path) -> Iterator[Path]:
+    """A temporary path next to ``path`` renamed onto it when the block succeeds, removed otherwise."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> None:
+    """Write a safetensors file atomically, with ``meta`` as JSON under the metadata key ``"advkit"``."""
+    metadata = {"advkit": json.dumps(meta or {}, default=str)}
+    with _temporary(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a file written by :func:`atomic_save_tensors`: ``(tensors, meta)``."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads((f.metadata() or {}).get("advkit", "{}"))
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    return tensors, meta
+
+
+class RunDir:
+    """The files of one study run; see the module docstring for the layout."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # paths ----------------------------------------------------------------------------------------------------
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def results_json(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def sample_file(self) -> Path:
+        return self.state / "sample.safetensors"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    def shard_path(self, cell: str, shard: int) -> Path:
+        return self.root / "cells" / cell / f"shard-{shard:03d}.safetensors"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run completed (``results.json`` exists)."""
+        return self.results_json.is_file()
+
+    def config_digest(self) -> str | None:
+        """The digest of the experiment this directory was started with, or ``None``."""
+        plan = self.state / "plan.json"
+        return json.loads(plan.read_text()).get("digest") if plan.is_file() else None
+
+    # life cycle -----------------------------------------------------------------------------------------------
+    @classmethod
+    def prepare(cls, root: str | Path, config: StudyConfig, force: bool = False) -> RunDir:
+        """Open ``root`` for ``config``: start a new run, or resume an unfinished run of the same experiment.
+
+        Raises:
+            RunExistsError: ``root`` holds a finished run and ``force`` is false.
+            RunConfigMismatchError: ``root`` holds an unfinished run of a different experiment and ``force`` is
+                false.
+        """
+        run = cls(root)
+        digest = config.digest()
+        plan = run.state / "plan.json"
+        if force:
+            run.clear()
+        elif run.finished:
+            raise RunExistsError(f"{run.root} already holds a finished run (results.json); pass force=True "
+                                 f"(--force) to overwrite it, or choose another output directory")
+        elif plan.is_file():
+            old = json.loads(plan.read_text()).get("digest")
+            if old != digest:
+                raise RunConfigMismatchError(
+                    f"{run.root} holds an unfinished run of a different experiment (config digest {str(old)[:12]} "
+                    f"vs {digest[:12]}); resume it with its own config ({run.root / 'config.yaml'}), pass "
+                    f"force=True (--force) to start over, or choose another output directory")
+            log.info("resuming the run in %s", run.root)
+        elif run.root.is_dir() and any(run.root.iterdir()) and not any((run.root / n).exists() for n in OWNED):
+            log.warning("%s is not empty; the run's files are written beside what is there", run.root)
+        run.root.mkdir(parents=True, exist_ok=True)
+        run.remove_leftovers()
+        d = config.to_dict()
+        atomic_write_text(run.root / "config.json", json.dumps(d, indent=2, default=str) + "\n")
+        atomic_write_text(run.root / "config.yaml", yaml.safe_dump(d, sort_keys=False))
+        atomic_write_text(plan, json.dumps({"digest": digest}, indent=2) + "\n")
+        return run
+
+    def clear(self) -> None:
+        """Remove every file and folder a run writes (and nothing else) from the directory."""
+        for name in OWNED:
+            p = self.root / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+    def remove_leftovers(self) -> int:
+        """Delete temporary ``*.part`` files left by a killed run; returns how many."""
+        n = 0
+        for p in sorted(self.root.rglob(".*.part"), reverse=True):
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+            n += 1
+        if n:
+            log.info("removed %d unfinished temporary file(s) in %s", n, self.root)
+        return n
+
+    # shards ---------------------------------------------------------------------------------------------------
+    def has_shard(self, cell: str, shard: int) -> bool:
+        """Whether the shard is finished: its file exists and reads back (a corrupt one is deleted)."""
+        p = self.shard_path(cell, shard)
+        if not p.is_file():
+            return False
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                ok = "advkit" in (f.metadata() or {}) and "pred" in f.keys()  # noqa: SIM118
+        except Exception as e:  # safetensors raises its own error types on a damaged file
+            log.warning("%s does not read back (%s); it will be recomputed", p, e)
+            ok = False
+        if not ok:
+            p.unlink(missing_ok=True)
+        return ok
+
+    def write_shard(self, cell: str, shard: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+        """Write a finished shard atomically."""
+        p = self.shard_path(cell, shard)
+        atomic_save_tensors(p, tensors, meta)
+        return p
+
+    def shard_meta(self, cell: str, shard: int) -> dict[str, Any] | None:
+        """The metadata of a finished shard without reading its tensors, or ``None``."""
+        p = self.shard_path(cell, shard)
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                return dict(json.loads((f.metadata() or {}).get("advkit", "{}")))
+        except Exception:  # missing or damaged
+            return None
+
+    def adopt(self, source: Path, target: Path) -> None:
+        """Copy a finished file from another run into this one, atomically."""
+        with _temporary(target) as tmp:
+            shutil.copyfile(source, tmp)
+
+    def read_shard(self, cell: str, shard: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Read a finished shard: ``(tensors, meta)``."""
+        return read_tensors(self.shard_path(cell, shard))
+
+    def read_cell(self, cell: str, shards: int) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+        """Concatenate a cell's shards along the image axis: ``(tensors, [meta per shard])``."""
+        parts = [self.read_shard(cell, s) for s in range(shards)]
+        tensors = {k: torch.cat([p[0][k] for p in parts], dim=-1 if k.startswith("pred") else 0) for k in parts[0][0]}
+        return tensors, [p[1] for p in parts]

@@ -1,0 +1,165 @@
+"""The SGM authors' ImageNet protocol (Wu et al., ICLR 2020), for users who have ImageNet and the weights.
+
+5,000 ImageNet validation images (the first 5,000 in file order), eps 16/255, 10 steps of 2/255, gamma 0.2 for the
+ResNet-152 source and 0.5 for the DenseNet-201 source; targets VGG19 (BN), DenseNet-201 / ResNet-152 and
+SENet-154 (timm ``legacy_senet154``); success over all images. SGM runs both as the paper's formula (``sgm``) and
+as the authors' released code (``sgm-orig``, ``sgm_variant: original``), which the published numbers come from.
+
+``reproduce_sgm_imagenet(dry_run=True)`` only validates the experiment and says what is missing on this machine
+(the validation folder and its labels, torchvision / timm, the weights in their caches); it never raises for a
+missing piece. With ``dry_run=False`` it runs the study when nothing is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from advkit.evaluate.config import ConfigError, load_config
+from advkit.report.accuracy import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+__all__ = ["imagenet_config", "reproduce_sgm_imagenet"]
+
+# torchvision weights files (IMAGENET1K_V1, the weights the authors used) and the timm hub repository.
+TORCHVISION_FILES = {"resnet152": "resnet152-394f9c45.pth", "densenet201": "densenet201-c1103571.pth",
+                     "vgg19_bn": "vgg19_bn-c79401a0.pth"}
+TIMM_REPOS = {"legacy_senet154": "models--timm--legacy_senet154.in1k"}
+
+
+def imagenet_config(data_dir: str | Path | None = None, n: int = 5000,
+                    seeds: list[int] | None = None) -> dict[str, Any]:
+    """The authors' protocol as an experiment dict for :func:`advkit.evaluate.study.run_study`."""
+    return {
+        "title": "SGM reproduction on ImageNet (Wu et al., ICLR 2020 protocol)",
+        "dataset": "imagefolder", "data_dir": None if data_dir is None else str(data_dir),
+        "data_options": {"size": 224, "resize": 256},
+        "sources": ["torchvision:resnet152", "torchvision:densenet201"],
+        "targets": ["torchvision:vgg19_bn", "torchvision:densenet201", "torchvision:resnet152", "timm:legacy_senet154"],
+        "attacks": ["ifgsm", "ti", "mi", "di", "sgm", {"name": "sgm", "label": "sgm-orig",
+                                                         "settings": {"sgm_variant": "original"}}, "sgm+mi", "sgm+di"],
+        "eps": ["16/255"], "steps": 10, "alpha": "2/255", "gamma": {"residual": 0.2, "dense": 0.5},
+        "seeds": seeds or [0, 1, 2, 3, 4], "baseline": "ifgsm", "batch_size": 50,
+        "sample": {"n": n, "pool": n, "split": "val", "only_correct": False, "order": "first", "seed": 0},
+        "notes": ["The authors' success is 1 - top-1 accuracy over all 5,000 images (not only those each target "
+                  "classified correctly); 'PGD' in the paper is I-FGSM without random start."],
+    }
+
+
+def _check_import(package: str) -> tuple[bool, str]:
+    try:
+        mod = importlib.import_module(package)
+    except ImportError as e:
+        return False, f"not installed ({e}); `pip install {package}` (torchvision must match torch's build)"
+    except Exception as e:  # a wheel built for another torch raises RuntimeError / OSError on import
+        return False, f"installed but fails to import ({type(e).__name__}: {e}); install the build matching torch"
+    return True, f"version {getattr(mod, '__version__', '?')}"
+
+
+def _check_data(data_dir: str | Path | None) -> list[dict[str, Any]]:
+    if data_dir is None:
+        env = os.environ.get("ADVKIT_DATA")
+        data_dir = Path(env) / "imagefolder" if env else None
+    if data_dir is None or not Path(data_dir).is_dir():
+        return [{"item": "ImageNet validation folder", "ok": False,
+                 "detail": f"{data_dir or 'no data_dir given'}: not found; pass data_dir=ROOT (ROOT/val/*.JPEG with "
+                           f"ROOT/val_labels.txt or LOC_val_solution.csv, or class folders ROOT/val/WNID/)"}]
+    root = Path(data_dir)
+    val = root / "val" if (root / "val").is_dir() else root
+    count = 0
+    for _dirpath, _dirs, files in os.walk(val):
+        count += sum(f.lower().endswith((".jpeg", ".jpg", ".png")) for f in files)
+        if count >= 5000:
+            break
+    labels = [p for p in (val / "labels.txt", root / "val_labels.txt", root / "LOC_val_solution.csv") if p.is_file()]
+    class_dirs = any(d.is_dir() for d in val.iterdir())
+    return [{"item": "ImageNet validation folder", "ok": count >= 5000,
+             "detail": f"{val}: {count}{'+' if count >= 5000 else ''} images (5,000 needed)"},
+            {"item": "labels", "ok": bool(labels) or class_dirs,
+             "detail": f"{labels[0]}" if labels else "class folders" if class_dirs else
+             "no labels file (val_labels.txt, LOC_val_solution.csv) and no class folders"}]
+
+
+def _check_weights() -> list[dict[str, Any]]:
+    import torch
+
+    out = []
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    for name, fn in TORCHVISION_FILES.items():
+        ok = (hub / fn).is_file()
+        out.append({"item": f"torchvision {name} weights", "ok": ok,
+                    "detail": f"{hub / fn}" + ("" if ok else " missing (download it where there is network and copy "
+                                                            "it there, or set TORCH_HOME)")})
+    hf = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or Path.home() / ".cache" /
+                                                      "huggingface") / "hub")
+    for name, repo in TIMM_REPOS.items():
+        ok = (hf / repo).is_dir()
+        out.append({"item": f"timm {name} weights", "ok": ok,
+                    "detail": f"{hf / repo}" + ("" if ok else " missing (fetch timm/legacy_senet154.in1k into the "
+                                                             "Hugging Face cache, set HF_HUB_OFFLINE=1)")})
+    return out
+
+
+def reproduce_sgm_imagenet(dry_run: bool = True, data_dir: str | Path | None = None, out: str | Path | None = None,
+                           *, n: int = 5000, seeds: list[int] | None = None, force: bool = False,
+                           backend: str = "local", address: str | None = None, command: str = "") -> dict[str, Any]:
+    """Validate (and, without ``dry_run``, run) the authors' ImageNet protocol.
+
+    Args:
+        dry_run: only check the config and what this machine has; never raises for a missing piece.
+        data_dir: the ImageNet folder (``ROOT/val``); default ``$ADVKIT_DATA/imagefolder``.
+        out: the run directory (the dry run writes ``dry_run.json`` there when given).
+        n: images (the authors: 5,000).
+        seeds: seeds (default 5).
+        force, backend, address, command: as for :func:`advkit.evaluate.study.run_study`.
+
+    Returns:
+        ``{"config": dict, "checks": [{"item", "ok", "detail"}], "ready": bool, "missing": [str]}`` and, after a
+        real run, ``"run_dir"``.
+
+    Raises:
+        ValueError: ``dry_run=False`` and something is missing (listing all of it).
+    """
+    cfg = imagenet_config(data_dir, n, seeds)
+    checks: list[dict[str, Any]] = []
+    try:
+        load_config(cfg)
+        checks.append({"item": "experiment config", "ok": True, "detail": "valid"})
+    except ConfigError as e:
+        checks.append({"item": "experiment config", "ok": False, "detail": "; ".join(e.problems)})
+    for pkg in ("torchvision", "timm"):
+        ok, detail = _check_import(pkg)
+        checks.append({"item": f"package {pkg}", "ok": ok, "detail": detail})
+    checks += _check_data(data_dir)
+    checks += _check_weights()
+    missing = [f"{c['item']}: {c['detail']}" for c in checks if not c["ok"]]
+    result: dict[str, Any] = {"config": cfg, "checks": checks, "ready": not missing, "missing": missing}
+    if dry_run:
+        if out is not None:
+            atomic_write_text(Path(out) / "dry_run.json", json.dumps(result, indent=2, default=str) + "\n")
+        for m in missing:
+            log.warning("missing: %s", m)
+        return result
+    if missing:
+        raise ValueError("cannot run the ImageNet reproduction; missing:\n  " + "\n  ".join(missing))
+    if out is None:
+        raise ValueError("out: give a run directory for the ImageNet reproduction")
+    from advkit.evaluate.study import run_study
+    from advkit.report.reproduce_sgm import PAPER
+    from advkit.report.run_report import write_report
+
+    cfg["reference"] = {"citation": "Wu et al., ICLR 2020, mean of 5 runs", "baseline": "ifgsm", "eps": "16/255",
+                        "rows": [{"paper_source": s, "paper_target": t, "attack": a, "value": v,
+                                  "source": "torchvision:" + ("resnet152" if s.startswith("ResNet") else "densenet201"),
+                                  "target": {"VGG19": "torchvision:vgg19_bn", "DenseNet-201": "torchvision:densenet201",
+                                             "ResNet-152": "torchvision:resnet152",
+                                             "SE154": "timm:legacy_senet154"}[t]} for s, t, a, v in PAPER]}
+    run_study(cfg, out, force=force, backend=backend, address=address, command=command)
+    write_report(out)
+    result["run_dir"] = Path(out)
+    return result

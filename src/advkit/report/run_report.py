@@ -1,0 +1,258 @@
+"""The report of a transfer-study run: ``write_report(run_dir)`` -> ``report.md`` and ``report.html``.
+
+Built only from the run directory's files (``results.json``, ``config.json``, ``manifest.json``, the sample and
+the cells' shards), so it can be regenerated at any time, on any machine holding the directory. Figures are
+written to ``figures/`` and embedded in the HTML page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from advkit.evaluate.runstate import RunDir, read_tensors
+from advkit.report import figures
+from advkit.report.accuracy import atomic_write_text
+from advkit.report.html import Code, Document, Figure, Heading, Para, Table
+from advkit.report.tables import (
+    clean_table,
+    distortion_table,
+    matrix,
+    matrix_table,
+    mean_transfer,
+    paired_table,
+    quantization_table,
+    reference_table,
+    row_label,
+    sanity_table,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["build_report", "load_run", "save_document", "write_report"]
+
+
+def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(records, config, manifest)`` of a finished run.
+
+    Raises:
+        FileNotFoundError: the directory holds no finished run (no ``results.json``).
+    """
+    root = Path(run_dir)
+    if not (root / "results.json").is_file():
+        raise FileNotFoundError(f"{root} holds no finished run (results.json is missing); run or resume the study "
+                                f"first")
+    records = json.loads((root / "results.json").read_text())
+    config = json.loads((root / "config.json").read_text()) if (root / "config.json").is_file() else {}
+    manifest = json.loads((root / "manifest.json").read_text()) if (root / "manifest.json").is_file() else {}
+    return records, config, manifest
+
+
+def _save(run: RunDir, name: str, png: bytes, caption: str) -> Figure:
+    run.figures.mkdir(parents=True, exist_ok=True)
+    path = run.figures / name
+    tmp = path.with_name(f".{name}.part")
+    tmp.write_bytes(png)
+    tmp.replace(path)
+    return Figure(f"figures/{name}", png, caption)
+
+
+def _heatmap(run: RunDir, records: dict[str, Any], eps: str, idx: int) -> Figure:
+    rows, cols, cells = matrix(records, eps)
+    many = len(records["meta"]["sources"]) > 1
+    vals = np.full((len(rows), len(cols)), np.nan)
+    for i, key in enumerate(rows):
+        for j, c in enumerate(cols):
+            r = cells.get((key, c))
+            if r is not None and r["mean"] is not None and not (c == key[0] and c != "white-box"):
+                vals[i, j] = r["mean"]
+    png = figures.heatmap(vals, [row_label(k, many) for k in rows], cols, f"transfer success, eps {eps}")
+    return _save(run, f"matrix_{idx}.png", png, f"Transfer matrix at eps {eps} (mean over seeds, %).")
+
+
+def _eps_curves(run: RunDir, records: dict[str, Any], eps_values: dict[str, float]) -> Figure:
+    series: dict[str, dict[str, list[tuple[float, float, float | None]]]] = defaultdict(lambda: defaultdict(list))
+    for (src, atk, eps, g), m in mean_transfer(records).items():
+        name = atk + (f" γ={g:g}" if g is not None else "")
+        series[src][name].append((eps_values[eps], m["mean"], m["std"]))
+    png = figures.curves(series, "eps (pixel units of [0, 1])", "Mean transfer success vs eps")
+    return _save(run, "success_vs_eps.png", png, "Mean transfer success over the targets vs eps; bars: std over "
+                                                 "seeds.")
+
+
+def _gamma_curves(run: RunDir, records: dict[str, Any]) -> Figure | None:
+    mt = mean_transfer(records)
+    gammas: dict[tuple[str, str], set[float]] = defaultdict(set)
+    for (src, atk, _eps, g) in mt:
+        if g is not None:
+            gammas[(src, atk)].add(g)
+    if not any(len(v) > 1 for v in gammas.values()):
+        return None
+    multi_eps = len(records["meta"]["eps"]) > 1
+    series: dict[str, dict[str, list[tuple[float, float, float | None]]]] = defaultdict(lambda: defaultdict(list))
+    base: dict[str, dict[str, float]] = defaultdict(dict)
+    for (src, atk, eps, g), m in mt.items():
+        name = atk + (f" @ {eps}" if multi_eps else "")
+        if g is not None and len(gammas[(src, atk)]) > 1:
+            series[src][name].append((g, m["mean"], m["std"]))
+        elif g is None and src in {s for s, _ in gammas}:
+            base[src][name] = m["mean"]
+    png = figures.curves(series, "gamma (SGM decay on residual gradients)", "Mean transfer success vs gamma", base)
+    return _save(run, "success_vs_gamma.png", png, "Mean transfer success vs gamma; dashed: attacks without SGM "
+                                                   "at the same eps.")
+
+
+def _examples(run: RunDir, records: dict[str, Any], config: dict[str, Any]) -> Figure | None:
+    cells_file = run.state / "cells.json"
+    if not cells_file.is_file() or not run.sample_file.is_file():
+        return None
+    cells = json.loads(cells_file.read_text())
+    if not cells:
+        return None
+    eps_val = {e: float(d["eps_value"]) for e, d in ((x["eps"], x) for x in records["sanity"]["per_eps"])}
+    sgm = [c for c in cells if c["gamma"] is not None]
+    pool = sgm or [c for c in cells if c["attack"] != records["meta"]["baseline"]] or cells
+    top = max(eps_val[c["eps"]] for c in pool)
+    cell = next(c for c in pool if eps_val[c["eps"]] == top)
+    t, meta = run.read_shard(cell["id"], 0)
+    sample, smeta = read_tensors(run.sample_file)
+    seed_pos = list(records["meta"]["seeds"]).index(cell["seed"])
+    k = min(5, int(t["x_adv"].shape[0]))
+    if k == 0:
+        return None
+    pick = sample["picks"][seed_pos][:k]
+    x = sample["images"][pick].float() / 255.0
+    classes = smeta.get("classes") or []
+
+    def name(i: int) -> str:
+        return classes[i] if i < len(classes) else str(i)
+
+    models = meta["models"][:4]
+    labels = [name(int(v)) for v in sample["y"][pick]]
+    preds = [[name(int(t["pred"][j][i])) + (" (fooled)" if int(t["pred"][j][i]) != int(sample["y"][pick][i]) else "")
+              for j in range(len(models))] for i in range(k)]
+    title = f"{cell['source']} / {cell['attack']}" + (f" γ={cell['gamma']:g}" if cell["gamma"] is not None else "") \
+        + f", eps {cell['eps']}, seed {cell['seed']}"
+    png = figures.example_grid(x, t["x_adv"][:k], labels, preds, [f"{m} (source)" if i == 0 else m
+                                                                  for i, m in enumerate(models)], top, title)
+    return _save(run, "examples.png", png, f"Examples ({title}): clean, perturbation amplified to fill the range, "
+                                           f"adversarial; predictions on the adversarial image below it.")
+
+
+def _provenance(manifest: dict[str, Any]) -> list[Any]:
+    if not manifest:
+        return []
+    rows = [[spec, str(m.get("arch") or "-"), str(m.get("connections") or "-"),
+             str(m.get("sha256") or "-")[:16], str(m.get("test_accuracy") or "-")]
+            for spec, m in manifest.get("models", {}).items()]
+    d = manifest.get("data", {})
+    text = (f"advkit {manifest.get('advkit_version')}, torch {manifest.get('torch_version')}, Python "
+            f"{manifest.get('python')}, {manifest.get('platform')}.\n"
+            f"command: {manifest.get('command') or '-'}\n"
+            f"data: {d.get('dataset')} {d.get('split')} from {d.get('source')}; pool of {d.get('pool')} images "
+            f"({d.get('scanned')} scanned); indices sha256 {d.get('indices_sha256')}; images sha256 "
+            f"{d.get('images_sha256')}\n"
+            f"config digest: {manifest.get('config_digest')}\n"
+            f"sessions: {json.dumps(manifest.get('sessions', []))}")
+    return [Heading("Provenance"), Table(["model", "arch", "connections", "weights sha256 (16)", "card accuracy"],
+                                         rows, align="lllll"), Code(text)]
+
+
+def build_report(run_dir: str | Path, reference: dict[str, Any] | None = None) -> Document:
+    """Build the report of a finished run as a :class:`~advkit.report.html.Document` (figures are saved)."""
+    run = RunDir(run_dir)
+    records, config, manifest = load_run(run.root)
+    meta = records["meta"]
+    reference = reference or config.get("reference")
+    doc = Document(str(meta.get("title") or "Transfer study"))
+    gam = config.get("gamma")
+    doc.add(Para(f"Dataset **{meta['dataset']}** ({meta['split']} split): {meta['n']} images per seed, seeds "
+                 f"{meta['seeds']}, chosen from a pool of {meta['pool']} "
+                 + ("that every model classifies correctly" if meta["only_correct"] else "(all images)")
+                 + f". Sources: {', '.join(meta['sources'])}. Targets: {', '.join(meta['targets'])}. Attacks: "
+                 f"{', '.join(meta['attacks'])} (baseline {meta['baseline']}). eps: {', '.join(meta['eps'])}; "
+                 f"{config.get('steps', '?')} steps, step size {config.get('alpha') or 'eps/steps'}"
+                 + (f"; SGM gamma: {json.dumps(gam)}." if any(c.get("gamma") is not None for c in records["cells"])
+                    else ".")),
+            Para(meta["success_definition"] + "."))
+    if meta.get("data_note"):
+        doc.add(Para(f"Note: {meta['data_note']}"))
+    for n in meta.get("notes") or []:
+        doc.add(Para(f"Note: {n}"))
+    sanity = records["sanity"]
+    doc.add(Heading("Sanity checks"), sanity_table(records))
+    if sanity["problems"]:
+        doc.add(Para("**Problems:** " + "; ".join(sanity["problems"])))
+    eps_values = {e["eps"]: float(e["eps_value"]) for e in sanity["per_eps"]}
+    doc.add(Heading("Transfer matrix"))
+    for i, eps in enumerate(meta["eps"]):
+        if len(meta["eps"]) > 1:
+            doc.add(Heading(f"eps {eps}", 3))
+        doc.add(matrix_table(records, eps))
+        if i < 6:
+            doc.add(_heatmap(run, records, eps, i))
+    doc.add(Heading(f"Paired comparison with {meta['baseline']} (McNemar)"))
+    for eps in meta["eps"]:
+        t = paired_table(records, eps)
+        if t is not None:
+            if len(meta["eps"]) > 1:
+                doc.add(Heading(f"eps {eps}", 3))
+            doc.add(t)
+    if len(meta["eps"]) > 1:
+        doc.add(Heading("Success vs eps"), _eps_curves(run, records, eps_values))
+    g = _gamma_curves(run, records)
+    if g is not None:
+        doc.add(Heading("Success vs gamma"), g)
+    ex = _examples(run, records, config)
+    if ex is not None:
+        doc.add(Heading("Examples"), ex)
+    doc.add(Heading("Float vs 8-bit examples"), quantization_table(records))
+    if not meta["only_correct"]:
+        doc.add(Heading("Success over images each target classified correctly"))
+        for eps in meta["eps"]:
+            doc.add(matrix_table(records, eps, over="clean-correct"))
+    else:
+        doc.add(Para("Every attacked image is classified correctly by every model, so success over all images and "
+                     "over each target's clean-correct images coincide (both are in results/success.csv)."))
+    doc.add(Heading("Distortion"), distortion_table(records))
+    doc.add(Heading("Clean accuracy"), clean_table(records))
+    if reference:
+        t = reference_table(records, reference)
+        if t is not None:
+            doc.add(Heading("Comparison with the paper"), t)
+    doc.add(*_provenance(manifest))
+    doc.add(Para("Files: results/*.csv (tidy records), results.json, cells/ (adversarial examples as float32 and "
+                 "8-bit safetensors per shard), png/ (8-bit PNG samples), figures/, manifest.json, config.yaml."))
+    return doc
+
+
+def save_document(doc: Document, root: str | Path, stem: str = "report") -> dict[str, Path]:
+    """Write ``doc`` as ``ROOT/STEM.md`` and the self-contained ``ROOT/STEM.html`` (atomically)."""
+    root = Path(root)
+    md, page = root / f"{stem}.md", root / f"{stem}.html"
+    atomic_write_text(md, doc.markdown())
+    atomic_write_text(page, doc.html())
+    log.info("report written: %s", page)
+    return {"markdown": md, "html": page}
+
+
+def write_report(run_dir: str | Path, reference: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``report.md`` and the self-contained ``report.html`` of a finished run.
+
+    Args:
+        run_dir: the run directory.
+        reference: paper numbers to compare with (default: the config's ``reference``); see
+            :func:`advkit.report.tables.reference_table`.
+
+    Returns:
+        ``{"markdown": path, "html": path}``.
+
+    Raises:
+        FileNotFoundError: the directory holds no finished run.
+    """
+    return save_document(build_report(run_dir, reference), run_dir)

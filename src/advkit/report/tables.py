@@ -1,0 +1,250 @@
+"""Tables of a transfer study's records (``results.json``), as report blocks (Markdown / HTML).
+
+All rates are shown in percent. Unless a caption says otherwise, success is measured on the float examples over
+all attacked images (the SGM paper's definition); "mean +/- std" is over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+from advkit.evaluate.stats import summarize_seeds
+from advkit.report.html import Table
+
+__all__ = ["RowKey", "clean_table", "distortion_table", "matrix", "matrix_table", "mean_transfer", "paired_table",
+           "pct", "quantization_table", "reference_table", "row_label", "sanity_table", "text_matrix"]
+
+RowKey = tuple[str, str, Any]  # (source, attack, gamma)
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    """``0.4503 -> "45.0"``; ``None`` / NaN -> ``"-"``."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{100 * x:.{digits}f}"
+
+
+def _ms(mean: float | None, std: float | None) -> str:
+    return pct(mean) if std is None or mean is None else f"{pct(mean)} ± {pct(std)}"
+
+
+def row_label(key: RowKey, many_sources: bool = True) -> str:
+    """``("resnet20", "sgm", 0.2) -> "resnet20 / sgm (γ=0.2)"``."""
+    src, atk, g = key
+    text = f"{src} / {atk}" if many_sources else atk
+    return text + (f" (γ={g:g})" if g is not None else "")
+
+
+def _order(records: dict[str, Any]) -> tuple[list[str], list[str]]:
+    meta = records["meta"]
+    return list(meta["sources"]), list(meta["attacks"])
+
+
+def matrix(records: dict[str, Any], eps: str, images: str = "float", over: str = "all"
+           ) -> tuple[list[RowKey], list[str], dict[tuple[RowKey, str], dict[str, Any]]]:
+    """The transfer matrix at one eps: ``(rows, columns, cells)``.
+
+    Rows are (source, attack, gamma) in config order; columns are ``"white-box"`` then the targets; a cell is the
+    summary record (mean, std, ... over seeds) or absent.
+    """
+    sources, attacks = _order(records)
+    targets = list(records["meta"]["targets"])
+    cells: dict[tuple[RowKey, str], dict[str, Any]] = {}
+    keys = set()
+    for r in records["summary"]:
+        if r["eps"] != eps or r["images"] != images or r["over"] != over:
+            continue
+        key = (r["source"], r["attack"], r["gamma"])
+        keys.add(key)
+        cells[(key, "white-box" if r["white_box"] else r["target"])] = r
+    rows = sorted(keys, key=lambda k: (sources.index(k[0]), attacks.index(k[1]), -1 if k[2] is None else k[2]))
+    return rows, ["white-box", *targets], cells
+
+
+def mean_transfer(records: dict[str, Any], images: str = "float", over: str = "all"
+                  ) -> dict[tuple[str, str, str, Any], dict[str, Any]]:
+    """Per (source, attack, eps, gamma): the mean success over the targets other than the source, summarised over
+    seeds (``summarize_seeds`` of the per-seed means) as ``{"mean", "std", "low", "high", "seeds"}``."""
+    per_seed: dict[tuple[str, str, str, Any], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records["success"]:
+        if r["images"] == images and r["over"] == over and not r["white_box"] and r["rate"] is not None:
+            per_seed[(r["source"], r["attack"], r["eps"], r["gamma"])][r["seed"]].append(r["rate"])
+    out = {}
+    for key, seeds in per_seed.items():
+        s = summarize_seeds([sum(v) / len(v) for v in seeds.values()])
+        out[key] = {"mean": s.mean, "std": s.std, "low": s.low, "high": s.high, "seeds": s.n}
+    return out
+
+
+def matrix_table(records: dict[str, Any], eps: str, images: str = "float", over: str = "all") -> Table:
+    """The transfer matrix at ``eps`` as a table: mean ± std over seeds, a mean-transfer column, shaded cells."""
+    rows, cols, cells = matrix(records, eps, images, over)
+    many = len(records["meta"]["sources"]) > 1
+    means = mean_transfer(records, images, over)
+    body, shade = [], []
+    for key in rows:
+        line, tint = [row_label(key, many)], [None]
+        for c in cols:
+            r = cells.get((key, c))
+            if c == key[0] and c != "white-box":
+                line.append("(source)")
+                tint.append(None)
+            elif r is None:
+                line.append("-")
+                tint.append(None)
+            else:
+                line.append(_ms(r["mean"], r["std"]))
+                tint.append(r["mean"])
+        m = means.get((key[0], key[1], eps, key[2]))
+        line.append(_ms(m["mean"], m["std"]) if m else "-")
+        tint.append(m["mean"] if m else None)
+        body.append(line)
+        shade.append(tint)
+    seeds = len(records["meta"]["seeds"])
+    what = "all attacked images" if over == "all" else "images the target classified correctly"
+    cap = (f"Success rate (%) at eps {eps} on {images} examples over {what}; mean ± std over {seeds} seed(s) "
+           f"of {records['meta']['n']} images. 'white-box' is the source on its own examples; 'mean transfer' "
+           f"averages the other targets.")
+    return Table(["source / attack" if many else "attack", *cols, "mean transfer"], body, cap, shade=shade)
+
+
+def clean_table(records: dict[str, Any]) -> Table:
+    """Clean accuracy of every model with its 95% Wilson interval."""
+    rows = [[r["model"], r["role"], pct(r["rate"], 2), f"[{pct(r['ci_low'], 2)}, {pct(r['ci_high'], 2)}]",
+             f"{r['k']}/{r['n']}"] for r in records["clean"]]
+    return Table(["model", "role", "accuracy %", "95% Wilson", "correct"], rows,
+                 "Clean top-1 accuracy over every image scanned while choosing the sample.", align="llrrr")
+
+
+def paired_table(records: dict[str, Any], eps: str) -> Table | None:
+    """Difference to the baseline (points), McNemar's exact test per seed: ``+12.5 (p≤0.001, 3/3)`` gives the mean
+    difference, the largest p-value over seeds and how many seeds reached p < 0.05."""
+    rows_ps = [r for r in records["paired_summary"] if r["eps"] == eps and not r["white_box"]]
+    if not rows_ps:
+        return None
+    targets = list(dict.fromkeys(r["target"] for r in rows_ps))
+    sources, attacks = _order(records)
+    by_key: dict[RowKey, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in rows_ps:
+        by_key[(r["source"], r["attack"], r["gamma"])][r["target"]] = r
+    many = len(sources) > 1
+    body = []
+    for key in sorted(by_key, key=lambda k: (sources.index(k[0]), attacks.index(k[1]), k[2] or 0)):
+        line = [row_label(key, many)]
+        for t in targets:
+            r = by_key[key].get(t)
+            if r is None:
+                line.append("-")
+                continue
+            p = r["p_exact_max"]
+            ptxt = "p<0.001" if p < 0.001 else f"p={p:.3f}" if p < 0.1 else f"p={p:.2f}"
+            line.append(f"{100 * r['difference_mean']:+.1f} ({ptxt}, {r['seeds_significant']}/{r['seeds']})")
+        body.append(line)
+    base = records["meta"]["baseline"]
+    return Table(["source / attack" if many else "attack", *targets], body,
+                 f"Success minus {base}'s on the same images (points, mean over seeds); McNemar's exact test: the "
+                 f"largest p over seeds, and in how many seeds p < 0.05.")
+
+
+def distortion_table(records: dict[str, Any]) -> Table:
+    """Perturbation sizes per (source, attack, eps), float and 8-bit, averaged over seeds (L-inf: the maximum)."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for d in records["distortion"]:
+        groups[(d["source"], d["attack"], d["eps"], d["gamma"], d["images"])].append(d)
+    body = []
+    for (src, atk, eps, g, images), ds in groups.items():
+        body.append([src, atk + (f" (γ={g:g})" if g is not None else ""), eps, images,
+                     f"{max(d['linf_max'] for d in ds):.5f}", f"{sum(d['l2_mean'] for d in ds) / len(ds):.3f}",
+                     f"{100 * sum(d['l0_mean'] for d in ds) / len(ds):.1f}"])
+    return Table(["source", "attack", "eps", "images", "L-inf max", "L2 mean", "L0 mean %"], body,
+                 "L0: share of pixel values changed by more than 1e-6.", align="llllrrr")
+
+
+def quantization_table(records: dict[str, Any]) -> Table:
+    """Mean transfer success on the float examples and after rounding to 8-bit PNG levels."""
+    fl, q = mean_transfer(records, "float"), mean_transfer(records, "8bit")
+    wb: dict[tuple[Any, ...], dict[str, float]] = defaultdict(dict)
+    for r in records["summary"]:
+        if r["white_box"] and r["over"] == "all":
+            wb[(r["source"], r["attack"], r["eps"], r["gamma"])][r["images"]] = r["mean"]
+    body = []
+    for key, f in fl.items():
+        g = key[3]
+        body.append([key[0], key[1] + (f" (γ={g:g})" if g is not None else ""), key[2],
+                     pct(wb[key].get("float")), pct(wb[key].get("8bit")), pct(f["mean"]),
+                     pct(q.get(key, {}).get("mean"))])
+    return Table(["source", "attack", "eps", "white-box float", "white-box 8-bit", "transfer float",
+                  "transfer 8-bit"], body, "Success (%) before and after rounding to 8 bits within the budget.",
+                 align="lllrrrr")
+
+
+def sanity_table(records: dict[str, Any]) -> Table:
+    """The sanity checks: largest perturbation per eps, NaN count, pixel range, SGM hooks."""
+    s = records["sanity"]
+    rows = []
+    for e in s["per_eps"]:
+        rows.append([f"largest L-inf perturbation at eps {e['eps']} ({e['eps_value']:.5f})",
+                     f"{e['linf_max']:.6f} (8-bit {e['linf_max_8bit']:.6f})",
+                     "ok" if e["within_budget"] else "FAILED"])
+    rows.append(["NaN values in adversarial examples", str(s["nan_count"]), "ok" if s["nan_count"] == 0 else "FAILED"])
+    inside = 0 <= s["pixel_min"] and s["pixel_max"] <= 1
+    rows.append(["pixel range", f"[{s['pixel_min']:.4f}, {s['pixel_max']:.4f}]", "ok" if inside else "FAILED"])
+    if s["sgm"]:
+        fired = [x["hooks_fired"] for x in s["sgm"]]
+        conns = sorted({x["connections"] for x in s["sgm"]})
+        rows.append([f"SGM hooks fired ({len(fired)} cells; connections found: {', '.join(map(str, conns))})",
+                     f"min {min(fired)}, max {max(fired)} per cell", "ok" if min(fired) > 0 else "FAILED"])
+    return Table(["check", "value", "status"], rows, align="lll")
+
+
+def reference_table(records: dict[str, Any], reference: dict[str, Any]) -> Table | None:
+    """Paper numbers next to ours. Each reference row: ``attack``, ``value`` (%), optional ``paper_source`` /
+    ``paper_target`` (the paper's models) and ``source`` / ``target`` (ours; ``target: mean`` compares with the
+    mean transfer). Also shows each attack's gain over the reference baseline, paper vs ours."""
+    rows = reference.get("rows") or []
+    if not rows:
+        return None
+    means = mean_transfer(records)
+    summ = {(r["source"], r["attack"], r["eps"], r["target"]): r for r in records["summary"]
+            if r["images"] == "float" and r["over"] == "all"}
+    eps = str(reference.get("eps", records["meta"]["eps"][0]))
+    base = reference.get("baseline", records["meta"]["baseline"])
+
+    def ours(src: str, atk: str, tgt: str) -> float | None:
+        if tgt == "mean":
+            m = [v["mean"] for k, v in means.items() if k[0] == src and k[1] == atk and k[2] == eps]
+            return m[0] if m else None
+        r = summ.get((src, atk, eps, tgt))
+        return None if r is None else r["mean"]
+
+    paper_base = {(r.get("paper_source"), r.get("paper_target")): r["value"] for r in rows if r["attack"] == base}
+    body = []
+    for r in rows:
+        o = ours(str(r.get("source")), str(r["attack"]), str(r.get("target", "mean")))
+        ob = ours(str(r.get("source")), base, str(r.get("target", "mean")))
+        pb = paper_base.get((r.get("paper_source"), r.get("paper_target")))
+        paper_gain = "-" if pb is None or r["attack"] == base else f"{r['value'] - pb:+.1f}"
+        our_gain = "-" if o is None or ob is None or r["attack"] == base else f"{100 * (o - ob):+.1f}"
+        body.append([f"{r.get('paper_source', '?')} → {r.get('paper_target', '?')}", str(r["attack"]),
+                     f"{float(r['value']):.1f}", f"{r.get('source', '?')} → {r.get('target', 'mean')}", pct(o),
+                     paper_gain, our_gain])
+    cap = str(reference.get("citation", "")) + (f" {reference['note']}" if reference.get("note") else "")
+    return Table(["paper: source → target", "attack", "paper %", "ours: source → target", "ours %",
+                  f"paper gain vs {base}", f"our gain vs {base}"], body, cap.strip(), align="llrlrrr")
+
+
+def text_matrix(records: dict[str, Any], eps: str) -> str:
+    """The transfer matrix at ``eps`` as aligned plain text (for a terminal), mean ± std over seeds in %."""
+    t = matrix_table(records, eps)
+    rows = [list(t.headers), *[list(r) for r in t.rows]]
+    widths = [max(len(str(r[j])) for r in rows) for j in range(len(rows[0]))]
+    lines = []
+    for i, r in enumerate(rows):
+        lines.append("  ".join(str(c).ljust(w) if j == 0 else str(c).rjust(w) for j, (c, w) in
+                               enumerate(zip(r, widths, strict=True))))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return f"transfer success (%) at eps {eps}, {records['meta']['n']} images x {len(records['meta']['seeds'])} " \
+           f"seed(s):\n" + "\n".join(lines)

@@ -1,0 +1,302 @@
+"""The transfer study runner: records, run directory, determinism, resume after a kill, SGM cells.
+
+Tiny, seeded, untrained models built here (a ResNet-20 and a linear softmax, saved as checkpoints with cards)
+and 8 Fashion-MNIST test images keep every run to a second or two.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from advkit.evaluate.config import load_config
+from advkit.evaluate.metrics import wilson_interval
+from advkit.evaluate.runstate import RunConfigMismatchError, RunDir, RunExistsError, read_tensors
+from advkit.evaluate.study import run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_tiny_zoo(folder: Path) -> dict[str, str]:
+    """Two seeded, untrained checkpoints: ``tres`` (ResNet-20, residual) and ``tlin`` (linear softmax)."""
+    from advkit.models import Classifier, get_arch, save_checkpoint
+
+    out = {}
+    for name, arch, seed in (("tres", "resnet20", 0), ("tlin", "linear", 1)):
+        torch.manual_seed(seed)
+        spec = get_arch(arch)
+        model = Classifier(spec.build(1, 10, 28), (0.286,), (0.353,), (1, 28, 28), 10, name=name)
+        path = folder / f"{name}.safetensors"
+        save_checkpoint(model, path, {"arch": arch, "name": name, "input_shape": [1, 28, 28], "num_classes": 10,
+                                      "mean": [0.286], "std": [0.353], "connections": spec.connections,
+                                      "dataset": "fashion-mnist"})
+        out[name] = str(path)
+    return out
+
+
+def tiny_config(zoo: dict[str, str], **over) -> dict:
+    cfg = {"title": "tiny study", "dataset": "fashion-mnist", "sources": [zoo["tres"]],
+           "targets": [zoo["tres"], zoo["tlin"]], "attacks": ["ifgsm", "mi"], "eps": ["16/255"], "steps": 3,
+           "seeds": [0, 1], "sample": {"n": 8, "only_correct": False}, "batch_size": 4, "save_png": 2}
+    cfg.update(over)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory, fmnist_test):
+    return make_tiny_zoo(tmp_path_factory.mktemp("zoo"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_zoo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    return run_study(tiny_config(tiny_zoo), out, command="pytest tiny")
+
+
+def _strip(records: dict) -> dict:
+    """Records without timings (the only thing allowed to differ between equal runs)."""
+    r = json.loads(json.dumps(records, default=str))
+    for c in r["cells"]:
+        c.pop("seconds")
+    return r
+
+
+def test_records_and_files(tiny_run, tiny_zoo):
+    run, rec = RunDir(tiny_run.run_dir), tiny_run.records
+    for name in ("config.yaml", "config.json", "manifest.json", "results.json", "results/success.csv",
+                 "results/summary.csv", "results/paired.csv", "results/clean.csv", "results/distortion.csv",
+                 "state/sample.safetensors"):
+        assert (run.root / name).is_file(), name
+    assert load_config(yaml.safe_load((run.root / "config.yaml").read_text())).digest() == \
+        load_config(tiny_config(tiny_zoo)).digest()
+    cells = rec["cells"]
+    assert len(cells) == 4  # 1 source x 2 attacks x 1 eps x 2 seeds
+    # one row per cell x evaluated model (source + the other target) x (float, 8bit) x (all, clean-correct)
+    assert len(rec["success"]) == 4 * 2 * 2 * 2
+    for r in rec["success"]:
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx(wilson_interval(r["k"], r["n"]))
+        assert r["white_box"] == (r["target"] == "tres")
+        assert r["n"] == 8 if r["over"] == "all" else r["n"] <= 8
+    for s in rec["summary"]:
+        per_seed = [r["rate"] for r in rec["success"] if all(r[k] == s[k] for k in
+                                                              ("source", "attack", "eps", "target", "images", "over"))]
+        if s["mean"] is not None:
+            assert s["mean"] == pytest.approx(sum(x for x in per_seed if x is not None) /
+                                              len([x for x in per_seed if x is not None]))
+        assert s["seeds"] == 2
+    # McNemar rows agree with the success counts they compare
+    for p in rec["paired"]:
+        def k(atk, p=p):
+            return next(r["k"] for r in rec["success"] if r["attack"] == atk and r["seed"] == p["seed"]
+                        and r["target"] == p["target"] and r["images"] == "float" and r["over"] == "all")
+        assert (p["attack_k"], p["baseline_k"]) == (k(p["attack"]), k("ifgsm"))
+        assert p["attack_k"] - p["baseline_k"] == p["only_attack"] - p["only_baseline"]
+    assert {c["model"] for c in rec["clean"]} == {"tres", "tlin"}
+    assert rec["sanity"]["ok"], rec["sanity"]["problems"]
+    # the adversarial examples on disk respect the budget, float and 8-bit
+    sample, _ = read_tensors(run.sample_file)
+    for c in cells:
+        t, meta = run.read_shard(c["id"], 0)
+        x = sample["images"][sample["picks"][[0, 1].index(c["seed"])]].float() / 255
+        assert t["x_adv"].shape == x.shape and t["pred"].shape == (2, 8)
+        assert float((t["x_adv"] - x).abs().max()) <= 16 / 255 + 1e-6
+        assert int((t["x_8bit"].int() - sample["images"][sample["picks"][[0, 1].index(c["seed"])]].int()).abs()
+                   .max()) <= 16
+        assert len(list((run.root / "png" / c["id"]).glob("*.png"))) == 2
+    man = json.loads((run.root / "manifest.json").read_text())
+    assert man["status"] == "finished" and man["command"] == "pytest tiny"
+    for spec in tiny_zoo.values():
+        card = json.loads(Path(spec).with_suffix(".json").read_text())
+        assert man["models"][spec]["sha256"] == card["sha256"]
+    assert len(man["data"]["indices_sha256"]) == 64 and man["data"]["pool"] == 8
+
+
+def test_same_seeds_same_results(tiny_run, tiny_zoo, tmp_path):
+    again = run_study(tiny_config(tiny_zoo), tmp_path / "again")
+    assert _strip(again.records) == _strip(tiny_run.records)
+
+
+def test_finished_run_is_not_overwritten(tiny_zoo, tmp_path):
+    cfg = tiny_config(tiny_zoo, seeds=[0], attacks=["ifgsm"])
+    run_study(cfg, tmp_path / "r")
+    with pytest.raises(RunExistsError, match="force"):
+        run_study(cfg, tmp_path / "r")
+    res = run_study(cfg, tmp_path / "r", force=True)
+    assert res.computed == 1 and res.reused == 0
+
+
+def test_unfinished_run_of_another_experiment_is_refused(tiny_zoo, tmp_path):
+    cfg = tiny_config(tiny_zoo, seeds=[0], attacks=["ifgsm", "mi"])
+
+    def stop(stage, done, total, detail):
+        if stage == "cells" and done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(cfg, tmp_path / "r", progress=stop)
+    with pytest.raises(RunConfigMismatchError, match="different experiment"):
+        run_study({**cfg, "steps": 4}, tmp_path / "r")
+    assert run_study(cfg, tmp_path / "r").reused == 1  # the same experiment resumes
+
+
+def test_resume_after_interrupt_between_cells(tiny_run, tiny_zoo, tmp_path):
+    calls = []
+
+    def stop(stage, done, total, detail):
+        calls.append((stage, done))
+        if stage == "cells" and done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(tiny_config(tiny_zoo), tmp_path / "r", progress=stop)
+    assert not (tmp_path / "r" / "results.json").exists()
+    res = run_study(tiny_config(tiny_zoo), tmp_path / "r")
+    assert (res.reused, res.computed) == (2, 2)
+    assert _strip(res.records) == _strip(tiny_run.records)
+    assert len(list((tmp_path / "r" / "cells").glob("*/shard-*.safetensors"))) == 4
+
+
+KILLER = textwrap.dedent("""
+    import json, os, signal, sys, torch
+    torch.set_num_threads(1)
+    import advkit.evaluate.runstate as rs
+    from advkit.evaluate.study import run_study
+    cfg, out, mode, at = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+    writes = []
+    real = rs.save_file
+    def save_file(tensors, path, metadata=None):
+        writes.append(path)
+        if mode == "write" and len(writes) == at:   # die in the middle of writing a shard
+            real(tensors, path, metadata=metadata)
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(tensors, path, metadata=metadata)
+    rs.save_file = save_file
+    def progress(stage, done, total, detail):
+        if mode == "between" and stage == "cells" and done == at:   # die between two shards
+            os.kill(os.getpid(), signal.SIGKILL)
+    run_study(cfg, out, progress=progress)
+""")
+
+
+@pytest.mark.parametrize("mode", ["between", "write"])
+def test_resume_after_kill(tiny_run, tiny_zoo, tmp_path, mode):
+    """SIGKILL a real run (between shards, or halfway through writing one), then resume: nothing lost, nothing
+    duplicated, the same records as an uninterrupted run."""
+    out = tmp_path / "killed"
+    # the sample file is the first save_file call, shards are calls 2..5: die while writing the third shard
+    at = 2 if mode == "between" else 4
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", KILLER, json.dumps(tiny_config(tiny_zoo)), str(out), mode, str(at)],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    shards = sorted((out / "cells").glob("*/shard-*.safetensors"))
+    assert len(shards) == 2
+    if mode == "write":
+        assert list(out.rglob(".*.part")), "the half-written temporary file should be left behind"
+    res = run_study(tiny_config(tiny_zoo), out)
+    assert (res.reused, res.computed) == (2, 2)
+    assert not list(out.rglob(".*.part"))
+    assert len(list((out / "cells").glob("*/shard-*.safetensors"))) == 4
+    assert _strip(res.records) == _strip(tiny_run.records)
+
+
+def test_damaged_shard_is_recomputed(tiny_run, tiny_zoo, tmp_path):
+    cfg = tiny_config(tiny_zoo)
+
+    def stop(stage, done, total, detail):
+        if stage == "cells" and done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(cfg, tmp_path / "r", progress=stop)
+    victim = sorted((tmp_path / "r" / "cells").glob("*/shard-*.safetensors"))[0]
+    victim.write_bytes(b"not a safetensors file")
+    res = run_study(cfg, tmp_path / "r")
+    assert (res.reused, res.computed) == (2, 2)
+    assert _strip(res.records) == _strip(tiny_run.records)
+
+
+def test_shards_do_not_change_results(tiny_run, tiny_zoo, tmp_path):
+    """Cutting cells into shards (as the Ray backend does) gives the same examples and records."""
+    res = run_study(tiny_config(tiny_zoo, shard_size=4), tmp_path / "sharded")
+    assert res.computed == 8
+    assert _strip(res.records)["success"] == _strip(tiny_run.records)["success"]
+    one = RunDir(tiny_run.run_dir)
+    two = RunDir(res.run_dir)
+    for c in tiny_run.records["cells"]:
+        a, _ = one.read_cell(c["id"], 1)
+        b, _ = two.read_cell(c["id"], 2)
+        assert torch.equal(a["x_adv"], b["x_adv"]) and torch.equal(a["pred"], b["pred"])
+
+
+def test_pool_larger_than_n_gives_each_seed_its_own_images(tiny_zoo, tmp_path):
+    res = run_study(tiny_config(tiny_zoo, attacks=["ifgsm"], sample={"n": 4, "pool": 8, "only_correct": False}),
+                    tmp_path / "r")
+    sample, _ = read_tensors(RunDir(res.run_dir).sample_file)
+    assert sample["picks"].shape == (2, 4)
+    assert not torch.equal(sample["picks"][0], sample["picks"][1])
+    assert len(res.records["cells"]) == 2
+
+
+def test_only_correct_sample_uses_images_every_model_gets_right(fmnist_test, tmp_path):
+    cfg = {"sources": ["linear"], "targets": ["mlp", "lenet"], "attacks": ["fgsm"], "eps": ["8/255"],
+           "seeds": [0], "sample": {"n": 12, "seed": 1}, "batch_size": 12, "save_png": 0}
+    res = run_study(cfg, tmp_path / "r")
+    sample, meta = read_tensors(RunDir(res.run_dir).sample_file)
+    assert (sample["clean_pred"] == sample["y"]).all()
+    assert meta["examined"] >= 12
+    clean = {r["model"]: r for r in res.records["clean"]}
+    assert clean["lenet"]["n"] == meta["examined"] and 0.5 < clean["lenet"]["rate"] <= 1.0
+    rows = [r for r in res.records["success"] if r["images"] == "float"]
+    by = {(r["target"], r["over"]): r["k"] for r in rows}
+    assert all(by[(t, "all")] == by[(t, "clean-correct")] for t in ("linear", "mlp", "lenet"))
+    assert not (res.run_dir / "png").exists()
+
+
+@pytest.mark.skipif(not hasattr(__import__("advkit.backprop", fromlist=["x"]), "skip_gradient"),
+                    reason="advkit.backprop.skip_gradient is not there yet")
+def test_sgm_cells_sweep_gamma_and_report_hooks(tiny_zoo, tmp_path):
+    cfg = tiny_config(tiny_zoo, attacks=["ifgsm", "sgm"], gamma=[0.2, 0.5], seeds=[0])
+    res = run_study(cfg, tmp_path / "r")
+    cells = res.records["cells"]
+    assert sorted((c["attack"], c["gamma"]) for c in cells) == [("ifgsm", None), ("sgm", 0.2), ("sgm", 0.5)]
+    sgm = res.records["sanity"]["sgm"]
+    assert len(sgm) == 2 and all(s["hooks_fired"] > 0 and s["connections"] == 9 for s in sgm)
+    assert res.records["sanity"]["ok"]
+    paired = {(p["attack"], p["gamma"]) for p in res.records["paired"]}
+    assert paired == {("sgm", 0.2), ("sgm", 0.5)}
+    assert all(math.isfinite(p["p_exact"]) for p in res.records["paired"])
+
+
+def test_finished_cells_of_another_run_are_reused(tiny_run, tiny_zoo, tmp_path):
+    """A run that shares cells with a finished one (same attack settings, seed, images, models) copies them."""
+    cfg = tiny_config(tiny_zoo, attacks=["ifgsm", "mi", "di"], seeds=[0])
+    res = run_study(cfg, tmp_path / "r", reuse=[tiny_run.run_dir])
+    assert (res.reused, res.computed) == (2, 1)  # ifgsm and mi at seed 0 come from tiny_run; di is new
+    mine = {(r["attack"], r["target"], r["images"], r["over"]): r["k"] for r in res.records["success"]}
+    theirs = {(r["attack"], r["target"], r["images"], r["over"]): r["k"] for r in tiny_run.records["success"]
+              if r["seed"] == 0}
+    assert all(mine[k] == v for k, v in theirs.items())
+    other = run_study(tiny_config(tiny_zoo, attacks=["ifgsm"], seeds=[0], steps=4), tmp_path / "s",
+                      reuse=[tiny_run.run_dir])
+    assert other.reused == 0  # different steps: nothing to reuse
+
+
+def test_relative_step_size_matches_the_absolute_one(tiny_zoo, tmp_path):
+    a = run_study(tiny_config(tiny_zoo, attacks=["ifgsm"], seeds=[0], alpha="2/255"), tmp_path / "a")
+    b = run_study(tiny_config(tiny_zoo, attacks=["ifgsm"], seeds=[0], alpha="eps/8"), tmp_path / "b",
+                  reuse=[a.run_dir])
+    assert b.reused == 1  # eps/8 at 16/255 is 2/255 exactly, so the cell is the same computation
+    assert a.records["cells"][0]["config"]["alpha"] == 2 / 255
