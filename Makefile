@@ -26,8 +26,12 @@ data: venv
 		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || $(BIN)/advkit data fetch fashion-mnist; \
 	else $(BIN)/advkit data fetch fashion-mnist; fi
 
+RUN_ID := $(shell date +%Y%m%d-%H%M%S)
+
+# The main job: the zoo's clean accuracy, then the SGM transfer table on the Fashion-MNIST zoo (quick version).
 demo: data
-	$(BIN)/advkit evaluate --all --dataset fashion-mnist --out runs/demo
+	$(BIN)/advkit evaluate --all --dataset fashion-mnist --out runs/demo-$(RUN_ID)/zoo-accuracy
+	$(BIN)/advkit reproduce sgm --quick --out runs/demo-$(RUN_ID)/sgm-quick
 
 test: data
 	$(BIN)/python -m pytest -q -m "not slow" tests

@@ -378,6 +378,17 @@ def reproduce_fgsm_cmd(
         console.print(f"note: {result['data_note']}")
 
 
+def _register_study_commands() -> None:
+    """``advkit transfer``, ``advkit report``, ``advkit reproduce sgm`` and ``sgm-imagenet`` (defined with the
+    study code in :mod:`advkit.report.cli_study`)."""
+    from advkit.report.cli_study import register_cli
+
+    register_cli(app, reproduce_app)
+
+
+_register_study_commands()
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
