@@ -10,10 +10,7 @@ from advkit.attacks.engine import Iterative
 from advkit.attacks.grammar import create, parse
 from advkit.attacks.registry import register_attack, standalone
 
-try:  # JSMA registers itself on import
-    from advkit.attacks import jsma as _jsma  # noqa: F401
-except ImportError:  # pragma: no cover - only while jsma.py is being written
-    pass
+from advkit.attacks import jsma as _jsma  # noqa: F401  (JSMA registers itself on import)
 
 NAMES = ("fgsm", "ifgsm", "pgd", "mi", "di", "ti", "sgm", "sgm+mi", "sgm+di", "sgm+mi+di", "mi+di", "mi+di+ti")
 
