@@ -37,7 +37,8 @@ def test_sgm_configs_choose_sources_and_quick_cuts(zoo_dir):
     t = full["table"]
     assert [s.rsplit("/", 1)[-1] for s in t["sources"]] == ["tres.safetensors", "tden.safetensors"]
     assert len(t["targets"]) == 3 and t["seeds"] == [0, 1, 2, 3, 4] and t["eps"] == ["16/255"]
-    assert [a["name"] for a in t["attacks"]] == ["ifgsm", "ti", "mi", "di", "sgm", "sgm+mi", "sgm+di"]
+    assert [a.get("label", a["name"]) for a in t["attacks"]] == ["ifgsm", "ti", "mi", "di", "sgm", "sgm+mi", "sgm+di",
+                                                                  "sgm-auto"]
     assert t["gamma"] == {"residual": 0.2, "dense": 0.5} and t["alpha"] == "2/255"
     refs = t["reference"]["rows"]
     assert {r["source"] for r in refs} == {"tres", "tden"}
@@ -45,6 +46,7 @@ def test_sgm_configs_choose_sources_and_quick_cuts(zoo_dir):
     assert 1.0 in full["gamma-sweep"]["gamma"] and len(full["eps-sweep"]["eps"]) == 5
     quick = sgm_configs(True, models_dir=zoo_dir)
     assert len(quick["table"]["sources"]) == 1 and quick["table"]["seeds"] == [0]
+    assert quick["gamma-sweep"]["seeds"] == [0] and quick["table"]["sample"]["pool"] == 200
     with pytest.raises(ValueError, match="no ResNet or DenseNet checkpoint"):
         sgm_configs(True, models_dir=zoo_dir / "empty-folder")
 
@@ -53,7 +55,8 @@ def test_reproduce_sgm_quick_end_to_end(zoo_dir, tmp_path):
     """The quick reproduction on tiny models and 4 images: three runs, a combined report, a printed matrix."""
     over = {"sample.only_correct": False, "steps": 2}  # untrained models agree on too few images
     targets = [str(zoo_dir / "tres.safetensors"), str(zoo_dir / "tlin.safetensors")]
-    r = reproduce_sgm(tmp_path / "sgm", quick=True, models_dir=zoo_dir, n=4, targets=targets, overrides=over)
+    r = reproduce_sgm(tmp_path / "sgm", quick=True, models_dir=zoo_dir, n=4, seeds=[0], targets=targets,
+                      overrides=over)
     assert set(r.runs) == {"table", "gamma-sweep", "eps-sweep"}
     for run in r.runs.values():
         assert (run / "results.json").is_file() and (run / "report.html").is_file()
@@ -66,7 +69,8 @@ def test_reproduce_sgm_quick_end_to_end(zoo_dir, tmp_path):
     p1 = [p for p in rec["paired"] if p["attack"] == "sgm" and p["gamma"] == 1.0]
     assert p1 and all(p["only_attack"] == 0 and p["only_baseline"] == 0 for p in p1)
     # finished runs are reused
-    again = reproduce_sgm(tmp_path / "sgm", quick=True, models_dir=zoo_dir, n=4, targets=targets, overrides=over)
+    again = reproduce_sgm(tmp_path / "sgm", quick=True, models_dir=zoo_dir, n=4, seeds=[0], targets=targets,
+                          overrides=over)
     assert again.matrix == r.matrix
 
 

@@ -101,6 +101,20 @@ def test_gamma_forms():
     assert any(p.startswith("gamma.vgg:") for p in probs) and any(p.startswith("gamma.residual:") for p in probs)
 
 
+def test_gamma_auto_is_the_default_and_resolves_per_source():
+    from advkit.evaluate.study import plan_cells
+
+    cfg = load_config({**BASE, "attacks": ["ifgsm", "sgm", {"name": "sgm+mi", "settings": {"gamma": 0.7}}]})
+    assert cfg.gamma == "auto" and cfg.gammas_for("resnet20", "residual") == ("auto",)
+    cells = plan_cells(cfg, {"resnet20": "residual"}, auto=lambda src: 0.8)  # e.g. the zoo card's sgm_gamma
+    assert {(c.attack.label, c.gamma) for c in cells} == {("ifgsm", None), ("sgm", 0.8), ("sgm+mi", 0.7)}
+    assert all(c.kwargs.get("gamma") == c.gamma for c in cells if c.gamma is not None)
+    cells = plan_cells(cfg, {"resnet20": "dense"})  # without a card: the authors' rule
+    assert {c.gamma for c in cells if c.attack.label == "sgm"} == {0.5}
+    cfg = load_config({**BASE, "gamma": {"residual": ["auto", 0.2]}})
+    assert cfg.gammas_for("resnet20", "residual") == ("auto", 0.2)
+
+
 def test_baseline_defaults():
     assert load_config({**BASE, "attacks": ["mi", "di"]}).baseline == "mi"
     assert load_config({**BASE, "attacks": ["mi", "ifgsm"]}).baseline == "ifgsm"

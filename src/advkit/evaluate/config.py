@@ -13,9 +13,12 @@ A minimal file::
 
 Every number of pixels (``eps``, ``alpha``) may be written as a fraction such as ``16/255``; it is parsed exactly
 with :class:`fractions.Fraction`, never ``eval``. The step size may also be relative to each budget: ``alpha:
-eps/8`` (the SGM paper's 2/255 at 16/255) or ``alpha: eps*0.25``. ``gamma`` (the SGM decay, used by attacks
-whose name contains ``sgm``) is a number, a list of numbers (a sweep), or a mapping from a source name or its
-connection kind (``residual``, ``dense``) to either, with ``default`` as the fallback. Every problem is reported at
+eps/8`` (the SGM paper's 2/255 at 16/255) or ``alpha: eps*0.25``.
+
+``gamma`` (the SGM decay, used by attacks whose name contains ``sgm``) is ``auto`` (the default: each source's
+model card ``sgm_gamma``, advkit's zoo value chosen on held-out images, else the authors' 0.2 for ResNets and 0.5
+for DenseNets), a number, a list of numbers (a sweep), or a mapping from a source name or its connection kind
+(``residual``, ``dense``) to any of these, with ``default`` as the fallback. Every problem is reported at
 once as a :class:`ConfigError` whose lines name the field (``attacks[2].name: unknown attack part 'foo'``).
 """
 
@@ -24,7 +27,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -32,18 +34,10 @@ from typing import Any
 
 import yaml
 
-from advkit.attacks import create, parse, standalone
+from advkit.attacks import parse, standalone
 
 __all__ = ["AttackSpec", "ConfigError", "SampleSpec", "StudyConfig", "apply_overrides", "load_config",
            "parse_alpha", "parse_fraction"]
-
-TOP_KEYS = {"title", "dataset", "data_dir", "data_options", "sources", "targets", "attacks", "eps", "steps", "alpha",
-            "gamma", "seeds", "sample", "baseline", "batch_size", "shard_size", "device", "save_png", "save_tensors",
-            "reference", "notes"}
-SAMPLE_KEYS = {"n", "pool", "split", "only_correct", "seed", "order"}
-ATTACK_KEYS = {"name", "label", "settings"}
-CONNECTION_KEYS = ("residual", "dense", "none")
-
 
 class ConfigError(ValueError):
     """The experiment file is invalid; ``problems`` lists ``"field: what is wrong"`` lines."""
@@ -150,7 +144,7 @@ class StudyConfig:
     eps: tuple[str, ...]
     steps: int = 10
     alpha: str | None = None
-    gamma: Any = 0.2
+    gamma: Any = "auto"
     seeds: tuple[int, ...] = (0,)
     sample: SampleSpec = field(default_factory=SampleSpec)
     baseline: str = "ifgsm"
@@ -175,13 +169,14 @@ class StudyConfig:
             return None
         return parse_alpha(self.alpha, "alpha", eps if eps is not None else self.eps[0])
 
-    def gammas_for(self, source: str, connections: str | None) -> tuple[float, ...]:
-        """The SGM decays swept for ``source`` (whose card says ``connections``)."""
+    def gammas_for(self, source: str, connections: str | None) -> tuple[float | str, ...]:
+        """The SGM decays swept for ``source`` (whose card says ``connections``); ``"auto"`` is left for the
+        caller to resolve on the loaded model (:func:`advkit.attacks.engine.resolve_gamma`)."""
         g = self.gamma
         if isinstance(g, dict):
-            g = g.get(source, g.get(connections or "", g.get("default", 0.2)))
+            g = g.get(source, g.get(connections or "", g.get("default", "auto")))
         vals = g if isinstance(g, (list, tuple)) else [g]
-        return tuple(float(v) for v in vals)
+        return tuple(v if v == "auto" else float(v) for v in vals)
 
     def attack(self, label: str) -> AttackSpec:
         """The attack with this label."""
@@ -235,240 +230,6 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> di
     return out
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [s.strip() for s in value.split(",") if s.strip()] if "," in value else [value]
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
-
-
-def _int(value: Any, where: str, problems: list[str], minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        problems.append(f"{where}: expected an integer >= {minimum}, got {value!r}")
-        return minimum
-    return value
-
-
-def _check_gamma(value: Any, where: str, problems: list[str]) -> None:
-    vals = value if isinstance(value, (list, tuple)) else [value]
-    if not vals:
-        problems.append(f"{where}: empty list")
-    for i, v in enumerate(vals):
-        w = f"{where}[{i}]" if isinstance(value, (list, tuple)) else where
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
-            problems.append(f"{w}: SGM gamma must be a number in (0, 1], got {v!r}")
-
-
-def _attacks(raw: Any, problems: list[str]) -> list[AttackSpec]:
-    out: list[AttackSpec] = []
-    items = _as_list(raw)
-    if not items:
-        problems.append("attacks: give at least one attack (e.g. [ifgsm, mi, sgm])")
-    for i, item in enumerate(items):
-        where = f"attacks[{i}]"
-        if isinstance(item, str):
-            item = {"name": item}
-        if not isinstance(item, dict):
-            problems.append(f"{where}: expected a name or a mapping with name/label/settings, got {item!r}")
-            continue
-        extra = set(item) - ATTACK_KEYS
-        if extra:
-            problems.append(f"{where}: unknown key(s) {sorted(extra)} (allowed: name, label, settings)")
-        name = item.get("name")
-        if not isinstance(name, str) or not name.strip():
-            problems.append(f"{where}.name: missing attack name")
-            continue
-        name = name.strip().lower()
-        if name not in standalone():
-            try:
-                parse(name)
-            except ValueError as e:
-                msg = str(e)
-                m = re.search(r"unknown attack part\(s\) \[(.*?)\]", msg)
-                if m:
-                    parts = [p.strip().strip("'\"") for p in m.group(1).split(",")]
-                    msg = "unknown attack part " + ", ".join(f"'{p}'" for p in parts) + msg[msg.find(" in "):]
-                problems.append(f"{where}.name: {msg}")
-                continue
-        settings = item.get("settings") or {}
-        if not isinstance(settings, dict):
-            problems.append(f"{where}.settings: expected a mapping of attack settings, got {settings!r}")
-            settings = {}
-        label = item.get("label", name)
-        if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9_.+\-]+", label):
-            problems.append(f"{where}.label: use letters, digits and _ . + - only, got {label!r}")
-            label = name
-        out.append(AttackSpec(name=name, label=label, settings=dict(settings)))
-    labels = [a.label for a in out]
-    for lab in sorted({x for x in labels if labels.count(x) > 1}):
-        problems.append(f"attacks: label {lab!r} is used twice; give one of them a label: ...")
-    return out
-
-
-def _sample(raw: Any, problems: list[str]) -> SampleSpec:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        problems.append(f"sample: expected a mapping (n, pool, split, only_correct, seed, order), got {raw!r}")
-        return SampleSpec()
-    extra = set(raw) - SAMPLE_KEYS
-    if extra:
-        problems.append(f"sample: unknown key(s) {sorted(extra)} (allowed: {', '.join(sorted(SAMPLE_KEYS))})")
-    n = _int(raw.get("n", 100), "sample.n", problems, 1)
-    pool = _int(raw.get("pool", n), "sample.pool", problems, 1)
-    if pool < n:
-        problems.append(f"sample.pool: must be >= sample.n ({n}), got {pool}")
-    only = raw.get("only_correct", True)
-    if not isinstance(only, bool):
-        problems.append(f"sample.only_correct: expected true or false, got {only!r}")
-    order = raw.get("order", "random")
-    if order not in ("random", "first"):
-        problems.append(f"sample.order: expected 'random' or 'first', got {order!r}")
-    split = raw.get("split", "test")
-    if not isinstance(split, str):
-        problems.append(f"sample.split: expected a split name, got {split!r}")
-    return SampleSpec(n=n, pool=pool, split=str(split), only_correct=bool(only),
-                      seed=_int(raw.get("seed", 0), "sample.seed", problems), order=str(order))
-
-
-def _models(raw: Any, where: str, problems: list[str], required: bool) -> list[str]:
-    items = _as_list(raw)
-    if required and not items:
-        problems.append(f"{where}: give at least one model (zoo name, .safetensors path, torchvision:/timm:NAME)")
-    out = []
-    for i, m in enumerate(items):
-        if not isinstance(m, str) or not m.strip():
-            problems.append(f"{where}[{i}]: expected a model name or path, got {m!r}")
-        else:
-            out.append(m.strip())
-    for m in sorted({x for x in out if out.count(x) > 1}):
-        problems.append(f"{where}: {m!r} is listed twice")
-    return out
-
-
-def validate(raw: dict[str, Any]) -> StudyConfig:
-    """Build a :class:`StudyConfig` from a plain dict, collecting every problem into one :class:`ConfigError`."""
-    problems: list[str] = []
-    if not isinstance(raw, dict):
-        raise ConfigError([f"(top level): expected a mapping of settings, got {type(raw).__name__}"])
-    extra = set(raw) - TOP_KEYS
-    if extra:
-        problems.append(f"(top level): unknown key(s) {sorted(extra)}; allowed: {', '.join(sorted(TOP_KEYS))}")
-    dataset = raw.get("dataset", "fashion-mnist")
-    if not isinstance(dataset, str):
-        problems.append(f"dataset: expected a dataset name, got {dataset!r}")
-        dataset = "fashion-mnist"
-    else:
-        from advkit.data import names as dataset_names
-
-        if dataset not in dataset_names():
-            problems.append(f"dataset: unknown dataset {dataset!r}; known: {', '.join(dataset_names())}")
-    sources = _models(raw.get("sources"), "sources", problems, True)
-    targets = _models(raw.get("targets"), "targets", problems, True)
-    attacks = _attacks(raw.get("attacks"), problems)
-    eps_raw = _as_list(raw.get("eps", ["16/255"]))
-    if not eps_raw:
-        problems.append("eps: give at least one budget (e.g. ['16/255'])")
-    eps: list[str] = []
-    for i, e in enumerate(eps_raw):
-        try:
-            parse_fraction(e, f"eps[{i}]")
-            eps.append(eps_label(e))
-        except ValueError as err:
-            problems.append(str(err))
-    for e in sorted({x for x in eps if eps.count(x) > 1}):
-        problems.append(f"eps: {e} is listed twice")
-    steps = _int(raw.get("steps", 10), "steps", problems, 1)
-    alpha = raw.get("alpha")
-    if alpha is not None:
-        try:
-            parse_alpha(alpha, "alpha", 1)
-            alpha = eps_label(alpha)
-        except ValueError as err:
-            problems.append(str(err))
-    gamma = raw.get("gamma", 0.2)
-    if isinstance(gamma, dict):
-        for k, v in gamma.items():
-            if k not in (*sources, *CONNECTION_KEYS, "default"):
-                problems.append(f"gamma.{k}: not a source nor one of residual, dense, none, default")
-            _check_gamma(v, f"gamma.{k}", problems)
-    else:
-        _check_gamma(gamma, "gamma", problems)
-        if isinstance(gamma, tuple):
-            gamma = list(gamma)
-    seeds_raw = _as_list(raw.get("seeds", [0]))
-    seeds = [_int(s, f"seeds[{i}]", problems) for i, s in enumerate(seeds_raw)]
-    if not seeds:
-        problems.append("seeds: give at least one seed")
-    if len(set(seeds)) != len(seeds):
-        problems.append(f"seeds: repeated seed in {seeds}")
-    sample = _sample(raw.get("sample"), problems)
-    labels = [a.label for a in attacks]
-    baseline = raw.get("baseline")
-    if baseline is None:
-        baseline = "ifgsm" if "ifgsm" in labels or not labels else labels[0]
-    elif baseline not in labels:
-        problems.append(f"baseline: {baseline!r} is not the label of an attack ({', '.join(labels) or 'none'})")
-    batch_size = _int(raw.get("batch_size", 100), "batch_size", problems, 1)
-    shard = raw.get("shard_size")
-    if shard is not None:
-        shard = _int(shard, "shard_size", problems, 1)
-        if shard % batch_size:
-            problems.append(f"shard_size: must be a multiple of batch_size ({batch_size}) so that shards cut at "
-                            f"batch boundaries, got {shard}")
-    device = raw.get("device", "auto")
-    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
-        problems.append(f"device: expected auto, cpu, cuda or cuda:N, got {device!r}")
-    save_png = _int(raw.get("save_png", 8), "save_png", problems)
-    save_tensors = raw.get("save_tensors", True)
-    if not isinstance(save_tensors, bool):
-        problems.append(f"save_tensors: expected true or false, got {save_tensors!r}")
-    data_options = raw.get("data_options") or {}
-    if not isinstance(data_options, dict):
-        problems.append(f"data_options: expected a mapping of loader options, got {data_options!r}")
-        data_options = {}
-    reference = raw.get("reference")
-    if reference is not None and (not isinstance(reference, dict) or not isinstance(reference.get("rows", []), list)):
-        problems.append("reference: expected a mapping with a 'rows' list (paper numbers to compare with)")
-        reference = None
-    notes = _as_list(raw.get("notes"))
-    title = raw.get("title", "Transfer study")
-    if not problems:  # build each attack once so that its settings are checked by the attack itself
-        alpha_v = None if alpha is None else parse_alpha(alpha, "alpha", eps[0])
-        for i, a in enumerate(attacks):
-            kw: dict[str, Any] = {"eps": parse_fraction(eps[0], "eps")}
-            if a.name not in standalone():
-                kw["steps"] = 1 if parse(a.name)[0] == "fgsm" else steps
-                if alpha_v is not None and parse(a.name)[0] != "fgsm":
-                    kw["alpha"] = alpha_v
-            try:
-                for k, v in a.settings.items():
-                    where = f"attacks[{i}].settings.{k}"
-                    if k == "alpha" and isinstance(v, str):
-                        v = parse_alpha(v, where, eps[0])
-                    elif k == "eps" and isinstance(v, str):
-                        v = parse_fraction(v, where)
-                    kw[k] = v
-                create(a.name, **kw)
-            except ValueError as e:
-                msg = str(e)
-                problems.append(msg if msg.startswith(f"attacks[{i}]") else f"attacks[{i}].settings: {msg}")
-            except TypeError as e:
-                problems.append(f"attacks[{i}].settings: {e}")
-    if problems:
-        raise ConfigError(problems)
-    return StudyConfig(
-        dataset=dataset, sources=tuple(sources), targets=tuple(targets), attacks=tuple(attacks), eps=tuple(eps),
-        steps=steps, alpha=alpha, gamma=gamma, seeds=tuple(seeds), sample=sample, baseline=str(baseline),
-        batch_size=batch_size, shard_size=shard, device=str(device), save_png=save_png, save_tensors=save_tensors,
-        data_dir=None if raw.get("data_dir") is None else str(raw["data_dir"]), data_options=dict(data_options),
-        reference=reference, title=str(title), notes=tuple(str(n) for n in notes),
-    )
-
-
 def load_config(source: str | Path | dict[str, Any] | StudyConfig,
                 overrides: dict[str, Any] | None = None) -> StudyConfig:
     """Read and validate an experiment: a YAML file path, a dict, or a config (re-validated with overrides).
@@ -492,4 +253,6 @@ def load_config(source: str | Path | dict[str, Any] | StudyConfig,
             raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
             raise ConfigError([f"(file {path}): not valid YAML: {e}"]) from e
+    from advkit.evaluate.config_validate import validate
+
     return validate(apply_overrides(raw, overrides))

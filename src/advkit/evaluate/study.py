@@ -103,6 +103,8 @@ def attack_kwargs(cfg: StudyConfig, attack: AttackSpec, eps: str, gamma: float |
         if gamma is not None:
             kw["gamma"] = gamma
     for k, v in attack.settings.items():
+        if k == "gamma":
+            continue  # resolved by plan_cells (``auto`` becomes the source's number)
         if k == "alpha" and isinstance(v, str):
             kw[k] = parse_alpha(v, "alpha", eps)
         else:
@@ -110,17 +112,32 @@ def attack_kwargs(cfg: StudyConfig, attack: AttackSpec, eps: str, gamma: float |
     return kw
 
 
-def plan_cells(cfg: StudyConfig, connections: dict[str, str]) -> list[Cell]:
-    """Every cell of the study, source-major (so each source's model is used for a run of cells)."""
+def plan_cells(cfg: StudyConfig, connections: dict[str, str],
+               auto: Callable[[str], float] | None = None) -> list[Cell]:
+    """Every cell of the study, source-major (so each source's model is used for a run of cells).
+
+    Args:
+        cfg: the study.
+        connections: each source's connection kind (``residual``, ``dense``, ``none``).
+        auto: the concrete decay of ``gamma: auto`` for a source (default: the authors' 0.5 for dense sources,
+            else 0.2); cells always record a number.
+    """
+    def resolve(src: str, g: Any) -> float:
+        if g != "auto":
+            return float(g)
+        if auto is not None:
+            return float(auto(src))
+        return 0.5 if connections.get(src) == "dense" else 0.2
+
     cells = []
     for src in cfg.sources:
         for a in cfg.attacks:
             if not a.uses_gamma:
                 gammas: tuple[float | None, ...] = (None,)
             elif "gamma" in a.settings:
-                gammas = (float(a.settings["gamma"]),)
+                gammas = (resolve(src, a.settings["gamma"]),)
             else:
-                gammas = cfg.gammas_for(src, connections.get(src))
+                gammas = tuple(dict.fromkeys(resolve(src, g) for g in cfg.gammas_for(src, connections.get(src))))
             for eps in cfg.eps:
                 for g in gammas:
                     for seed in cfg.seeds:
@@ -341,7 +358,10 @@ def run_study(config: StudyConfig | str | Path | dict[str, Any], out: str | Path
         smeta["key"] = skey
         atomic_save_tensors(run.sample_file, sample, smeta)
     smeta = {**smeta, "names": _display_names(models)}
-    cells = plan_cells(cfg, {s: _connections(models[s], s) for s in cfg.sources})
+    from advkit.attacks.engine import resolve_gamma
+
+    cells = plan_cells(cfg, {s: _connections(models[s], s) for s in cfg.sources},
+                       auto=lambda src: float(resolve_gamma("auto", models[src]) or 0.2))
     atomic_write_text(run.state / "cells.json", json.dumps(
         [{"id": c.id, "source": c.source, "attack": c.attack.label, "eps": c.eps, "gamma": c.gamma, "seed": c.seed}
          for c in cells], indent=1) + "\n")

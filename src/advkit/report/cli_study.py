@@ -117,7 +117,7 @@ def register_cli(app: typer.Typer, reproduce_app: typer.Typer | None = None) -> 
             except ValueError as e:
                 _fail(str(e))
         for eps in res.records["meta"]["eps"]:
-            console.print(text_matrix(res.records, eps))
+            console.print(text_matrix(res.records, eps), soft_wrap=True, markup=False, highlight=False)
         if not res.records["sanity"]["ok"]:
             err.print("[bold red]sanity problems:[/] " + "; ".join(res.records["sanity"]["problems"]))
         console.print(f"{res.computed} shard(s) computed, {res.reused} reused; results in {res.run_dir}")
@@ -154,7 +154,7 @@ def register_cli(app: typer.Typer, reproduce_app: typer.Typer | None = None) -> 
                                   command=_command())
             except ValueError as e:
                 _fail(str(e))
-        console.print(r.matrix)
+        console.print(r.matrix, soft_wrap=True, markup=False, highlight=False)
         console.print(f"finished in {r.seconds:.0f} s; report: {r.report['html']}")
 
     @reproduce_app.command("sgm-imagenet")

@@ -86,7 +86,7 @@ td.r { text-align: right; font-variant-numeric: tabular-nums; }
 caption { caption-side: bottom; font-size: .85em; color: #555; padding-top: .3em; text-align: left; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #dde; }
 figcaption { font-size: .85em; color: #555; }
-pre { background: #f5f6f8; padding: .7em; overflow-x: auto; font-size: .82em; }
+pre { background: #f5f6f8; padding: .7em; white-space: pre-wrap; overflow-wrap: anywhere; font-size: .82em; }
 code { background: #f0f1f4; padding: 0 3px; }
 .ok { color: #137333; font-weight: bold; } .bad { color: #b3261e; font-weight: bold; }
 """

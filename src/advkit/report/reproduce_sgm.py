@@ -6,7 +6,8 @@ a combined report to ``out/report.md`` / ``out/report.html``:
 * **table**: the paper's attack table: from the ResNet and DenseNet sources (shipped checkpoints whose
   architecture is a plain ResNet or a DenseNet), PGD (the authors' "PGD" is I-FGSM: no random start), TI, MI, DI,
   SGM, SGM+MI and SGM+DI against every other shipped architecture; the paper's schedule (eps 16/255, 10 steps of
-  2/255) and decays (gamma 0.2 for ResNet sources, 0.5 for DenseNet sources); 5 seeds.
+  2/255) and decays (gamma 0.2 for ResNet sources, 0.5 for DenseNet sources); 5 seeds. One more row, ``sgm-auto``,
+  is SGM at advkit's own default decay for the source (its model card's ``sgm_gamma``, chosen on held-out images).
 * **gamma sweep**: SGM at gamma 0.1 ... 1.0 (gamma 1 is I-FGSM exactly) against I-FGSM.
 * **eps sweep**: I-FGSM, MI, SGM and SGM+MI at eps 4/255 ... 32/255 (step eps/8, the paper's ratio).
 
@@ -15,8 +16,11 @@ images and models), so e.g. the gamma sweep's I-FGSM and SGM at the source's def
 
 The paper's numbers are ImageNet numbers on 50- to 200-layer networks; the report sets them beside ours by role
 (ResNet source, DenseNet source, VGG / DenseNet / ResNet / SE-Net target) and compares gains over PGD, not levels.
-``quick=True`` is a smoke-sized version that finishes in about three minutes on two CPU cores; the report states
-what it leaves out.
+Each seed attacks ``n`` images drawn from a pool of ``2n`` that every model classifies correctly, so the spread
+over seeds covers the choice of images as well as the attacks' randomness.
+
+``quick=True`` is a smoke-sized version (one source, four targets, 100 images, one seed; about a minute on two idle
+CPU cores, under three when another process holds one of them); the report states what it leaves out.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ ROLES = {"VGG19": ("vgg11_bn",), "DenseNet-201": ("densenet_bc40",), "SE154": ("
 ATTACKS: list[dict[str, Any]] = [
     {"name": "ifgsm"}, {"name": "ti", "settings": {"ti_kernel": 5}}, {"name": "mi"}, {"name": "di"},
     {"name": "sgm"}, {"name": "sgm+mi"}, {"name": "sgm+di"},
+    # advkit's own default: the source card's sgm_gamma (chosen on held-out images), not the paper's decay
+    {"name": "sgm", "label": "sgm-auto", "settings": {"gamma": "auto"}},
 ]
 GAMMA = {"residual": 0.2, "dense": 0.5}
 
@@ -113,13 +119,14 @@ def sgm_configs(quick: bool = False, dataset: str = "fashion-mnist", *, models_d
         tg = [*src, *others[:4]]
     seeds = seeds or ([0] if quick else [0, 1, 2, 3, 4])
     n = n or (100 if quick else 1000)
+    # each seed draws its n images from a pool of 2n, so the spread over seeds includes the choice of images
     common: dict[str, Any] = {"dataset": dataset, "sources": src, "targets": tg, "steps": 10, "seeds": seeds,
-                              "gamma": GAMMA, "sample": {"n": n, "pool": n, "only_correct": True, "seed": 0},
+                              "gamma": GAMMA, "sample": {"n": n, "pool": 2 * n, "only_correct": True, "seed": 0},
                               "batch_size": 100 if quick else 250, "baseline": "ifgsm"}
     mode = "quick" if quick else "full"
     table = {**common, "title": f"SGM reproduction ({mode}): attack table", "attacks": ATTACKS, "eps": ["16/255"],
              "alpha": "2/255", "reference": _reference(src, tg, cards)}
-    gammas = [0.2, 0.5, 1.0] if quick else [0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0]
+    gammas = [0.2, 0.5, 0.8, 1.0] if quick else [0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0]
     gamma = {**common, "title": f"SGM reproduction ({mode}): gamma sweep", "eps": ["16/255"], "alpha": "2/255",
              "attacks": ["ifgsm", "sgm"] + ([] if quick else ["sgm+mi"]), "gamma": gammas,
              "seeds": seeds[:1] if quick else seeds[:3]}
@@ -165,11 +172,12 @@ def _reference(sources: list[str], targets: list[str], cards: dict[str, dict[str
 
 def _quick_note(cfgs: dict[str, dict[str, Any]], zoo_size: int) -> str:
     t = cfgs["table"]
-    return (f"Quick mode: {t['sample']['n']} images instead of 1,000, seed(s) {t['seeds']} instead of 5, one source "
+    return (f"Quick mode: {t['sample']['n']} images instead of 1,000 per seed, seed(s) {t['seeds']} instead of 5 (no "
+            f"spread over seeds; each cell's Wilson interval is in table/results/success.csv), one source "
             f"({', '.join(t['sources'])}) instead of a ResNet and a DenseNet, {len(t['targets']) - 1} targets of the "
             f"{zoo_size - 1} other shipped models, a gamma sweep over {cfgs['gamma-sweep']['gamma']} (SGM only) and "
-            f"an eps sweep over {cfgs['eps-sweep']['eps']} (I-FGSM and SGM only). Its intervals are wide; run "
-            f"without --quick for the full study.")
+            f"an eps sweep over {cfgs['eps-sweep']['eps']} (I-FGSM and SGM only). Run without --quick for "
+            f"the full study.")
 
 
 def reproduce_sgm(out: str | Path, quick: bool = False, *, force: bool = False, backend: str = "local",
@@ -231,12 +239,17 @@ def _combined_report(out: Path, runs: dict[str, Path], table: Document, quick: b
     doc = Document(f"Skip Connections Matter (Wu et al., ICLR 2020) on Fashion-MNIST{' — quick' if quick else ''}")
     doc.add(Para("Three studies: the attack table (below), a gamma sweep and an eps sweep (further down); each has "
                  "its own full report in its folder (table/, gamma-sweep/, eps-sweep/)."))
-    for b in table.blocks:
-        doc.add(Figure(f"table/{b.path}", b.png, b.caption) if isinstance(b, Figure) else b)
+    sweeps: list[Any] = []
     for name, fig, title in (("gamma-sweep", "success_vs_gamma.png", "Gamma sweep"),
                              ("eps-sweep", "success_vs_eps.png", "Eps sweep")):
         p = runs[name] / "figures" / fig
         if p.is_file():
-            doc.add(Heading(title), Figure(f"{name}/figures/{fig}", p.read_bytes(),
-                                           f"{title}: see {name}/report.html for its tables and tests."))
+            sweeps += [Heading(title), Figure(f"{name}/figures/{fig}", p.read_bytes(),
+                                              f"{title}: see {name}/report.html for its tables and tests.")]
+    for b in table.blocks:
+        if isinstance(b, Heading) and b.text == "Provenance":  # the sweeps go before the table's provenance
+            doc.add(*sweeps)
+            sweeps = []
+        doc.add(Figure(f"table/{b.path}", b.png, b.caption) if isinstance(b, Figure) else b)
+    doc.add(*sweeps)
     return save_document(doc, out)

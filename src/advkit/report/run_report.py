@@ -64,6 +64,7 @@ def _save(run: RunDir, name: str, png: bytes, caption: str) -> Figure:
 
 def _heatmap(run: RunDir, records: dict[str, Any], eps: str, idx: int) -> Figure:
     rows, cols, cells = matrix(records, eps)
+    cols = [c for c in cols if any(c != key[0] for key in rows)]
     many = len(records["meta"]["sources"]) > 1
     vals = np.full((len(rows), len(cols)), np.nan)
     for i, key in enumerate(rows):

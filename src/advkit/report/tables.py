@@ -81,6 +81,7 @@ def mean_transfer(records: dict[str, Any], images: str = "float", over: str = "a
 def matrix_table(records: dict[str, Any], eps: str, images: str = "float", over: str = "all") -> Table:
     """The transfer matrix at ``eps`` as a table: mean ± std over seeds, a mean-transfer column, shaded cells."""
     rows, cols, cells = matrix(records, eps, images, over)
+    cols = [c for c in cols if any(c != key[0] for key in rows)]  # a column that is only ever the source: white-box
     many = len(records["meta"]["sources"]) > 1
     means = mean_transfer(records, images, over)
     body, shade = [], []
@@ -104,9 +105,9 @@ def matrix_table(records: dict[str, Any], eps: str, images: str = "float", over:
         shade.append(tint)
     seeds = len(records["meta"]["seeds"])
     what = "all attacked images" if over == "all" else "images the target classified correctly"
-    cap = (f"Success rate (%) at eps {eps} on {images} examples over {what}; mean ± std over {seeds} seed(s) "
-           f"of {records['meta']['n']} images. 'white-box' is the source on its own examples; 'mean transfer' "
-           f"averages the other targets.")
+    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
+    cap = (f"Success rate (%) at eps {eps} on {images} examples over {what}; {spread} of {records['meta']['n']} "
+           f"images. 'white-box' is the source on its own examples; 'mean transfer' averages the other targets.")
     return Table(["source / attack" if many else "attack", *cols, "mean transfer"], body, cap, shade=shade)
 
 
