@@ -182,3 +182,23 @@ def test_branch_module_that_also_feeds_elsewhere_is_not_hooked(caplog: pytest.Lo
         found = backprop.find_connections(Tricky())
     assert [c.branch for c in found] == ["f"]
     assert "no module produces the branch alone" in caplog.text
+
+
+def test_discovery_is_cached_until_the_structure_changes(monkeypatch):
+    """Attacks enter skip_gradient on every call: discovery runs once per model, again after a module swap."""
+    from advkit.backprop import discover
+
+    from advkit.models import Classifier, get_arch
+
+    model = Classifier(get_arch("resnet20").build(1, 10, 28), (0.5,), (0.5,), (1, 28, 28), 10)
+    calls = []
+    real = discover._discover
+    monkeypatch.setattr(discover, "_discover", lambda m, p: calls.append(1) or real(m, p))
+    first = discover.find_connections(model)
+    first[0].fired = 7  # callers get copies: mutating one does not leak into the cache
+    again = discover.find_connections(model)
+    assert len(calls) == 1 and again[0].fired == 0 and [c.branch for c in again] == [c.branch for c in first]
+    block = model.get_submodule(first[0].block)
+    block.bn2 = torch.nn.BatchNorm2d(block.bn2.num_features)
+    discover.find_connections(model)
+    assert len(calls) == 2

@@ -210,3 +210,36 @@ def test_nesting_refused() -> None:
             pass
         assert torch.equal(input_grad(clf, x, y), inside)  # the outer hooks are intact
     assert hooks_left(clf) == 0
+
+
+def test_scaling_hook_on_a_pass_through_module_scales_only_that_branch():
+    """A branch module that returns its input (identity, drop-path in eval) must not scale the skip path too."""
+    from advkit.backprop.scale import scaling_hook
+
+    branch = torch.nn.Identity()
+    handle = branch.register_forward_hook(scaling_hook(0.25, ()))
+    try:
+        x = torch.ones(3, requires_grad=True)
+        (g,) = torch.autograd.grad((branch(x) + x).sum(), x)
+    finally:
+        handle.remove()
+    assert torch.equal(g, torch.full((3,), 1.25))
+
+
+def test_scaling_hook_before_inplace_shortcut_scales_the_branch_gradient():
+    """torchvision blocks add the shortcut in place (``out += identity``) after the hooked module ran."""
+    from advkit.backprop.scale import scaling_hook
+
+    lin = torch.nn.Linear(3, 3)
+    handle = lin.register_forward_hook(scaling_hook(0.5, ()))
+    try:
+        x = torch.randn(2, 3, requires_grad=True)
+        out = lin(x)
+        out += x
+        (g,) = torch.autograd.grad(out.pow(2).sum(), x)
+    finally:
+        handle.remove()
+    x2 = x.detach().requires_grad_(True)
+    out2 = lin(x2) + x2
+    go = 2 * out2.detach()
+    assert torch.allclose(g, 0.5 * go @ lin.weight + go, atol=1e-6)

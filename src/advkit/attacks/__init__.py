@@ -5,12 +5,11 @@ registry and the name grammar.
     result = attack(model, x, y, target=None, generator=torch.Generator().manual_seed(0))
 """
 
+from advkit.attacks import jsma as _jsma  # noqa: F401  (JSMA registers itself on import)
 from advkit.attacks.base import Attack, AttackResult, Counter, attack_loss, project, validate_inputs
 from advkit.attacks.engine import Iterative
 from advkit.attacks.grammar import create, parse
 from advkit.attacks.registry import register_attack, standalone
-
-from advkit.attacks import jsma as _jsma  # noqa: F401  (JSMA registers itself on import)
 
 NAMES = ("fgsm", "ifgsm", "pgd", "mi", "di", "ti", "sgm", "sgm+mi", "sgm+di", "sgm+mi+di", "mi+di", "mi+di+ti")
 

@@ -18,6 +18,8 @@ works on the computation, not on module names:
 from __future__ import annotations
 
 import logging
+import weakref
+from dataclasses import replace
 
 import torch.fx as fx
 from torch import nn
@@ -28,6 +30,16 @@ from advkit.backprop.rules import rule_connection
 from advkit.backprop.trace import Traced, TraceFailure, trace
 
 logger = logging.getLogger(__name__)
+
+# model -> (structure fingerprint, connections): an attack enters skip_gradient once per call, and tracing a deep
+# model costs tens of milliseconds, so discovery is cached until the model's module structure changes
+_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[object, ...], list[Connection]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model: nn.Module) -> tuple[object, ...]:
+    """What discovery depends on: every submodule (identity, class) and any per-instance ``forward`` override."""
+    return tuple((name, id(m), type(m), id(m.__dict__.get("forward"))) for name, m in model.named_modules())
 
 NO_SKIP_MESSAGE = ("SGM found no skip connections (residual additions or dense concatenations) in this model "
                    "({model}); the skip-gradient decay would do nothing and SGM would silently reduce to the "
@@ -166,6 +178,10 @@ def find_connections(model: nn.Module) -> list[Connection]:
     Raises:
         ValueError: no skip connection found (SGM would silently reduce to the base attack).
     """
+    key = _fingerprint(model)
+    cached = _CACHE.get(model)
+    if cached is not None and cached[0] == key:
+        return [replace(c) for c in cached[1]]
     found = _discover(model, "")
     if not found:
         raise ValueError(NO_SKIP_MESSAGE.format(model=type(model).__name__))
@@ -177,4 +193,9 @@ def find_connections(model: nn.Module) -> list[Connection]:
             logger.warning("%s is the branch of two connections; it is hooked once", c.branch)
             continue
         by_branch[c.branch] = c
-    return list(by_branch.values())
+    out = list(by_branch.values())
+    try:
+        _CACHE[model] = (key, [replace(c) for c in out])
+    except TypeError:  # a model that cannot be weakly referenced is simply not cached
+        pass
+    return out

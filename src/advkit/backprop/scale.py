@@ -1,12 +1,14 @@
-"""Gradient scaling as an autograd function, installed by forward hooks.
+"""Gradient scaling installed by forward hooks.
 
 The Skip Gradient Method (Wu et al., ICLR 2020) multiplies the gradient flowing back through a residual branch by
-``gamma``. A forward hook on the module that produces the branch replaces its output ``y`` by ``scale_grad(y)``:
-the same values in the forward pass, ``gamma * grad`` in the backward pass. This avoids module backward hooks,
-which break on in-place ReLU (pytorch#61519).
+``gamma``. A forward hook on the module that produces the branch registers a *tensor* hook on its output ``y``:
+the forward pass is untouched (no copy, no extra autograd node) and the backward pass receives ``gamma * grad``
+for ``y``. This avoids module backward hooks, which break on in-place ReLU (pytorch#61519), and works with the
+in-place shortcut addition of torchvision blocks (``out += identity``): a hook registered before an in-place
+modification receives the gradient with respect to the value before it (PyTorch's documented semantics), which
+is exactly the branch's gradient.
 
-The function returns a *new* tensor: returning a view (``y.view_as(y)``) makes the in-place shortcut addition of
-torchvision blocks (``out += identity``) fail with "Output 0 of ... is a view and is being modified inplace".
+:class:`ScaleGrad` is the same scaling as an autograd function, for code that wants it inside an expression.
 """
 
 from __future__ import annotations
@@ -53,14 +55,27 @@ def is_scale_node(fn: object) -> bool:
 
 
 def scaling_hook(scale: float, counters: Sequence[Connection]) -> Callable[[nn.Module, Any, Any], Any]:
-    """A forward hook that wraps a module's tensor output in :func:`scale_grad`.
+    """A forward hook that makes the gradient of a module's tensor output ``scale`` times larger.
 
-    Outputs that are not tensors, and calls made without gradient tracking, are left alone (no copy is made).
+    The output itself is returned unchanged (same tensor) unless the module returned one of its inputs, in which
+    case a scaled copy replaces it; outputs that are not tensors, and calls made without
+    gradient tracking, are left alone. Each backward pass through the output adds one to ``fired`` on
+    ``counters``.
     """
 
+    def on_grad(grad: torch.Tensor) -> torch.Tensor:
+        for c in counters:
+            c.fired += 1
+        return grad * scale
+
     def hook(module: nn.Module, args: Any, output: Any) -> Any:
-        if isinstance(output, torch.Tensor) and output.requires_grad and torch.is_grad_enabled():
+        if not (isinstance(output, torch.Tensor) and output.requires_grad and torch.is_grad_enabled()):
+            return None
+        if any(a is output for a in args):
+            # the module passed its input through (an identity, a drop-path in eval): a hook on that tensor would
+            # scale every path through it, so scale a copy instead
             return scale_grad(output, scale, counters)
+        output.register_hook(on_grad)
         return None
 
     return hook
