@@ -341,3 +341,12 @@ def test_describe(tmp_path: Path) -> None:
 def test_info_finds_system_copy() -> None:
     i = data.info("fashion-mnist")
     assert i.found == FASHION_DIR and i.where == "system" and i.note is None
+
+
+def test_mnist_uncompressed_files_under_the_dotted_mirror_names(tmp_path: Path) -> None:
+    """Kaggle and pip-packaged copies name the raw files train-images.idx3-ubyte: they are found and read."""
+    d = tmp_path / "kaggle-mnist"
+    images, labels = make_split(d, 5, files=("t10k-images.idx3-ubyte", "t10k-labels.idx1-ubyte"))
+    ds = data.load("mnist", split="test", data_dir=d)
+    assert ds.note is None and ds.images.shape == (5, 1, 28, 28)
+    np.testing.assert_array_equal(ds.y.numpy(), labels)

@@ -166,9 +166,11 @@ def _present(directory: Path, remote: RemoteFile) -> Path | None:
     if p.is_file():
         return p
     if remote.filename.endswith(".gz"):
-        raw = directory / remote.filename[:-3]
-        if raw.is_file():
-            return raw
+        raw = remote.filename[:-3]
+        # the uncompressed file, also under the dotted name some mirrors use (Kaggle: train-images.idx3-ubyte)
+        for name in dict.fromkeys((raw, raw.replace("-idx", ".idx"))):
+            if (directory / name).is_file():
+                return directory / name
     return None
 
 
