@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> None:
     if out.exists():
         for line in out.read_text().splitlines():
             r = json.loads(line)
-            done.add((r["source"], r["attack"], r["seed"], r["eps"], r["split"]))
+            done.add((r["source"], r["attack"], r["seed"], r["eps"], r["split"], r.get("steps", 10)))
     attacks = args.attacks.split(",")
     for src in sources:
         for seed in [int(s) for s in args.seeds.split(",")]:
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
             pick = torch.randperm(len(y_pool), generator=g)[:args.n]
             x, y = x_pool[pick], y_pool[pick]
             for name in attacks:
-                key = (src, name, seed, args.eps, args.split)
+                key = (src, name, seed, args.eps, args.split, args.steps)
                 if key in done:
                     continue
                 grammar, kw = CONFIGS[name]
@@ -126,14 +126,17 @@ def run(args: argparse.Namespace) -> None:
 
 def summary(path: Path, baseline: str = "ifgsm") -> None:
     recs = [json.loads(line) for line in path.read_text().splitlines()]
-    groups: dict[tuple[str, float, str], dict[str, dict[int, dict[str, list[int]]]]] = {}
-    wb: dict[tuple[str, str], list[float]] = {}
+    groups: dict[tuple[str, float, str, int], dict[str, dict[int, dict[str, list[int]]]]] = {}
+    wb: dict[tuple[str, float, str, int, str], list[float]] = {}
     for r in recs:
-        groups.setdefault((r["source"], r["eps"], r["split"]), {}).setdefault(r["attack"], {})[r["seed"]] = r["fooled"]
-        wb.setdefault((r["source"], r["attack"]), []).append(r["white_box"])
-    for (src, eps, split), by_attack in groups.items():
+        k = (r["source"], r["eps"], r["split"], r.get("steps", 10))
+        groups.setdefault(k, {}).setdefault(r["attack"], {})[r["seed"]] = r["fooled"]
+        wb.setdefault((*k, r["attack"]), []).append(r["white_box"])
+    for (src, eps, split, steps), by_attack in groups.items():
         targets = sorted({t for s in by_attack.values() for f in s.values() for t in f})
-        print(f"\n## source {src}, eps {eps}, {split} split: transfer success % (mean over seeds [95% t-interval])")
+        n = len(next(iter(next(iter(by_attack.values())).values()))[targets[0]])
+        print(f"\n## source {src}, eps {eps}, {steps} steps, {split} split, {n} images per seed: transfer success % "
+              "(mean over seeds [95% t-interval])")
         print("| attack | white-box | " + " | ".join(targets) + " | mean | paired diff vs " + baseline + " |")
         print("|---" * (len(targets) + 4) + "|")
         base = by_attack.get(baseline, {})
@@ -150,7 +153,7 @@ def summary(path: Path, baseline: str = "ifgsm") -> None:
                     d = [100 * (sum(f[t]) - sum(base[s][t])) / len(f[t]) for t in targets if t in f]
                     diffs.append(statistics.fmean(d))
             dm, dlo, dhi = t_interval(diffs) if diffs else (float("nan"),) * 3
-            w = statistics.fmean(wb[(src, name)])
+            w = statistics.fmean(wb[(src, eps, split, steps, name)])
             print(f"| {name} | {100 * w:.1f} | " + " | ".join(cells) + f" | {statistics.fmean(means):.1f} | "
                   f"{dm:+.1f} [{dlo:+.1f}, {dhi:+.1f}] |")
 
