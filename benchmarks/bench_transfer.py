@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 from pathlib import Path
@@ -29,10 +28,9 @@ import torch
 import advkit.attacks as A
 from advkit.data import load as load_data
 from advkit.evaluate import predict
+from advkit.evaluate.stats import summarize_seeds
 from advkit.models import list as list_models
 from advkit.models import load as load_model
-
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 # name -> (grammar name, settings). TI's kernel is scaled to 28 px images (the paper's 15 is for 299 px).
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -49,12 +47,10 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def t_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% t-interval half-width over seeds."""
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return m, float("nan"), float("nan")
-    half = T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
-    return m, m - half, m + half
+    """Mean and the ends of its 95% Student-t interval over seeds (NaN ends for one seed)."""
+    s = summarize_seeds(values)
+    nan = float("nan")
+    return s.mean, nan if s.low is None else s.low, nan if s.high is None else s.high
 
 
 def pool_indices(models: dict[str, torch.nn.Module], split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -34,16 +35,20 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _normal_quantile(q: float) -> float:
-    """Inverse of the standard normal CDF, by bisection on ``erf`` (exact to double precision)."""
-    lo, hi = -10.0, 10.0
-    for _ in range(100):  # bisection on erf: exact to double precision, no scipy needed
+def invert_cdf(cdf: Callable[[float], float], q: float, lo: float, hi: float, iterations: int = 200) -> float:
+    """The ``x`` in ``[lo, hi]`` with ``cdf(x) = q``, by bisection (exact to double precision; no scipy needed)."""
+    for _ in range(iterations):
         mid = (lo + hi) / 2
-        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < q:
+        if cdf(mid) < q:
             lo = mid
         else:
             hi = mid
     return (lo + hi) / 2
+
+
+def _normal_quantile(q: float) -> float:
+    """Inverse of the standard normal CDF."""
+    return invert_cdf(lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2))), q, -10.0, 10.0)
 
 
 @dataclass(frozen=True)

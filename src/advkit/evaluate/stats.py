@@ -21,7 +21,7 @@ from fractions import Fraction
 
 import torch
 
-from advkit.evaluate.metrics import wilson_interval
+from advkit.evaluate.metrics import invert_cdf, wilson_interval
 
 __all__ = ["McNemar", "SeedSummary", "mcnemar", "mcnemar_chi2", "mcnemar_exact", "summarize_seeds", "t_quantile",
            "wilson_interval"]
@@ -166,14 +166,7 @@ def t_quantile(q: float, df: float) -> float:
     """Quantile of Student's t (by bisection on :func:`t_cdf`); ``t_quantile(0.975, 4) = 2.7764...``."""
     if not 0.0 < q < 1.0:
         raise ValueError(f"q must be in (0, 1), got {q}")
-    lo, hi = -1e3, 1e3
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if t_cdf(mid, df) < q:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+    return invert_cdf(lambda t: t_cdf(t, df), q, -1e3, 1e3)
 
 
 @dataclass(frozen=True)
