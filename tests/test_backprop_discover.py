@@ -187,7 +187,6 @@ def test_branch_module_that_also_feeds_elsewhere_is_not_hooked(caplog: pytest.Lo
 def test_discovery_is_cached_until_the_structure_changes(monkeypatch):
     """Attacks enter skip_gradient on every call: discovery runs once per model, again after a module swap."""
     from advkit.backprop import discover
-
     from advkit.models import Classifier, get_arch
 
     model = Classifier(get_arch("resnet20").build(1, 10, 28), (0.5,), (0.5,), (1, 28, 28), 10)
