@@ -96,3 +96,11 @@ def test_train_writes_checkpoint_and_card(tmp_path):
     assert card["test_accuracy"] > 0.7
     r = run("train", "linear", "--epochs", "1", "--out", str(out), ok=False)
     assert r.exit_code == 2 and "--force" in r.output
+
+
+def test_train_rejects_a_bad_recipe_before_training(tmp_path):
+    out = tmp_path / "linear.safetensors"
+    r = run("train", "linear", "--epochs", "1", "--momentum", "1.5", "--out", str(out), ok=False)
+    assert r.exit_code == 2 and "momentum must be in [0, 1)" in r.output and not out.exists()
+    r = run("train", "linear", "--epochs", "1", "--weight-decay", "-1", "--out", str(out), ok=False)
+    assert r.exit_code == 2 and "weight decay must be >= 0" in r.output

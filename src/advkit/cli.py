@@ -123,6 +123,8 @@ def train(
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 5,
     lr: Annotated[float, typer.Option(help="Peak learning rate of the one-cycle schedule (SGD, Nesterov).")] = 0.1,
     batch_size: Annotated[int, typer.Option(help="Images per optimiser step.")] = 128,
+    momentum: Annotated[float, typer.Option(help="SGD momentum (the JSMA paper's LeNet: 0.5).")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay (0 turns it off).")] = 5e-4,
     seed: Annotated[int, typer.Option(help="Seed for initialisation, shuffling and augmentation.")] = 0,
     augment: Annotated[bool, typer.Option(help="Random crops with padding and flips.")] = True,
     out: Annotated[Path | None, typer.Option(help="Write NAME.safetensors and its JSON card here "
@@ -151,7 +153,8 @@ def train(
         adversarial = {"attack": "fgsm", "eps": parse_number(adversarial_eps, "--adversarial-eps"),
                        "alpha": adversarial_alpha, "craft": adversarial_craft}
     try:
-        recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, adversarial=adversarial)
+        recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
+                        augment=augment, adversarial=adversarial)
     except ValueError as e:
         _fail(str(e))
     command = invocation(ctx)

@@ -96,6 +96,10 @@ class Recipe:
     adversarial: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not self.weight_decay >= 0.0:
+            raise ValueError(f"weight decay must be >= 0, got {self.weight_decay!r}")
         object.__setattr__(self, "adversarial", adversarial_settings(self.adversarial))
 
 
@@ -300,7 +304,7 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
     model = Classifier(net, spec.mean, spec.std, spec.shape, len(spec.classes), name=name or arch)
     model.train()
     opt = torch.optim.SGD(_param_groups(model.net, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum,
-                          nesterov=True)
+                          nesterov=recipe.momentum > 0)
     n = len(tr)
     steps = n // recipe.batch_size
     if recipe.epochs * steps < 5:  # the one-cycle schedule needs a few steps per phase
@@ -353,7 +357,7 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         "mean": list(spec.mean),
         "std": list(spec.std),
         "recipe": {**asdict(recipe), "bf16_used": use_bf16, "crop_pad": pad, "flip": flip,
-                   "schedule": "one-cycle (pct_start 0.25)", "nesterov": True},
+                   "schedule": "one-cycle (pct_start 0.25)", "nesterov": recipe.momentum > 0},
         "seed": seed,
         "epochs": recipe.epochs,
         "train_size": n,
