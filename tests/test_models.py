@@ -276,3 +276,16 @@ def test_shipped_checkpoint(path: Path) -> None:
         f"{path.parent.name}/{path.stem}: {acc:.3f} on the first {len(data.y)} test images, card says "
         f"{card['test_accuracy']}"
     )
+
+
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path: Path) -> None:
+    """A failed or killed write never leaves a half-written file or a temporary file behind."""
+    from advkit._files import atomic_path, atomic_write_text
+
+    p = tmp_path / "card.json"
+    atomic_write_text(p, "old")
+    with pytest.raises(RuntimeError), atomic_path(p) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert p.read_text() == "old" and sorted(f.name for f in tmp_path.iterdir()) == ["card.json"]
+    assert p.stat().st_mode & 0o777 == 0o644

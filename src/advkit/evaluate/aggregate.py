@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from advkit._files import atomic_write_text
 from advkit.evaluate.metrics import wilson_interval
 from advkit.evaluate.stats import mcnemar, summarize_seeds
-from advkit.report.accuracy import atomic_write_text
 
 if TYPE_CHECKING:
     from advkit.evaluate.config import StudyConfig

@@ -18,12 +18,12 @@ import torch
 from safetensors.torch import save_file
 
 import advkit
+from advkit._files import atomic_write_text
 from advkit.attacks import create
 from advkit.data import load as load_data
 from advkit.evaluate.metrics import distortion, predict, rate
 from advkit.evaluate.quantize import quantize, save_pngs
 from advkit.models import load as load_model
-from advkit.report.accuracy import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
     if targeted:
         k = m.num_classes
         target = (y + torch.randint(1, k, y.shape, generator=g)) % k
-    xs, succ, fw, bw, info = [], [], 0, 0, {}
+    xs, succ, fw, bw = [], [], 0, 0
+    info: dict[str, Any] = {}
     t0 = time.perf_counter()
     for i in range(0, len(y), batch_size):
         sl = slice(i, i + batch_size)

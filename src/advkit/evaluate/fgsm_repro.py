@@ -22,8 +22,6 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
@@ -33,6 +31,7 @@ from typing import Any
 import torch
 
 import advkit
+from advkit._files import atomic_path, atomic_write_text
 from advkit.attacks import create
 from advkit.data import Dataset
 from advkit.data import load as load_data
@@ -40,7 +39,6 @@ from advkit.evaluate.attack_run import RunExistsError
 from advkit.evaluate.metrics import predict, rate
 from advkit.models import Classifier, load_checkpoint, zoo_path
 from advkit.models.train import Recipe, train, train_command
-from advkit.report.accuracy import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -404,15 +402,8 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     handles, labels = ax_err.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.14, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

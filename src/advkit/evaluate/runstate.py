@@ -23,12 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +33,9 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from advkit._files import atomic_path, atomic_write_text
 from advkit.evaluate.attack_run import RunExistsError
 from advkit.evaluate.config import StudyConfig
-from advkit.report.accuracy import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -63,26 +59,10 @@ def cell_id(source: str, attack: str, eps: str, gamma: float | None, seed: int) 
     return f"{src.strip('-')[:40]}__{attack}__eps{e}{g}__s{seed}__{short}"
 
 
-@contextmanager
-def _temporary(path: Path) -> Iterator[Path]:
-    """A temporary path next to ``path`` renamed onto it when the block succeeds, removed otherwise."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> None:
     """Write a safetensors file atomically, with ``meta`` as JSON under the metadata key ``"advkit"``."""
     metadata = {"advkit": json.dumps(meta or {}, default=str)}
-    with _temporary(path) as tmp:
+    with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
@@ -229,7 +209,7 @@ class RunDir:
 
     def adopt(self, source: Path, target: Path) -> None:
         """Copy a finished file from another run into this one, atomically."""
-        with _temporary(target) as tmp:
+        with atomic_path(target) as tmp:
             shutil.copyfile(source, tmp)
 
     def read_shard(self, cell: str, shard: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -28,13 +28,13 @@ import torch
 from torch import nn
 
 import advkit
+from advkit._files import atomic_write_text
 from advkit.attacks import parse, standalone
 from advkit.evaluate.aggregate import aggregate, write_records
 from advkit.evaluate.cells import ShardTask, batch_seed, load_models, resolve_device, run_shard, task_key
 from advkit.evaluate.config import AttackSpec, StudyConfig, load_config, parse_alpha, parse_fraction
 from advkit.evaluate.metrics import predict
 from advkit.evaluate.runstate import RunDir, atomic_save_tensors, cell_id, read_tensors
-from advkit.report.accuracy import atomic_write_text
 
 log = logging.getLogger(__name__)
 

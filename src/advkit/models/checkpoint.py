@@ -8,13 +8,12 @@ version and the command that reproduces it. Loading checks the hash before readi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from advkit._files import atomic_path, atomic_write_bytes
 from advkit.data.download import sha256_of
 from advkit.models.registry import get_arch
 from advkit.models.wrapper import Classifier
@@ -24,18 +23,6 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar")
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, refused (pickle), corrupt or does not match its card."""
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(model: Classifier, path: str | Path, card: dict[str, Any]) -> Path:
@@ -51,22 +38,15 @@ def save_checkpoint(model: Classifier, path: str | Path, card: dict[str, Any]) -
         raise CheckpointError(f"{path}: checkpoints are written as .safetensors files")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # 0644: checkpoints are meant to be shared
         # one metadata key only: safetensors writes metadata in a per-process order, so several keys would make
         # the file's SHA-256 differ between identical trainings
-        save_file(state, tmp, metadata={"format": "pt"})
+        save_file(state, str(tmp), metadata={"format": "pt"})
         digest = sha256_of(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     full = dict(card)
     full["sha256"] = digest
     full["weights"] = path.name
-    _atomic_write_bytes(path.with_suffix(".json"), (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path.with_suffix(".json"), (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
     return path
 
 

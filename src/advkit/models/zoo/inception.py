@@ -41,7 +41,7 @@ class InceptionNet(nn.Module):
             if spec == "pool":
                 mods.append(nn.MaxPool2d(2))
                 continue
-            m = InceptionModule(c, *spec)  # type: ignore[misc]
+            m = InceptionModule(c, *spec)  # type: ignore[misc,arg-type]
             mods.append(m)
             c = m.out_channels
         self.blocks = nn.Sequential(*mods)

@@ -1,0 +1,51 @@
+"""Atomic file writes, shared by every layer: a reader never sees a half-written file, and a write that fails
+(or is killed) leaves the previous file, if any, as it was.
+
+The new content goes to a temporary file in the destination's folder (same file system), is flushed to disk and
+renamed onto the destination; on any error the temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+
+
+@contextmanager
+def atomic_path(path: str | Path, mode: int | None = 0o644) -> Iterator[Path]:
+    """A temporary path next to ``path``; when the block succeeds it is synced and renamed onto ``path``.
+
+    Args:
+        path: the destination; its folder is created if missing.
+        mode: permissions of the result (``mkstemp`` creates files 0600); ``None`` keeps them.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = 0o644) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path, mode) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str, mode: int | None = 0o644) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"), mode)
