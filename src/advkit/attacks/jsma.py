@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -99,6 +99,7 @@ class JSMA(Attack):
     name: ClassVar[str] = "jsma"
     norm: ClassVar[str] = "l0"
 
+    eps: float = field(default=8 / 255, repr=False)  # inherited, unused: upsilon bounds this L0 attack
     theta: float = 1.0
     upsilon: float = 0.145
     output: str = "softmax"
