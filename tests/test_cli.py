@@ -46,6 +46,8 @@ def test_data_list_and_models_list():
     assert "fashion-mnist" in out and "mnist" in out and "cifar10" in out
     out = run("models", "list").output
     assert "lenet" in out and "resnet20" in out
+    # piped output (no terminal): names are never cut to "inception_…" by an 80-column layout
+    assert "inception_resnet" in out and "maxout_advtrain" in out and "fashion-mnist" in out
 
 
 def test_evaluate_prints_accuracy_with_interval(tmp_path):

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from advkit.report.cli_study import make_console
 
 app = typer.Typer(help="advkit: craft adversarial examples and measure how they transfer between models.",
                   no_args_is_help=True, add_completion=False)
@@ -29,8 +30,8 @@ reproduce_app = typer.Typer(help="Reproduce the papers' evaluations on this mach
 app.add_typer(sgm_app, name="sgm")
 app.add_typer(reproduce_app, name="reproduce")
 
-console = Console()
-err = Console(stderr=True)
+console = make_console()
+err = make_console(stderr=True)
 
 
 def parse_number(text: str, what: str = "value") -> float:
@@ -109,6 +110,8 @@ def models_list(dataset: Annotated[str | None, typer.Option(help="Only checkpoin
     from advkit import models
 
     t = Table("name", "dataset", "arch", "connections", "test acc.", "paper")
+    for col in t.columns[:5]:  # names are what users type next: never cut them, wrap the citation instead
+        col.no_wrap = True
     for m in models.list(dataset):
         acc = f"{100 * m.test_accuracy:.2f}%" if m.test_accuracy is not None else "-"
         t.add_row(m.name, m.dataset or "(not shipped)", m.arch, m.connections, acc, m.paper)
@@ -207,6 +210,8 @@ def evaluate(
         _fail(str(e))
     rows = []
     t = Table("model", "arch", "accuracy", "95% interval", "n")
+    for col in t.columns[:2]:
+        col.no_wrap = True
     for name in names:
         try:
             m = models.load(name, dataset=dataset)

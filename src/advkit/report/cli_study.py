@@ -12,6 +12,7 @@ drivers.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -24,8 +25,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 __all__ = ["parse_overrides", "register_cli"]
 
-console = Console()
-err = Console(stderr=True)
+def make_console(stderr: bool = False) -> Console:
+    """A rich console; when the output is piped (no terminal, no $COLUMNS) tables get 160 columns instead of
+    rich's 80, so model names and numbers are never cut to ``resnet…`` in a log or a ``grep``."""
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not (hasattr(stream, "isatty") and stream.isatty()) and not os.environ.get("COLUMNS")
+    return Console(stderr=stderr, width=160 if piped else None)
+
+
+console = make_console()
+err = make_console(stderr=True)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
