@@ -106,6 +106,8 @@ def test_train_rejects_a_bad_recipe_before_training(tmp_path):
     assert r.exit_code == 2 and "momentum must be in [0, 1)" in r.output and not out.exists()
     r = run("train", "linear", "--epochs", "1", "--weight-decay", "-1", "--out", str(out), ok=False)
     assert r.exit_code == 2 and "weight decay must be >= 0" in r.output
+    r = run("train", "linear", "--epochs", "1", "--schedule", "cosine", "--out", str(out), ok=False)
+    assert r.exit_code == 2 and "schedule must be one of one-cycle, constant" in r.output and not out.exists()
 
 
 def test_mnist_subset_never_passes_training_images_off_as_test_images(tmp_path, monkeypatch):

@@ -75,6 +75,14 @@ def adversarial_settings(spec: Mapping[str, Any] | None) -> dict[str, Any] | Non
     return out
 
 
+SCHEDULES = ("one-cycle", "constant")
+"""Learning-rate schedules: one-cycle (peak ``lr``, warm-up over the first quarter, then annealed) or constant
+``lr`` throughout (the JSMA and distillation papers' MNIST recipe)."""
+
+
+SCHEDULE_NOTES = {"one-cycle": "one-cycle (pct_start 0.25)", "constant": "constant"}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Training hyper-parameters (recorded in the model card).
@@ -83,6 +91,9 @@ class Recipe:
         adversarial: ``None`` for plain training, or the adversarial-training settings of Goodfellow et al. 2015,
             e.g. ``{"attack": "fgsm", "eps": 0.25, "alpha": 0.5}`` (the paper's MNIST values); missing keys are
             filled in by :func:`adversarial_settings` when the recipe is built.
+        schedule: one of :data:`SCHEDULES`. With ``"constant"``, a run of N epochs is exactly the first N epochs
+            of a longer run from the same seed, so per-epoch snapshots (``on_epoch``) are reproducible.
+        nesterov: Nesterov momentum (only when ``momentum > 0``); the papers' recipes use plain momentum.
     """
 
     epochs: int = 5
@@ -94,8 +105,12 @@ class Recipe:
     bf16: bool = True
     optimizer: str = "sgd"
     adversarial: dict[str, Any] | None = None
+    schedule: str = "one-cycle"
+    nesterov: bool = True
 
     def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if not self.weight_decay >= 0.0:
@@ -175,6 +190,17 @@ def train_command(arch: str, dataset: str, recipe: Recipe, seed: int, out: str |
     """
     parts = ["advkit", "train", arch, "--dataset", dataset, "--epochs", str(recipe.epochs), "--lr", f"{recipe.lr:g}",
              "--batch-size", str(recipe.batch_size), "--seed", str(seed)]
+    default = Recipe()
+    if recipe.momentum != default.momentum:
+        parts += ["--momentum", f"{recipe.momentum:g}"]
+    if recipe.weight_decay != default.weight_decay:
+        parts += ["--weight-decay", f"{recipe.weight_decay:g}"]
+    if recipe.schedule != default.schedule:
+        parts += ["--schedule", recipe.schedule]
+    if not recipe.nesterov:
+        parts.append("--no-nesterov")
+    if not recipe.bf16:
+        parts.append("--no-bf16")
     if not recipe.augment:
         parts.append("--no-augment")
     adv = recipe.adversarial
@@ -267,6 +293,7 @@ def bf16_supported() -> bool:
 def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = None, seed: int = 0,
           out: str | Path | None = None, name: str | None = None, data_dir: str | None = None,
           on_step: Callable[[int, int, int, float], None] | None = None,
+          on_epoch: Callable[[int, Classifier], None] | None = None,
           train_data: Dataset | None = None, test_data: Dataset | None = None,
           command: str | None = None) -> tuple[Classifier, dict[str, Any]]:
     """Train ``arch`` on ``dataset`` from ``seed`` and optionally write ``out`` (``.safetensors`` + card).
@@ -279,6 +306,8 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         out: where to write the checkpoint (a ``.safetensors`` path), or ``None``.
         name: the model's name in its card (defaults to ``arch``).
         on_step: called as ``(epoch, step, steps_per_epoch, loss)`` after every optimiser step.
+        on_epoch: called as ``(epochs_done, model)`` after every epoch, with the model in training mode (it is
+            put back in training mode afterwards, so the callback may evaluate it); for snapshots.
         train_data, test_data: preloaded splits (otherwise loaded from ``dataset``).
         command: the command line recorded in the card (default: :func:`train_command`).
 
@@ -303,16 +332,21 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
     net = arch_spec.build(c, len(spec.classes), h)
     model = Classifier(net, spec.mean, spec.std, spec.shape, len(spec.classes), name=name or arch)
     model.train()
+    nesterov = recipe.nesterov and recipe.momentum > 0
     opt = torch.optim.SGD(_param_groups(model.net, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum,
-                          nesterov=recipe.momentum > 0)
+                          nesterov=nesterov)
     n = len(tr)
     steps = n // recipe.batch_size
-    if recipe.epochs * steps < 5:  # the one-cycle schedule needs a few steps per phase
-        raise ValueError(f"{recipe.epochs} epoch(s) of {steps} full batch(es) of {recipe.batch_size} from {n} training "
-                         f"images is fewer than the 5 optimiser steps the one-cycle schedule needs; use more epochs, "
-                         f"more images or a smaller batch")
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps,
-                                                pct_start=0.25)
+    if steps == 0:
+        raise ValueError(f"{n} training images make no full batch of {recipe.batch_size}; use a smaller batch")
+    sched: torch.optim.lr_scheduler.LRScheduler | None = None
+    if recipe.schedule == "one-cycle":
+        if recipe.epochs * steps < 5:  # the one-cycle schedule needs a few steps per phase
+            raise ValueError(f"{recipe.epochs} epoch(s) of {steps} full batch(es) of {recipe.batch_size} from {n} "
+                             f"training images is fewer than the 5 optimiser steps the one-cycle schedule needs; use "
+                             f"more epochs, more images, a smaller batch or --schedule constant")
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps,
+                                                    pct_start=0.25)
     use_bf16 = recipe.bf16 and bf16_supported()
     pad = 2 if h <= 28 else 4
     flip = dataset not in NO_FLIP
@@ -336,10 +370,14 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            if sched is not None:
+                sched.step()
             if on_step is not None:
                 on_step(epoch, step, steps, float(loss.detach()))
         log.info("%s epoch %d/%d done (%.0fs)", arch, epoch + 1, recipe.epochs, time.time() - t0)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, model)
+            model.train()
     train_seconds = time.time() - t0
     model.freeze()
     x_test = te.x
@@ -357,7 +395,7 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         "mean": list(spec.mean),
         "std": list(spec.std),
         "recipe": {**asdict(recipe), "bf16_used": use_bf16, "crop_pad": pad, "flip": flip,
-                   "schedule": "one-cycle (pct_start 0.25)", "nesterov": recipe.momentum > 0},
+                   "schedule": SCHEDULE_NOTES[recipe.schedule], "nesterov": nesterov},
         "seed": seed,
         "epochs": recipe.epochs,
         "train_size": n,
