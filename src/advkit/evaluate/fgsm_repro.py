@@ -38,7 +38,7 @@ from advkit.data import load as load_data
 from advkit.evaluate.attack_run import RunExistsError
 from advkit.evaluate.metrics import predict, rate
 from advkit.models import Classifier, load_checkpoint, zoo_path
-from advkit.models.train import Recipe, train, train_command
+from advkit.models.train import Recipe, card_recipe_notes, train, train_command
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def recipes_for(dataset: str, adv_eps: float = 0.25, adv_alpha: float = 0.5) -> 
 def _matches(card: dict[str, Any], recipe: Recipe, seed: int) -> bool:
     """Whether a checkpoint's card records ``recipe`` and ``seed`` (so loading it equals training it)."""
     got = dict(card.get("recipe", {}))
-    want = asdict(recipe)
+    want = {**asdict(recipe), **card_recipe_notes(recipe)}
     return card.get("seed") == seed and all(got.get(k) == v for k, v in want.items())
 
 

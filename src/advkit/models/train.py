@@ -182,6 +182,11 @@ def adversarial_objective(model: torch.nn.Module, x: torch.Tensor, y: torch.Tens
     return alpha * clean + (1.0 - alpha) * adv, x_adv
 
 
+def card_recipe_notes(recipe: Recipe) -> dict[str, Any]:
+    """How a card records the recipe's schedule and the momentum actually used (Nesterov only with momentum)."""
+    return {"schedule": SCHEDULE_NOTES[recipe.schedule], "nesterov": recipe.nesterov and recipe.momentum > 0}
+
+
 def train_command(arch: str, dataset: str, recipe: Recipe, seed: int, out: str | Path | None = None) -> str:
     """The ``advkit train`` command line that reproduces a training run (recorded in the card).
 
@@ -395,7 +400,7 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         "mean": list(spec.mean),
         "std": list(spec.std),
         "recipe": {**asdict(recipe), "bf16_used": use_bf16, "crop_pad": pad, "flip": flip,
-                   "schedule": SCHEDULE_NOTES[recipe.schedule], "nesterov": nesterov},
+                   **card_recipe_notes(recipe)},
         "seed": seed,
         "epochs": recipe.epochs,
         "train_size": n,
