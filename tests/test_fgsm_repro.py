@@ -125,7 +125,8 @@ def test_shipped_fgsm_checkpoints_match_the_reproduction_recipes() -> None:
 def test_reproduce_fgsm_tiny(tmp_path) -> None:
     import advkit.data
     from advkit.evaluate.attack_run import RunExistsError
-    from advkit.evaluate.fgsm_repro import FIGURE, reproduce_fgsm, tensor_digest
+    from advkit.evaluate.fgsm_repro import tensor_digest
+    from advkit.report.reproduce_fgsm import FIGURE, reproduce_fgsm
     from advkit.evaluate.metrics import predict
 
     tiny = replace(_tiny_recipe(), batch_size=128)

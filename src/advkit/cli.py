@@ -401,7 +401,7 @@ def reproduce_fgsm_cmd(
 ) -> None:
     """Goodfellow et al. 2015: FGSM error rate vs eps for the linear softmax and the maxout network, and the
     effect of adversarial training on the maxout network, next to the paper's numbers."""
-    from advkit.evaluate.fgsm_repro import reproduce_fgsm
+    from advkit.report.reproduce_fgsm import reproduce_fgsm
 
     try:
         result = reproduce_fgsm(out, dataset=dataset, quick=quick, force=force, command=invocation(ctx),

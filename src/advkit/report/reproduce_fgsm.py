@@ -1,0 +1,196 @@
+"""The files of ``advkit reproduce fgsm``: ``results.json``, ``results.csv``, ``fgsm_error_vs_eps.png`` and
+``report.md``, written atomically; a finished run is never overwritten unless forced. The measurement itself is
+:func:`advkit.evaluate.fgsm_repro.measure_fgsm`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from advkit._files import atomic_path, atomic_write_text
+from advkit.evaluate.attack_run import RunExistsError
+from advkit.evaluate.fgsm_repro import ITERATIVE_CHECK, LABELS, MODELS, PAPER, PAPER_CITATION, find_row, measure_fgsm
+
+FIGURE = "fgsm_error_vs_eps.png"
+
+
+def reproduce_fgsm(out: Path, dataset: str = "mnist", *, force: bool = False, save_models: Path | None = None,
+                   **options: Any) -> dict[str, Any]:
+    """Measure (:func:`~advkit.evaluate.fgsm_repro.measure_fgsm`, which takes ``options``) and write the run.
+
+    Args:
+        out: run directory; trained models go to ``out/models`` unless ``save_models`` says otherwise.
+        dataset: ``"mnist"`` or ``"fashion-mnist"``.
+        force: overwrite a finished run in ``out``.
+
+    Raises:
+        RunExistsError: ``out`` already holds a finished run and ``force`` is false (checked before any work).
+    """
+    if (out / "results.json").exists() and not force:
+        raise RunExistsError(f"{out} already holds a finished run (results.json); pass --force to overwrite it "
+                             f"or choose another --out")
+    result = measure_fgsm(dataset, save_models=save_models if save_models is not None else out / "models",
+                          **options)
+    write_outputs(result, out)
+    return result
+
+
+CSV_FIELDS = ("dataset", "model", "crafted_on", "attack", "eps", "n", "errors", "error", "ci_low", "ci_high",
+              "mean_confidence_wrong", "mean_confidence_all", "linf_max", "nan_count", "pixel_min", "pixel_max")
+
+
+def write_outputs(result: dict[str, Any], out: Path) -> None:
+    """Write ``results.json``, ``results.csv``, the figure and ``report.md`` into ``out`` (each atomically;
+    ``results.json`` last, so its presence marks a finished run)."""
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in result["rows"]:
+        w.writerow(r)
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    plot(result, out / FIGURE)
+    atomic_write_text(out / "report.md", report_markdown(result))
+    atomic_write_text(out / "results.json", json.dumps(result, indent=2, allow_nan=True) + "\n")
+
+
+def plot(result: dict[str, Any], path: Path) -> Path:
+    """Error rate vs eps per model with 95% Wilson bands, the paper's eps-0.25 points, and the confidence on the
+    misclassified images; written atomically as PNG (matplotlib's Agg canvas, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.8))
+    FigureCanvasAgg(fig)
+    ax_err, ax_conf = fig.subplots(1, 2)
+    colours = {"linear": "tab:blue", "maxout": "tab:orange", "maxout_advtrain": "tab:green"}
+    for name, _ in MODELS:
+        rs = sorted((r for r in result["rows"] if r["model"] == name and r["crafted_on"] == name
+                     and r["attack"] == "fgsm"), key=lambda r: r["eps"])
+        eps = [r["eps"] for r in rs]
+        c = colours[name]
+        ax_err.plot(eps, [100 * r["error"] for r in rs], "o-", color=c, label=LABELS[name])
+        ax_err.fill_between(eps, [100 * r["ci_low"] for r in rs], [100 * r["ci_high"] for r in rs], color=c,
+                            alpha=0.2)
+        ax_conf.plot(eps, [100 * r["mean_confidence_wrong"] for r in rs], "o-", color=c, label=LABELS[name])
+        paper = PAPER[name]
+        ax_err.plot([paper["eps"]], [100 * paper["error"]], marker="*", markersize=14, color=c, linestyle="none",
+                    markeredgecolor="black", label=f"paper (MNIST): {LABELS[name]}")
+        it = [r for r in result["rows"] if r["model"] == name and r["attack"] == ITERATIVE_CHECK]
+        if it:
+            ax_err.plot([r["eps"] for r in it], [100 * r["error"] for r in it], marker="X", markersize=10, color=c,
+                        linestyle="none", markeredgecolor="black", label=f"10-step I-FGSM: {LABELS[name]}")
+        if "mean_confidence_wrong" in paper:
+            ax_conf.plot([paper["eps"]], [100 * paper["mean_confidence_wrong"]], marker="*", markersize=14,
+                         color=c, linestyle="none", markeredgecolor="black")
+    title = _dataset_title(result)
+    ax_err.set(xlabel="eps (pixels in [0, 1])", ylabel="error on FGSM examples (%)", ylim=(0, 101),
+               title=f"FGSM error vs eps, {title}")
+    ax_conf.set(xlabel="eps (pixels in [0, 1])", ylabel="mean confidence on wrong label (%)", ylim=(0, 101),
+                title="confidence of the misclassifications")
+    ax_err.grid(alpha=0.3)
+    ax_conf.grid(alpha=0.3)
+    handles, labels = ax_err.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return path
+
+
+def _dataset_title(result: dict[str, Any]) -> str:
+    if result["dataset"] == "mnist" and result.get("data_note"):
+        return f"MNIST subset (n={result['test_size']})"
+    return f"{result['dataset']} (n={result['test_size']})"
+
+
+def _pct(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.{digits}f}%"
+
+
+def report_markdown(result: dict[str, Any]) -> str:
+    """``report.md``: the paper's numbers next to the measured ones, the curves, the provenance, the checks."""
+    s, prov, eps = result["summary"], result["models"], result["adversarial_training"]["eps"]
+    lines = [f"# FGSM reproduction on {result['dataset']}", "",
+             f"Paper: {PAPER_CITATION}. Measured: advkit {result['advkit_version']}, torch "
+             f"{result['torch_version']}, {result['seconds']:.0f} s.", ""]
+    note = result.get("data_note")
+    if note:
+        lines += [f"**Data: {note}.** The paper used the full MNIST (60,000 train / 10,000 test); every number "
+                  f"below comes from this subset ({result['train_size']} train / {result['test_size']} test).", ""]
+    elif result["dataset"] != "mnist":
+        lines += [f"**Data: {result['dataset']} ({result['train_size']} train / {result['test_size']} test), not the "
+                  f"paper's MNIST.** The paper's numbers are shown for orientation, not as a target.", ""]
+    if result["quick"]:
+        lines += ["**Quick run**: a subset of the test split, and any model trained here got a fifth of its epochs.",
+                  ""]
+    lines += [f"## Headline, eps {eps:g}", "",
+              "| model | clean error | FGSM error [95% CI] | mean confidence (wrong) | paper error | paper "
+              "confidence |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for name, _ in MODELS:
+        h = s[name]
+        lines.append(f"| {LABELS[name]} | {_pct(h['clean_error'])} | {_pct(h['fgsm_error'])} "
+                     f"[{_pct(h['ci'][0], 2)}, {_pct(h['ci'][1], 2)}] | {_pct(h['mean_confidence_wrong'])} | "
+                     f"{_pct(h['paper_error'])} | {_pct(h['paper_mean_confidence_wrong'])} |")
+    t = s["transfer"]
+    lines += ["", f"## Adversarial training (alpha {result['adversarial_training']['alpha']:g}, eps {eps:g})", "",
+              f"- FGSM error crafted against itself: maxout {_pct(s['maxout']['fgsm_error'])} -> adversarially "
+              f"trained {_pct(s['maxout_advtrain']['fgsm_error'])} (paper: 89.4% -> 17.9%).",
+              f"- Clean error: {_pct(s['maxout']['clean_error'])} -> {_pct(s['maxout_advtrain']['clean_error'])}.",
+              f"- Transfer: examples crafted on the plain maxout fool the adversarially trained one on "
+              f"{_pct(t['maxout_to_advtrain'])}; crafted on the adversarially trained one, they fool the plain maxout "
+              f"on {_pct(t['advtrain_to_maxout'])}.",
+              f"- Beyond the paper, a gradient-masking check: 10-step I-FGSM at the same eps errs on "
+              f"{_pct(s['iterative_check']['maxout'])} (maxout) and {_pct(s['iterative_check']['maxout_advtrain'])} "
+              f"(adversarially trained). FGSM error far below I-FGSM error, or below the clean error (label leaking, "
+              f"Kurakin et al. 2017), means the FGSM number overstates robustness.",
+              f"- The adversarially trained maxout's FGSM error peaks at {_pct(s['advtrain_peak']['error'])} at eps "
+              f"{s['advtrain_peak']['eps']:g}" + (" (above its error at the training eps: the robustness is "
+                                                 "specific to the training eps)" if s['advtrain_peak']['eps'] != eps
+                                                 else "") + "."
+              + (" Its FGSM error at the training eps is below its clean error: label leaking."
+                 if s["advtrain_label_leaking"] else ""), "",
+              "## Error rate vs eps (FGSM against the model itself, all test images)", "",
+              f"![error vs eps]({FIGURE})", "",
+              "| eps | " + " | ".join(LABELS[n] for n, _ in MODELS) + " |",
+              "| --- |" + " --- |" * len(MODELS)]
+    for e in result["eps_grid"]:
+        cells = []
+        for name, _ in MODELS:
+            r = find_row(result["rows"], name, name, e)
+            cells.append(f"{_pct(r['error'])} ({_pct(r['mean_confidence_wrong'])})")
+        lines.append(f"| {e:g} | " + " | ".join(cells) + " |")
+    lines += ["", "Cells: error (mean confidence on the misclassified images). Error is over all test images (clean "
+              "errors included), as in the paper.", "", "## Models", "",
+              "| model | source | clean test accuracy (card) | recipe | command |", "| --- | --- | --- | --- | --- |"]
+    for name, _ in MODELS:
+        p = prov[name]
+        r = p.get("recipe") or {}
+        adv = r.get("adversarial")
+        desc = (f"{r.get('epochs')} epoch(s), lr {r.get('lr')}, batch {r.get('batch_size')}, "
+                f"{'augment' if r.get('augment') else 'no augmentation'}, bf16 {r.get('bf16_used')}"
+                + (f", FGSM adversarial training eps {adv['eps']:g} alpha {adv['alpha']:g} ({adv['craft']}-mode "
+                   f"crafting)" if adv else ""))
+        lines.append(f"| {name} | {p['source']} | {_pct(p.get('test_accuracy'))} | {desc} | "
+                     f"`{p.get('command', '')}` |")
+    sanity = result["sanity"]
+    lines += ["", "## Differences from the paper", "",
+              "- Training: SGD with Nesterov momentum and a one-cycle schedule, weight decay 5e-4, bf16 autocast where "
+              "the CPU has it; the paper trained with its own (pylearn2) settings and early stopping.",
+              "- FGSM examples are clipped to [0, 1] (the valid image range), during adversarial training too.",
+              "- Adversarial training crafts the FGSM example against the current parameters in eval mode (dropout "
+              "off), then computes both loss terms with dropout on; the maxout net keeps its 2 x 240 units.",
+              "", "## Sanity checks", "",
+              f"- max L-inf distance within eps: {sanity['linf_within_eps']} (largest excess "
+              f"{sanity['max_linf_over_eps']:.2e})",
+              f"- NaN values in adversarial images: {sanity['nan_count']}",
+              f"- pixel range: [{sanity['pixel_range'][0]:g}, {sanity['pixel_range'][1]:g}]",
+              f"- error at eps 0 equals clean error: {sanity['eps0_error_equals_clean_error']}", ""]
+    if result.get("command"):
+        lines += [f"Command: `{result['command']}`", ""]
+    return "\n".join(lines)
