@@ -126,8 +126,8 @@ def test_reproduce_fgsm_tiny(tmp_path) -> None:
     import advkit.data
     from advkit.evaluate.attack_run import RunExistsError
     from advkit.evaluate.fgsm_repro import tensor_digest
-    from advkit.report.reproduce_fgsm import FIGURE, reproduce_fgsm
     from advkit.evaluate.metrics import predict
+    from advkit.report.reproduce_fgsm import FIGURE, reproduce_fgsm
 
     tiny = replace(_tiny_recipe(), batch_size=128)
     recipes = {"linear": tiny, "maxout": tiny, "maxout_advtrain": replace(tiny, adversarial=ADV)}

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 import advkit.evaluate.jsma_study as study_module
+import advkit.report.jsma_study as report_module
 from advkit.attacks.jsma import JSMA
-from advkit.evaluate.jsma_study import reproduce_jsma, save_study
+from advkit.evaluate.jsma_study import reproduce_jsma
+from advkit.report.jsma_study import save_study
 from tests.test_jsma import tiny_model
 
 
@@ -72,7 +74,7 @@ def test_save_is_atomic_and_complete(study, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(study_module, "heatmap_png", broken)
+    monkeypatch.setattr(report_module, "heatmap_png", broken)
     with pytest.raises(RuntimeError):
         save_study(study, tmp_path / "second")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing half-written, no temp folder left

@@ -347,7 +347,8 @@ def reproduce_jsma_cmd(
     from advkit import data, models
     from advkit.attacks import create
     from advkit.data.builtin import seen_in_training
-    from advkit.evaluate.jsma_study import reproduce_jsma, save_study
+    from advkit.evaluate.jsma_study import reproduce_jsma
+    from advkit.report.jsma_study import save_study
 
     try:
         ds = data.load(dataset, "test")
