@@ -24,8 +24,12 @@ def test_constant_schedule_runs_are_prefixes_of_longer_runs(small):
     snaps = {}
     recipe = Recipe(epochs=3, lr=0.05, momentum=0.5, weight_decay=0.0, augment=False, schedule="constant",
                     nesterov=False, bf16=False, batch_size=64)
-    train("linear", "fashion-mnist", recipe=recipe, seed=3, train_data=tr, test_data=te,
-          on_epoch=lambda done, m: snaps.__setitem__(done, _weights(m)))
+
+    def snapshot(done, model):
+        snaps[done] = _weights(model)
+        model.freeze()  # training must carry on regardless
+
+    train("linear", "fashion-mnist", recipe=recipe, seed=3, train_data=tr, test_data=te, on_epoch=snapshot)
     assert sorted(snaps) == [1, 2, 3]
     short, card = train("linear", "fashion-mnist", recipe=Recipe(**{**recipe.__dict__, "epochs": 2}), seed=3,
                         train_data=tr, test_data=te)

@@ -311,8 +311,8 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         out: where to write the checkpoint (a ``.safetensors`` path), or ``None``.
         name: the model's name in its card (defaults to ``arch``).
         on_step: called as ``(epoch, step, steps_per_epoch, loss)`` after every optimiser step.
-        on_epoch: called as ``(epochs_done, model)`` after every epoch, with the model in training mode (it is
-            put back in training mode afterwards, so the callback may evaluate it); for snapshots.
+        on_epoch: called as ``(epochs_done, model)`` after every epoch, for snapshots; training mode and
+            gradients are restored afterwards, so the callback may evaluate or even freeze the model.
         train_data, test_data: preloaded splits (otherwise loaded from ``dataset``).
         command: the command line recorded in the card (default: :func:`train_command`).
 
@@ -382,7 +382,8 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         log.info("%s epoch %d/%d done (%.0fs)", arch, epoch + 1, recipe.epochs, time.time() - t0)
         if on_epoch is not None:
             on_epoch(epoch + 1, model)
-            model.train()
+            model.train()  # undo an evaluation (or a freeze) inside the callback
+            model.requires_grad_(True)
     train_seconds = time.time() - t0
     model.freeze()
     x_test = te.x
