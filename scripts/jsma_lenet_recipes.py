@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -28,10 +29,9 @@ from torch import nn
 
 import advkit.models.train as T
 import advkit.models.zoo.simple as simple
-from advkit import attacks
-from advkit.attacks.jsma import all_targets, modified_features
 from advkit.data import load
-from advkit.evaluate.jsma_study import _select
+from advkit.evaluate.jsma_study import _select, reproduce_jsma
+from advkit.models import zoo_path
 from advkit.models.checkpoint import load_checkpoint, save_checkpoint
 
 SNAPSHOTS = {5, 10, 15, 20, 25, 30, 40, 50}
@@ -82,9 +82,6 @@ def train(variant: str, seed: int, epochs: int, out: Path) -> None:
 
 
 def _template() -> dict:
-    import json
-
-    from advkit.models import zoo_path
     card = json.loads(zoo_path("lenet", "mnist").with_suffix(".json").read_text())
     return {k: v for k, v in card.items() if k not in ("sha256", "weights")}
 
@@ -93,19 +90,11 @@ def screen(ckpt: Path, start: int, n: int) -> None:
     te = load("mnist", "test")
     reported = set(_select(len(te), 1000).tolist())
     idx = torch.tensor([i for i in range(start, len(te)) if i not in reported][:n])
-    x, y = te.x[idx], te.y[idx]
     model = load_checkpoint(ckpt)
-    rows, targets = all_targets(y, 10)
-    attack = attacks.create("jsma")
-    t0 = time.time()
-    x_adv = torch.cat([attack(model, x[rows[i:i + 900]], y[rows[i:i + 900]], target=targets[i:i + 900]).x_adv
-                       for i in range(0, rows.numel(), 900)])
-    with torch.no_grad():
-        ok = model(x_adv).argmax(1) == targets
-    share = modified_features(x_adv, x[rows]).float() / x[0].numel()
-    print(f"{ckpt.name}: test accuracy {model.card['test_accuracy']}, success {100 * ok.float().mean():.2f}%, "
-          f"features modified {100 * share[ok].mean():.2f}% (successful) {100 * share.mean():.2f}% (all), "
-          f"{rows.numel()} attacks, {time.time() - t0:.0f} s", flush=True)
+    s = reproduce_jsma(model, (te.x[idx], te.y[idx])).summary
+    print(f"{ckpt.name}: test accuracy {model.card['test_accuracy']}, success {100 * s['success_rate']:.2f}%, "
+          f"features modified {100 * s['distortion_successful']:.2f}% (successful) "
+          f"{100 * s['distortion_all']:.2f}% (all), {s['n_attacks']} attacks", flush=True)
 
 
 def main() -> None:
