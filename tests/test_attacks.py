@@ -14,7 +14,7 @@ import advkit.attacks as A
 from advkit.attacks.transforms import gaussian_kernel, input_diversity, l1_normalise, smooth_gradient
 
 GRADIENT_ATTACKS = [n for n in A.names() if n not in A.standalone()]
-NO_SGM = [n for n in GRADIENT_ATTACKS if "sgm" not in n]
+NO_SGM = [n for n in GRADIENT_ATTACKS if not A.needs_skip_connections(n)]
 
 
 def _grad(model, x, y):

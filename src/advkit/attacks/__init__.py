@@ -1,23 +1,48 @@
-"""Attacks: the contract (:class:`Attack`, :class:`AttackResult`), the iterative engine and its parts, the
-registry and the name grammar.
+"""Attacks: the contract (:class:`Attack`, :class:`AttackResult`), the iterative engine and its registered
+parts, the batched helper, the registry and the name grammar.
 
     attack = advkit.attacks.create("sgm+mi", eps=16/255, steps=10, gamma=0.2)
     result = attack(model, x, y, target=None, generator=torch.Generator().manual_seed(0))
+    result = advkit.attacks.attack_batched(attack, model, x, y, batch_size=256, seed=0)   # any number of images
 """
 
-from advkit.attacks import jsma as _jsma  # noqa: F401  (JSMA registers itself on import)
+# Each module registers its parts (or standalone attack) on import; the order here is the registry's order.
+from advkit.attacks import steps as _steps  # noqa: F401,I001
+from advkit.attacks import scopes as _scopes  # noqa: F401
+from advkit.attacks import momentum as _momentum  # noqa: F401
+from advkit.attacks import inputs as _inputs  # noqa: F401
+from advkit.attacks import gradients as _gradients  # noqa: F401
+from advkit.attacks import ila as _ila  # noqa: F401
+from advkit.attacks import jsma as _jsma  # noqa: F401
 from advkit.attacks.base import Attack, AttackResult, Counter, attack_loss, project, validate_inputs
+from advkit.attacks.batched import attack_batched, batch_seed
 from advkit.attacks.engine import Iterative
-from advkit.attacks.grammar import create, parse
+from advkit.attacks.grammar import create, label, parse, settings_of
+from advkit.attacks.parts import Part, macros, parts, register_macro, register_part
 from advkit.attacks.registry import register_attack, standalone
+from advkit.attacks.scopes import resolve_gamma
 
-NAMES = ("fgsm", "ifgsm", "pgd", "mi", "di", "ti", "sgm", "sgm+mi", "sgm+di", "sgm+mi+di", "mi+di", "mi+di+ti")
+# Combinations listed (and tested) beside every single part and macro: the ones the papers and the SGM tables use.
+COMBINATIONS = ("sgm+mi", "sgm+di", "sgm+mi+di", "mi+di", "mi+di+ti", "sgm+linbp", "linbp+mi", "ni+si", "mi+ila",
+                "admix+mi+di")
 
 
 def names() -> list[str]:
-    """Attack names for listings and registry-wide tests: the compositions above and every standalone attack."""
-    return [*NAMES, *sorted(standalone())]
+    """Attack names for listings and registry-wide tests, derived from the registry: every part, every macro
+    that stands for several parts, the combinations above, then every standalone attack."""
+    singles = list(parts())
+    multi = [m for m, tokens in macros().items() if len(tokens) > 1]
+    return [*singles, *multi, *COMBINATIONS, *sorted(standalone())]
 
 
-__all__ = ["Attack", "AttackResult", "Counter", "Iterative", "attack_loss", "create", "names", "parse", "project",
-           "register_attack", "standalone", "validate_inputs"]
+def needs_skip_connections(name: str) -> bool:
+    """Whether the attack ``name`` works only on models with residual / dense connections (SGM, LinBP)."""
+    if name.strip().lower() in standalone():
+        return False
+    return any(parts()[t].needs_skip_connections for t in parse(name))
+
+
+__all__ = ["COMBINATIONS", "Attack", "AttackResult", "Counter", "Iterative", "Part", "attack_batched",
+           "attack_loss", "batch_seed", "create", "label", "macros", "names", "needs_skip_connections", "parse",
+           "parts", "project", "register_attack", "register_macro", "register_part", "resolve_gamma",
+           "settings_of", "standalone", "validate_inputs"]

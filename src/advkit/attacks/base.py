@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advkit.models.frozen import frozen_eval
+
 
 @dataclass
 class AttackResult:
@@ -36,6 +38,7 @@ class AttackResult:
         target: the target classes for a targeted attack, else ``None``.
         info: what the attack reports about itself (e.g. the skip connections SGM found and how often its
             hooks fired).
+        queries: int64 ``(N,)``: the model queries spent on each image (query attacks), else ``None``.
     """
 
     x_adv: torch.Tensor
@@ -45,6 +48,7 @@ class AttackResult:
     backward_passes: int
     target: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    queries: torch.Tensor | None = None
 
     @property
     def success_rate(self) -> float:
@@ -149,24 +153,14 @@ class Attack(ABC):
             check_labels(y, target, k)
         if self.targeted_only and target is None:
             raise ValueError(f"{self.name} is a targeted attack: pass target= (a label per sample, != y)")
-        states = [(m, m.training) for m in model.modules()]
-        flags = [(p, p.requires_grad) for p in model.parameters()]
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
         counter = Counter(model)
-        try:
+        with frozen_eval(model):
             with torch.enable_grad():
                 x_adv = self._run(counter, x.detach(), y, target, generator)
             x_adv = self.project(x_adv.detach(), x)
             with torch.no_grad():
                 logits = counter(x_adv)
             check_labels(y, target, logits.shape[1])
-        finally:
-            for m, mode in states:
-                m.training = mode
-            for p, req in flags:
-                p.requires_grad_(req)
         pred = logits.argmax(1)
         success = pred == target if target is not None else pred != y
         return AttackResult(x_adv=x_adv, success=success, pred=pred, forward_passes=counter.forward,

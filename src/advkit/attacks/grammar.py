@@ -1,13 +1,12 @@
 """The name grammar: ``create("sgm+mi+di", eps=16/255, gamma=0.2)``.
 
-A name is ``+``-joined tokens. At most one base: ``fgsm`` (one step of size eps, Goodfellow et al. 2015),
-``ifgsm`` / ``bim`` (iterative FGSM, Kurakin et al. 2017; the default base) or ``pgd`` (random start, Madry et
-al. 2018). Any of the modifiers: ``mi`` (momentum, Dong et al. 2018), ``di`` (input diversity, Xie et al. 2019),
-``ti`` (translation-invariant smoothing, Dong et al. 2019), ``sgm`` (skip gradient, Wu et al. 2020). Standalone
-attacks such as ``jsma`` are looked up by their own name.
+A name is ``+``-joined tokens, each a registered part (:mod:`advkit.attacks.parts`) or a macro standing for
+several (``vmi`` is ``mi+vt``). At most one base: ``fgsm``, ``ifgsm`` / ``bim`` (the default) or ``pgd``.
+Standalone attacks such as ``jsma`` are looked up by their own name.
 
-Each token brings the paper's defaults; keyword arguments override them and must belong to a token in the name
-(``gamma`` without ``sgm`` is an error rather than a silent no-op).
+Each part brings its paper's defaults; keyword arguments override them and must belong to a part in the name
+(``gamma`` without ``sgm`` is an error rather than a silent no-op). The common settings ``eps``, ``steps``,
+``alpha``, ``norm`` and ``loss`` belong to every composition.
 """
 
 from __future__ import annotations
@@ -16,52 +15,65 @@ from typing import Any
 
 from advkit.attacks.base import Attack
 from advkit.attacks.engine import Iterative
-from advkit.attacks.registry import register_part, standalone
+from advkit.attacks.parts import HOOKS, Part, macros, parts
+from advkit.attacks.registry import standalone
 
 # Common keyword arguments of every iterative attack.
-COMMON = {"eps", "steps", "alpha", "norm", "loss"}
-
-# token -> (defaults it brings, keyword arguments it owns, aliases mapping user names to fields)
-TOKENS: dict[str, tuple[dict[str, Any], set[str]]] = {
-    "fgsm": ({"steps": 1}, set()),
-    "ifgsm": ({}, set()),
-    "bim": ({}, set()),
-    "pgd": ({"random_init": True}, {"random_init"}),
-    "mi": ({"decay": 1.0}, {"decay"}),
-    "di": ({"di_prob": 0.5, "di_resize_rate": 1.1}, {"di_prob", "di_resize_rate"}),
-    "ti": ({"ti_kernel": 15, "ti_nsig": 3.0}, {"ti_kernel", "ti_nsig"}),
-    # SGM brings only its decay, "auto" by default: the zoo card's tuned gamma, else the authors' 0.2 for ResNet
-    # sources and 0.5 for DenseNets (see Iterative.gamma). The step
-    # schedule stays the base attack's so that "ifgsm" and "sgm" differ in SGM alone; the authors' schedule
-    # (eps 16/255, 10 steps of 2/255) is create("sgm", eps=16/255, steps=10, alpha=2/255).
-    "sgm": ({"gamma": "auto"}, {"gamma", "sgm_variant"}),
-}
-BASES = ("fgsm", "ifgsm", "bim", "pgd")
-# Friendlier keyword names accepted by create().
-ALIASES = {"momentum": "decay", "mu": "decay", "prob": "di_prob", "p": "di_prob", "resize_rate": "di_resize_rate",
-           "kernel_size": "ti_kernel", "nsig": "ti_nsig", "variant": "sgm_variant", "random_start": "random_init"}
-
-for _tok in TOKENS:
-    register_part(_tok, Iterative)
+COMMON = ("eps", "steps", "alpha", "norm", "loss")
 
 
-def parse(name: str) -> list[str]:
-    """Split and check a composed name; returns the tokens in canonical order (base first)."""
+def _rank(token: str) -> tuple[int, int, str]:
+    """Where a token sits in a canonical name: base first, then by hook (scope, update, input, gradient, stage)
+    and each part's own order."""
+    first = parts()[macros().get(token, (token,))[0]]
+    return HOOKS.index(first.hook), first.order, token
+
+
+def _split(name: str) -> list[str]:
     tokens = [t.strip().lower() for t in name.split("+")]
     if any(not t for t in tokens):
         raise ValueError(f"empty part in attack name {name!r}; write parts joined by '+', e.g. 'sgm+mi+di'")
-    unknown = [t for t in tokens if t not in TOKENS]
+    known_parts, known_macros = parts(), macros()
+    unknown = [t for t in tokens if t not in known_parts and t not in known_macros]
     if unknown:
-        known = sorted(set(TOKENS) | set(standalone()))
+        known = sorted(set(known_parts) | set(known_macros) | set(standalone()))
         raise ValueError(f"unknown attack part(s) {unknown} in {name!r}; known: {', '.join(known)}")
-    if len(set(tokens)) != len(tokens):
+    return tokens
+
+
+def parse(name: str) -> list[str]:
+    """Split and check a composed name; returns its parts' tokens in canonical order (base first; ``ifgsm``
+    when the name has no base), macros expanded."""
+    tokens = _split(name)
+    expanded = [t for tok in tokens for t in macros().get(tok, (tok,))]
+    if len(set(expanded)) != len(expanded):
         raise ValueError(f"attack name {name!r} repeats a part")
-    bases = [t for t in tokens if t in BASES]
+    classes = parts()
+    bases = [t for t in expanded if classes[t].hook == "base"]
     if len(bases) > 1:
         raise ValueError(f"attack name {name!r} has more than one base ({', '.join(bases)}); pick one")
-    base = bases[0] if bases else "ifgsm"
-    mods = [t for t in ("sgm", "mi", "di", "ti") if t in tokens]
-    return [base, *mods]
+    for t in expanded:
+        for other, why in classes[t].excludes.items():
+            if other in expanded:
+                raise ValueError(f"attack name {name!r} combines {t!r} with {other!r}: {why}")
+    mods = sorted((t for t in expanded if t not in bases), key=_rank)
+    return [bases[0] if bases else "ifgsm", *mods]
+
+
+def label(name: str) -> str:
+    """The canonical label of a composed name (``"di+sgm"`` -> ``"sgm+di"``); macros keep their name."""
+    tokens = sorted(_split(name), key=_rank)
+    return "+".join(t for t in tokens if not (t == "ifgsm" and len(tokens) > 1))
+
+
+def settings_of(name: str) -> dict[str, Any]:
+    """Every setting a composed name accepts with its default (the common ones first)."""
+    out: dict[str, Any] = {k: None for k in COMMON}
+    for t in parse(name):
+        cls = parts()[t]
+        out.update(cls.sets)
+        out.update(cls().settings())
+    return out
 
 
 def create(name: str, **kwargs: Any) -> Attack:
@@ -82,21 +94,23 @@ def create(name: str, **kwargs: Any) -> Attack:
     if key in solo:
         return solo[key](**kwargs)
     tokens = parse(key)
-    config: dict[str, Any] = {}
-    owned = set(COMMON)
-    for t in tokens:
-        defaults, own = TOKENS[t]
-        config.update(defaults)
-        owned |= own | set(defaults)
+    classes = [parts()[t] for t in tokens]
+    common: dict[str, Any] = {}
+    for cls in classes:
+        common.update(cls.sets)
+    aliases = {a: f for cls in classes for a, f in cls.aliases.items()}
+    owned = set(COMMON) | {f for cls in classes for f in cls.setting_names()}
+    per_part: list[dict[str, Any]] = [{} for _ in classes]
     for k, v in kwargs.items():
-        field = ALIASES.get(k, k)
+        field = aliases.get(k, k)
         if field not in owned:
             raise ValueError(f"{k!r} does not apply to {name!r} (its settings: {', '.join(sorted(owned))})")
-        config[field] = v
-    if tokens[0] == "fgsm":
-        if config.get("steps", 1) != 1:
-            raise ValueError("fgsm is a single step; use 'ifgsm' for several steps")
-        config.setdefault("alpha", None)
-        if config["alpha"] is None:
-            config["alpha"] = config.get("eps", 8 / 255)
-    return Iterative(label="+".join(t for t in tokens if not (t == "ifgsm" and len(tokens) > 1)), **config)
+        if field in COMMON:
+            common[field] = v
+        for i, cls in enumerate(classes):
+            if field in cls.setting_names():
+                per_part[i][field] = v
+    if tokens[0] == "fgsm" and common.get("steps", 1) != 1:
+        raise ValueError("fgsm is a single step; use 'ifgsm' for several steps")
+    built: list[Part] = [cls(**kw) for cls, kw in zip(classes, per_part, strict=True)]
+    return Iterative(label=label(key), **common, parts=tuple(built))

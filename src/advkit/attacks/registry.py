@@ -1,35 +1,32 @@
-"""The attack registry and the name grammar for combinations.
+"""The attack registry: standalone attacks, composable parts and macro names share one namespace.
 
-Standalone attacks (``fgsm``, ``jsma``, ...) register their class under a name. Iterative gradient attacks are
-compositions of parts, named with ``+``: ``ifgsm``, ``pgd``, ``mi``, ``di``, ``ti``, ``sgm`` and combinations such
-as ``sgm+mi+di``; :func:`create` parses the name and builds one :class:`~advkit.attacks.engine.Iterative` attack.
-Registering a name twice raises.
+Standalone attacks (``jsma``, ...) register their class under a name with ``@register_attack``; parts of the
+iterative engine register with ``@register_part`` (:mod:`advkit.attacks.parts`). Registering a name twice raises.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from advkit.attacks.base import Attack
+if TYPE_CHECKING:
+    from advkit.attacks.base import Attack
 
 _STANDALONE: dict[str, type[Attack]] = {}
-_COMPOSABLE: dict[str, Callable[..., Any]] = {}
+_TAKEN: set[str] = set()
+
+
+def claim_name(name: str) -> None:
+    """Reserve ``name`` in the attack namespace; ``ValueError`` if it is taken."""
+    if name in _TAKEN:
+        raise ValueError(f"attack {name!r} is already registered")
+    _TAKEN.add(name)
 
 
 def register_attack(cls: type[Attack]) -> type[Attack]:
     """Class decorator: register a standalone attack under ``cls.name``."""
-    if cls.name in _STANDALONE or cls.name in _COMPOSABLE:
-        raise ValueError(f"attack {cls.name!r} is already registered")
+    claim_name(cls.name)
     _STANDALONE[cls.name] = cls
     return cls
-
-
-def register_part(name: str, factory: Callable[..., Any]) -> None:
-    """Register a composable part name of the grammar (used by the iterative engine)."""
-    if name in _STANDALONE or name in _COMPOSABLE:
-        raise ValueError(f"attack {name!r} is already registered")
-    _COMPOSABLE[name] = factory
 
 
 def standalone() -> dict[str, type[Attack]]:
@@ -37,6 +34,8 @@ def standalone() -> dict[str, type[Attack]]:
     return dict(_STANDALONE)
 
 
-def parts() -> dict[str, Callable[..., Any]]:
-    """The registered composable parts by name."""
-    return dict(_COMPOSABLE)
+def parts() -> dict[str, Any]:
+    """The registered composable parts by token (see :func:`advkit.attacks.parts.parts`)."""
+    from advkit.attacks.parts import parts as _parts
+
+    return _parts()

@@ -1,0 +1,180 @@
+"""Linear backpropagation (LinBP) as a scoped backward-pass modifier.
+
+Guo, Li, Chen, "Backpropagating Linearly Improves Transferability of Adversarial Examples", NeurIPS 2020. The
+forward pass is unchanged; in the backward pass, from a chosen residual block on, every ReLU passes the gradient
+unmasked (as if the network were linear there), and each of those blocks' residual-branch gradients is
+re-normalised: ``J_lin^T g`` is rescaled, per sample, to the L2 norm of the true ``J^T g`` of the branch, so the
+balance between the branch and the skip connection stays as it was (the authors' ``main_grad_norm``).
+
+Usage::
+
+    with advkit.backprop.linear_backprop(model) as found:      # hooks removed on exit
+        loss = loss_fn(model(x), y)
+        (grad,) = torch.autograd.grad(loss, x)
+
+Blocks are the residual connections :func:`find_connections` finds, in forward order; ReLUs are the ``nn.ReLU``
+modules inside the chosen blocks (functional ``F.relu`` calls are not seen, and a choice that holds no ReLU module
+is an error rather than a silent no-op). Every hook is a forward hook; an in-place ReLU is fed a copy of its input.
+The re-normalisation runs two extra backward passes through each linearised branch (the true and the linear
+Jacobian products), so LinBP with ``renorm`` costs more than the plain attack; ``renorm=False`` does not.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from advkit.backprop.discover import find_connections
+
+__all__ = ["LinBPFound", "linear_backprop"]
+
+_STATE = threading.local()
+
+
+def _linear() -> bool:
+    return getattr(_STATE, "mode", "linear") == "linear"
+
+
+class _LinearReLU(torch.autograd.Function):
+    """``relu(u)`` forward; backward passes the gradient unmasked (masked while re-normalisation measures)."""
+
+    @staticmethod
+    def forward(ctx: Any, u: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(u > 0)
+        return u.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (mask,) = ctx.saved_tensors
+        return grad if _linear() else grad * mask
+
+
+class _Renorm(torch.autograd.Function):
+    """Identity forward on a branch output ``o``; backward rescales the incoming gradient so that the branch's
+    input gradient has the L2 norm of the true (masked) one."""
+
+    @staticmethod
+    def forward(ctx: Any, o: torch.Tensor, z: torch.Tensor, o_graph: torch.Tensor) -> torch.Tensor:
+        ctx.refs = (o_graph, z)
+        return o.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        o, z = ctx.refs
+        del ctx.refs
+        with torch.enable_grad():
+            try:
+                _STATE.mode = "normal"
+                (true,) = torch.autograd.grad(o, z, grad, retain_graph=True, allow_unused=True)
+                _STATE.mode = "linear"
+                (lin,) = torch.autograd.grad(o, z, grad, retain_graph=True, allow_unused=True)
+            finally:
+                _STATE.mode = "linear"
+        if true is None or lin is None:
+            return grad, None, None
+        scale = true.flatten(1).norm(dim=1) / lin.flatten(1).norm(dim=1).clamp_min(1e-30)
+        return grad * scale.view(-1, *([1] * (grad.ndim - 1))).to(grad.dtype), None, None
+
+
+@dataclass
+class LinBPFound:
+    """What :func:`linear_backprop` changed: the index of the first linearised block among the residual blocks,
+    their names, how many ReLU modules were linearised, and how many hooks ran."""
+
+    start: int
+    blocks: tuple[str, ...]
+    relus: int
+    fired: int = 0
+    all_blocks: tuple[str, ...] = field(default=())
+
+
+@contextmanager
+def linear_backprop(model: nn.Module, start: int | str = "auto", renorm: bool = True) -> Iterator[LinBPFound]:
+    """Make ``model``'s backward pass linear from residual block ``start`` on, inside a ``with`` block.
+
+    Args:
+        model: any model with residual blocks (found by structure) holding ``nn.ReLU`` modules.
+        start: ``"auto"`` (the first block of the second half, ``len(blocks) // 2``, as the authors start at
+            ResNet-50's ``layer3``) or the index of the first linearised block.
+        renorm: re-normalise each linearised residual branch's gradient to its true norm (the paper's LinBP).
+
+    Yields:
+        A :class:`LinBPFound`.
+
+    Raises:
+        ValueError: no residual block, ``start`` out of range, or no ``nn.ReLU`` module in the chosen blocks.
+    """
+    try:
+        found = find_connections(model)
+    except ValueError:
+        found = []
+    residual = [c for c in found if c.kind == "residual" and c.block]
+    blocks = list(dict.fromkeys(c.block for c in residual))
+    if not blocks:
+        raise ValueError(f"LinBP needs residual blocks; none found in this {type(model).__name__}")
+    first = len(blocks) // 2 if start == "auto" else start
+    if not isinstance(first, int) or isinstance(first, bool) or not 0 <= first < len(blocks):
+        raise ValueError(f"linbp_start must be 'auto' or a block index in [0, {len(blocks) - 1}], got {start!r}")
+    chosen = blocks[first:]
+    relus: list[nn.Module] = []
+    for b in chosen:
+        for m in model.get_submodule(b).modules():
+            if isinstance(m, nn.ReLU) and m not in relus:
+                relus.append(m)
+    if not relus:
+        raise ValueError(f"LinBP found no nn.ReLU module in blocks {chosen[:3]}...; their activations are functional "
+                         "calls it cannot see")
+    result = LinBPFound(start=first, blocks=tuple(chosen), relus=len(relus), all_blocks=tuple(blocks))
+    handles: list[RemovableHandle] = []
+    inputs: dict[nn.Module, list[torch.Tensor]] = defaultdict(list)
+
+    def relu_pre(module: nn.Module, args: tuple[Any, ...]) -> Any:
+        u = args[0]
+        inputs[module].append(u)
+        return (u.clone(),) if getattr(module, "inplace", False) else None
+
+    def relu_post(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+        u = inputs[module].pop()
+        if not torch.is_grad_enabled():
+            return out
+        result.fired += 1
+        return _LinearReLU.apply(u)
+
+    block_in: dict[str, torch.Tensor] = {}
+
+    def block_pre(name: str) -> Any:
+        def hook(_m: nn.Module, args: tuple[Any, ...]) -> None:
+            block_in[name] = args[0]
+        return hook
+
+    def branch_post(block: str) -> Any:
+        def hook(_m: nn.Module, _args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+            z = block_in.get(block)
+            if z is None or not torch.is_grad_enabled() or not out.requires_grad:
+                return out
+            return _Renorm.apply(out, z, out)
+        return hook
+
+    try:
+        for m in relus:
+            handles.append(m.register_forward_pre_hook(relu_pre))
+            handles.append(m.register_forward_hook(relu_post))
+        if renorm:
+            for c in residual:
+                if c.block in chosen and c.branch:
+                    handles.append(model.get_submodule(c.block).register_forward_pre_hook(block_pre(c.block)))
+                    handles.append(model.get_submodule(c.branch).register_forward_hook(branch_post(c.block)))
+        yield result
+    finally:
+        for h in handles:
+            h.remove()
+        block_in.clear()
+        inputs.clear()
