@@ -261,3 +261,13 @@ def test_attack_batched_matches_per_batch_seeding(tiny_resnet):
     assert torch.equal(whole.x_adv[4:8], one.x_adv)
     with pytest.raises(ValueError, match="batch_size"):
         A.attack_batched(atk, tiny_resnet, x, y, batch_size=0)
+
+
+def test_noise_control_uses_the_full_budget_and_no_gradient(tiny_resnet):
+    x, y = _batch()
+    r = A.create("noise", eps=0.05)(tiny_resnet, x, y, generator=torch.Generator().manual_seed(0))
+    d = (r.x_adv - x).abs()
+    assert r.backward_passes == 0 and float(d.max()) <= 0.05 + 1e-7
+    assert float((d > 0.05 - 1e-6).float().mean()) == 1.0  # x in [0.1, 0.9]: no clipping, every pixel moved
+    r2 = A.create("noise", eps=0.2, norm="l2")(tiny_resnet, x, y)
+    assert torch.allclose((r2.x_adv - x).flatten(1).norm(dim=1), torch.full((5,), 0.2), atol=1e-5)

@@ -14,6 +14,7 @@ from advkit.attacks import inputs as _inputs  # noqa: F401
 from advkit.attacks import gradients as _gradients  # noqa: F401
 from advkit.attacks import ila as _ila  # noqa: F401
 from advkit.attacks import jsma as _jsma  # noqa: F401
+from advkit.attacks import noise as _noise  # noqa: F401
 from advkit.attacks.base import Attack, AttackResult, Counter, attack_loss, project, validate_inputs
 from advkit.attacks.batched import attack_batched, batch_seed
 from advkit.attacks.engine import Iterative
