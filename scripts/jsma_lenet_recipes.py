@@ -27,12 +27,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import advkit.models.train as T
 import advkit.models.zoo.simple as simple
+import advkit.train.loop as T
 from advkit.data import load
-from advkit.evaluate.jsma_study import _select, reproduce_jsma
 from advkit.models import zoo_path
 from advkit.models.checkpoint import load_checkpoint, save_checkpoint
+from advkit.reproduce.jsma import _select, reproduce_jsma
 
 SNAPSHOTS = {5, 10, 15, 20, 25, 30, 40, 50}
 VARIANTS = ("one-cycle", "constant", "no-dropout", "dropout-both", "no-standardise")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from advkit.data import load
-from advkit.models.train import Recipe, train
+from advkit.train import Recipe, train
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "advkit" / "models" / "weights"
 

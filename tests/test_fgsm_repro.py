@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from advkit.models import Classifier, load_checkpoint, zoo_path
-from advkit.models.train import Recipe, adversarial_objective, adversarial_settings, train
 from advkit.models.zoo.simple import LinearSoftmax, MaxoutNet
+from advkit.train import Recipe, adversarial_objective, adversarial_settings, train
 
 ADV = {"attack": "fgsm", "eps": 0.25, "alpha": 0.5}
 
@@ -105,7 +105,7 @@ def test_eval_mode_crafting_restores_train_mode() -> None:
 
 def test_shipped_fgsm_checkpoints_match_the_reproduction_recipes() -> None:
     """A shipped checkpoint is loaded by reproduce_fgsm only if its card records the recipe it would train."""
-    from advkit.evaluate.fgsm_repro import _matches, recipes_for
+    from advkit.reproduce.fgsm_measure import _matches, recipes_for
 
     found = 0
     for dataset in ("mnist", "fashion-mnist"):
@@ -124,10 +124,10 @@ def test_shipped_fgsm_checkpoints_match_the_reproduction_recipes() -> None:
 
 def test_reproduce_fgsm_tiny(tmp_path) -> None:
     import advkit.data
-    from advkit.evaluate.attack_run import RunExistsError
-    from advkit.evaluate.fgsm_repro import tensor_digest
     from advkit.evaluate.metrics import predict
-    from advkit.report.reproduce_fgsm import FIGURE, reproduce_fgsm
+    from advkit.reproduce.fgsm import FIGURE, reproduce_fgsm
+    from advkit.reproduce.fgsm_measure import tensor_digest
+    from advkit.study.errors import RunExistsError
 
     tiny = replace(_tiny_recipe(), batch_size=128)
     recipes = {"linear": tiny, "maxout": tiny, "maxout_advtrain": replace(tiny, adversarial=ADV)}

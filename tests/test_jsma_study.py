@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-import advkit.evaluate.jsma_study as study_module
-import advkit.report.jsma_study as report_module
+import advkit.reproduce.jsma as report_module
+import advkit.reproduce.jsma as study_module
 from advkit.attacks.jsma import JSMA
-from advkit.evaluate.jsma_study import reproduce_jsma
-from advkit.report.jsma_study import save_study
+from advkit.reproduce.jsma import reproduce_jsma, save_study
 from tests.test_jsma import tiny_model
 
 

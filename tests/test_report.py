@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from advkit.evaluate.study import run_study
 from advkit.report.html import Document, Figure, Para, Table
 from advkit.report.run_report import write_report
 from advkit.report.tables import pct, text_matrix
+from advkit.study.runner import run_study
 from tests.test_transfer import tiny_config, tiny_run, tiny_zoo  # noqa: F401  (fixtures)
 
 

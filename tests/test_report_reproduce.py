@@ -9,9 +9,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from advkit.report.cli_study import parse_overrides, register_cli
-from advkit.report.reproduce_imagenet import imagenet_config, reproduce_sgm_imagenet
-from advkit.report.reproduce_sgm import reproduce_sgm, sgm_configs
+from advkit.cli.study import parse_overrides, register_cli
+from advkit.reproduce.sgm import reproduce_sgm, sgm_configs
+from advkit.reproduce.sgm_imagenet import imagenet_config, reproduce_sgm_imagenet
 from tests.test_transfer import make_tiny_zoo, tiny_config, tiny_zoo  # noqa: F401  (fixture)
 
 

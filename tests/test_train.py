@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from advkit.data import load
-from advkit.models.train import Recipe, train, train_command
+from advkit.train import Recipe, train, train_command
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,10 @@ import pytest
 import torch
 import yaml
 
-from advkit.evaluate.config import load_config
 from advkit.evaluate.metrics import wilson_interval
-from advkit.evaluate.runstate import RunConfigMismatchError, RunDir, RunExistsError, read_tensors
-from advkit.evaluate.study import run_study
+from advkit.study.config import load_config
+from advkit.study.runner import run_study
+from advkit.study.runstate import RunConfigMismatchError, RunDir, RunExistsError, read_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,8 +169,8 @@ def test_resume_after_interrupt_between_cells(tiny_run, tiny_zoo, tmp_path):
 KILLER = textwrap.dedent("""
     import json, os, signal, sys, torch
     torch.set_num_threads(1)
-    import advkit.evaluate.runstate as rs
-    from advkit.evaluate.study import run_study
+    import advkit.study.runstate as rs
+    from advkit.study.runner import run_study
     cfg, out, mode, at = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
     writes = []
     real = rs.save_file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from advkit.evaluate.config import ConfigError, StudyConfig, apply_overrides, load_config, parse_fraction
+from advkit.study.config import ConfigError, StudyConfig, apply_overrides, load_config, parse_fraction
 
 BASE = {"dataset": "fashion-mnist", "sources": ["resnet20"], "targets": ["lenet", "mlp"],
         "attacks": ["ifgsm", "mi", {"name": "sgm", "label": "sgm-0.5", "settings": {"gamma": 0.5}}],
@@ -102,7 +102,7 @@ def test_gamma_forms():
 
 
 def test_gamma_auto_is_the_default_and_resolves_per_source():
-    from advkit.evaluate.study import plan_cells
+    from advkit.study.plan import plan_cells
 
     cfg = load_config({**BASE, "attacks": ["ifgsm", "sgm", {"name": "sgm+mi", "settings": {"gamma": 0.7}}]})
     assert cfg.gamma == "auto" and cfg.gammas_for("resnet20", "residual") == ("auto",)

@@ -7,13 +7,13 @@ import sys
 import pytest
 import torch
 
-from advkit.evaluate.runstate import RunDir
-from advkit.evaluate.study import run_study
+from advkit.study.runner import run_study
+from advkit.study.runstate import RunDir
 from tests.test_transfer import _strip, tiny_config, tiny_run, tiny_zoo  # noqa: F401  (fixtures)
 
 
 def test_missing_ray_is_a_clear_error(monkeypatch, tiny_zoo, tmp_path):  # noqa: F811
-    from advkit.evaluate.ray_backend import import_ray
+    from advkit.study.ray_backend import import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
     with pytest.raises(ValueError, match=r"pip install 'advkit\[ray\]'"):

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from advkit.models.frozen import frozen_eval
+
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (Wilson 1927).
@@ -78,17 +80,13 @@ def rate(mask: torch.Tensor, confidence: float = 0.95) -> Rate:
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500, device: str | None = None) -> torch.Tensor:
     """Top-1 predictions ``(N,)`` of ``model`` on pixels ``x`` ``(N, C, H, W)``, in eval mode, batched."""
-    was = model.training
-    model.eval()
     out = []
-    try:
+    with frozen_eval(model):
         for i in range(0, x.shape[0], batch_size):
             xb = x[i:i + batch_size]
             if device is not None:
                 xb = xb.to(device)
             out.append(model(xb).argmax(1).cpu())
-    finally:
-        model.train(was)
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 

@@ -1,5 +1,6 @@
 """Models: the architecture registry, the zoo's shipped checkpoints, the pixel-space wrapper, safetensors
-checkpoints with model cards, training, and optional torchvision / timm adapters (imported lazily).
+checkpoints with model cards, and optional torchvision / timm adapters (imported lazily); training is
+:mod:`advkit.train`.
 
 ``advkit.models.load("resnet20", dataset="fashion-mnist")`` returns the wrapped, frozen, eval-mode model from the
 shipped zoo; it also accepts a checkpoint path, ``"torchvision:NAME"`` and ``"timm:NAME"``.

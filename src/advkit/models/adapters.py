@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advkit.models.frozen import frozen_eval
 from advkit.models.wrapper import Classifier, Normalize
 
 log = logging.getLogger(__name__)
@@ -204,13 +205,8 @@ def _fold_transform_input(mean: Sequence[float], std: Sequence[float]) -> tuple[
 
 
 def _probe_num_classes(net: nn.Module, shape: tuple[int, int, int]) -> int:
-    with torch.no_grad():
-        was = net.training
-        net.eval()
-        try:
-            out = net(torch.zeros(1, *shape))
-        finally:
-            net.train(was)
+    with torch.no_grad(), frozen_eval(net):
+        out = net(torch.zeros(1, *shape))
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         raise ValueError(f"cannot tell the number of classes: the network returned {type(out).__name__}")
     return int(out.shape[1])

@@ -1,1 +1,3 @@
-"""Reports: tables (CSV, Markdown), figures (matplotlib, headless) and run reports."""
+"""Reports: tables (CSV, Markdown), figures (matplotlib, headless), the HTML/Markdown document model, the run
+report of a transfer study and the zoo's clean-accuracy report. The papers' reproductions are
+:mod:`advkit.reproduce`."""

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from advkit.evaluate.runstate import RunDir, read_tensors
 from advkit.report import figures
 from advkit.report.accuracy import atomic_write_text
 from advkit.report.html import Code, Document, Figure, Heading, Para, Table
@@ -31,6 +30,7 @@ from advkit.report.tables import (
     row_label,
     sanity_table,
 )
+from advkit.study.runstate import RunDir, read_tensors
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
-"""Validation of the transfer study's experiment file (see :mod:`advkit.evaluate.config` for the format).
+"""Validation of the transfer study's experiment file (see :mod:`advkit.study.schema` for the format).
 
-:func:`validate` turns a plain dict into a :class:`~advkit.evaluate.config.StudyConfig`, collecting every problem
-into one :class:`~advkit.evaluate.config.ConfigError` whose lines name the field; each attack is built once so that
+:func:`validate` turns a plain dict into a :class:`~advkit.study.schema.StudyConfig`, collecting every problem
+into one :class:`~advkit.study.errors.ConfigError` whose lines name the field; each attack is built once so that
 its settings are checked by the attack itself.
 """
 
@@ -11,15 +11,8 @@ import re
 from typing import Any
 
 from advkit.attacks import create, parse, standalone
-from advkit.evaluate.config import (
-    AttackSpec,
-    ConfigError,
-    SampleSpec,
-    StudyConfig,
-    eps_label,
-    parse_alpha,
-    parse_fraction,
-)
+from advkit.study.errors import ConfigError
+from advkit.study.schema import AttackSpec, SampleSpec, StudyConfig, eps_label, parse_alpha, parse_fraction
 
 __all__ = ["validate"]
 

@@ -1,4 +1,6 @@
-"""The transfer study's experiment file: YAML (or a dict) plus overrides, validated up front.
+"""The transfer study's experiment: its schema (:class:`StudyConfig`), exact fractions, and overrides.
+
+Read and validated by :func:`advkit.study.config.load_config` (checks in :mod:`advkit.study.validate`).
 
 A minimal file::
 
@@ -19,7 +21,8 @@ eps/8`` (the SGM paper's 2/255 at 16/255) or ``alpha: eps*0.25``.
 model card ``sgm_gamma``, advkit's zoo value chosen on held-out images, else the authors' 0.2 for ResNets and 0.5
 for DenseNets), a number, a list of numbers (a sweep), or a mapping from a source name or its connection kind
 (``residual``, ``dense``) to any of these, with ``default`` as the fallback. Every problem is reported at
-once as a :class:`ConfigError` whose lines name the field (``attacks[2].name: unknown attack part 'foo'``).
+once as a :class:`~advkit.study.errors.ConfigError` whose lines name the field (``attacks[2].name: unknown attack
+part 'foo'``).
 """
 
 from __future__ import annotations
@@ -29,22 +32,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from advkit.attacks import parse, standalone
 
-__all__ = ["AttackSpec", "ConfigError", "SampleSpec", "StudyConfig", "apply_overrides", "load_config",
-           "parse_alpha", "parse_fraction"]
-
-class ConfigError(ValueError):
-    """The experiment file is invalid; ``problems`` lists ``"field: what is wrong"`` lines."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("invalid experiment config:\n  " + "\n  ".join(self.problems))
+__all__ = ["AttackSpec", "SampleSpec", "StudyConfig", "apply_overrides", "eps_label", "parse_alpha",
+           "parse_fraction"]
 
 
 def parse_fraction(value: Any, where: str) -> float:
@@ -228,31 +221,3 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> di
         else:
             _set_dotted(out, k, v)
     return out
-
-
-def load_config(source: str | Path | dict[str, Any] | StudyConfig,
-                overrides: dict[str, Any] | None = None) -> StudyConfig:
-    """Read and validate an experiment: a YAML file path, a dict, or a config (re-validated with overrides).
-
-    Args:
-        source: the experiment.
-        overrides: settings that replace the file's (``{"eps": ["8/255"], "sample.n": 50}``), e.g. from the CLI.
-
-    Raises:
-        ConfigError: every problem found, each naming its field.
-        FileNotFoundError: the YAML file does not exist.
-    """
-    if isinstance(source, StudyConfig):
-        raw = source.to_dict()
-    elif isinstance(source, dict):
-        raw = source
-    else:
-        path = Path(source)
-        text = path.read_text(encoding="utf-8")
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError([f"(file {path}): not valid YAML: {e}"]) from e
-    from advkit.evaluate.config_validate import validate
-
-    return validate(apply_overrides(raw, overrides))

@@ -1,13 +1,10 @@
 """The transfer study: craft on each source, count how many examples fool each target.
 
-``run_study(config, out)`` crafts once per cell (source, attack, eps, gamma, seed) on the same images and
-evaluates every target on them, then writes tidy records (see :mod:`advkit.evaluate.aggregate`) into a
-resumable run directory (see :mod:`advkit.evaluate.runstate`). The work is cut into shards of whole batches,
-run in order here or fanned out over a Ray cluster (:mod:`advkit.evaluate.ray_backend`) with the same results.
-
-Images: the split is scanned in a seeded order; with ``sample.only_correct`` only images that every model (sources
-and targets) classifies correctly are kept, until ``sample.pool`` are found; each seed attacks ``sample.n`` of
-them. Clean accuracy of every model is measured over all images scanned.
+``run_study(config, out)`` chooses the images (:mod:`advkit.study.sample`), plans the cells (source, attack,
+eps, gamma, seed; :mod:`advkit.study.plan`), crafts once per cell on the same images and evaluates every target
+on them (:mod:`advkit.study.cells`), then writes tidy records (:mod:`advkit.study.aggregate`) into a resumable
+run directory (:mod:`advkit.study.runstate`). The work is cut into shards of whole batches, run in order here or
+fanned out over a Ray cluster (:mod:`advkit.study.ray_backend`) with the same results.
 """
 
 from __future__ import annotations
@@ -16,11 +13,9 @@ import hashlib
 import json
 import logging
 import platform
-import re
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,32 +24,17 @@ from torch import nn
 
 import advkit
 from advkit._files import atomic_write_text
-from advkit.attacks import parse, standalone
-from advkit.evaluate.aggregate import aggregate, write_records
-from advkit.evaluate.cells import ShardTask, batch_seed, load_models, resolve_device, run_shard, task_key
-from advkit.evaluate.config import AttackSpec, StudyConfig, load_config, parse_alpha, parse_fraction
-from advkit.evaluate.metrics import predict
-from advkit.evaluate.runstate import RunDir, atomic_save_tensors, cell_id, read_tensors
+from advkit.attacks import resolve_gamma
+from advkit.study.aggregate import aggregate, write_records
+from advkit.study.cells import ShardTask, load_models, resolve_device, run_shard, task_key
+from advkit.study.config import StudyConfig, load_config
+from advkit.study.plan import Cell, connection_kind, display_names, plan_cells
+from advkit.study.runstate import RunDir, atomic_save_tensors, read_tensors
+from advkit.study.sample import ProgressFn, sample_key, seed_picks, select_sample
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Cell", "ProgressFn", "StudyResult", "plan_cells", "run_study", "seed_picks", "select_sample"]
-
-ProgressFn = Callable[[str, int, int, str], None]
-"""``progress(stage, done, total, detail)``; stages: ``"sample"``, ``"cells"``, ``"results"``."""
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One (source, attack, eps, gamma, seed) of the study and the attack settings it resolves to."""
-
-    id: str
-    source: str
-    attack: AttackSpec
-    eps: str
-    gamma: float | None
-    seed: int
-    kwargs: dict[str, Any] = field(default_factory=dict)
+__all__ = ["ProgressFn", "StudyResult", "run_study"]
 
 
 @dataclass
@@ -74,146 +54,6 @@ class StudyResult:
     reused: int
 
 
-def _connections(model: nn.Module, spec: str) -> str:
-    card = getattr(model, "card", {}) or {}
-    if card.get("connections") in ("residual", "dense", "none"):
-        return str(card["connections"])
-    low = spec.lower()
-    if "dense" in low:
-        return "dense"
-    if re.search(r"res|senet|se_|mobilenet_v2|efficientnet", low):
-        return "residual"
-    return "none"
-
-
-def _display_names(models: dict[str, nn.Module]) -> dict[str, str]:
-    """Short names for reports (the model's own name); a name shared by two specs falls back to the spec."""
-    names = {spec: str(getattr(m, "name", "") or spec) for spec, m in models.items()}
-    return {spec: n if list(names.values()).count(n) == 1 else spec for spec, n in names.items()}
-
-
-def attack_kwargs(cfg: StudyConfig, attack: AttackSpec, eps: str, gamma: float | None) -> dict[str, Any]:
-    """The keyword arguments of :func:`advkit.attacks.create` for one cell (settings override the study's)."""
-    kw: dict[str, Any] = {"eps": cfg.eps_value(eps)}
-    if attack.name not in standalone():
-        base = parse(attack.name)[0]
-        kw["steps"] = 1 if base == "fgsm" else cfg.steps
-        if cfg.alpha is not None and base != "fgsm":
-            kw["alpha"] = cfg.alpha_value(eps)
-        if gamma is not None:
-            kw["gamma"] = gamma
-    for k, v in attack.settings.items():
-        if k == "gamma":
-            continue  # resolved by plan_cells (``auto`` becomes the source's number)
-        if k == "alpha" and isinstance(v, str):
-            kw[k] = parse_alpha(v, "alpha", eps)
-        else:
-            kw[k] = parse_fraction(v, k) if k == "eps" and isinstance(v, str) else v
-    return kw
-
-
-def plan_cells(cfg: StudyConfig, connections: dict[str, str],
-               auto: Callable[[str], float] | None = None) -> list[Cell]:
-    """Every cell of the study, source-major (so each source's model is used for a run of cells).
-
-    Args:
-        cfg: the study.
-        connections: each source's connection kind (``residual``, ``dense``, ``none``).
-        auto: the concrete decay of ``gamma: auto`` for a source (default: the authors' 0.5 for dense sources,
-            else 0.2); cells always record a number.
-    """
-    def resolve(src: str, g: Any) -> float:
-        if g != "auto":
-            return float(g)
-        if auto is not None:
-            return float(auto(src))
-        return 0.5 if connections.get(src) == "dense" else 0.2
-
-    cells = []
-    for src in cfg.sources:
-        for a in cfg.attacks:
-            if not a.uses_gamma:
-                gammas: tuple[float | None, ...] = (None,)
-            elif "gamma" in a.settings:
-                gammas = (resolve(src, a.settings["gamma"]),)
-            else:
-                gammas = tuple(dict.fromkeys(resolve(src, g) for g in cfg.gammas_for(src, connections.get(src))))
-            for eps in cfg.eps:
-                for g in gammas:
-                    for seed in cfg.seeds:
-                        cells.append(Cell(cell_id(src, a.label, eps, g, seed), src, a, eps, g, seed,
-                                          attack_kwargs(cfg, a, eps, g)))
-    return cells
-
-
-def seed_picks(cfg: StudyConfig) -> torch.Tensor:
-    """Which pool positions each seed attacks, ``(S, n)``: all of them in order when ``pool == n``, else ``n``
-    drawn without replacement by a generator seeded from ``(sample.seed, seed)``."""
-    s = cfg.sample
-    picks = []
-    for seed in cfg.seeds:
-        if s.pool == s.n:
-            picks.append(torch.arange(s.n))
-        else:
-            g = torch.Generator().manual_seed(batch_seed(s.seed, 1_000_003 + seed))
-            picks.append(torch.randperm(s.pool, generator=g)[: s.n])
-    return torch.stack(picks).long()
-
-
-def select_sample(cfg: StudyConfig, models: dict[str, nn.Module], device: str,
-                  progress: ProgressFn | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Choose the images: scan the split in ``sample.order`` and keep ``sample.pool`` eligible ones.
-
-    Returns:
-        ``(tensors, meta)``: ``images`` uint8 ``(P, C, H, W)``, ``y``, ``index`` (into the split), ``clean_pred``
-        ``(M, P)`` (models in ``meta["models"]`` order), ``picks`` ``(S, n)`` (positions in the pool per seed);
-        meta: ``examined`` and ``correct`` per model over every scanned image, data source and note.
-
-    Raises:
-        ValueError: fewer eligible images than ``sample.pool``.
-    """
-    from advkit.data import load as load_data
-
-    s = cfg.sample
-    ds = load_data(cfg.dataset, s.split, subset=s.order, seed=s.seed, data_dir=cfg.data_dir, **cfg.data_options)
-    names = list(models)
-    chunk = max(256, s.pool)
-    keep: list[torch.Tensor] = []
-    preds: list[torch.Tensor] = []
-    found = examined = 0
-    correct = dict.fromkeys(names, 0)
-    total = len(ds)
-    for start in range(0, total, chunk):
-        x = ds.images[start:start + chunk].float().div_(255.0)
-        y = ds.y[start:start + chunk]
-        p = torch.stack([predict(models[m], x, device=device) for m in names])
-        ok = (p == y).all(0) if s.only_correct else torch.ones_like(y, dtype=torch.bool)
-        local = ok.nonzero().flatten()[: s.pool - found]
-        if not s.only_correct:  # the pool is exactly the first `pool` images scanned
-            p, y = p[:, : len(local)], y[: len(local)]
-        for i, m in enumerate(names):
-            correct[m] += int((p[i] == y).sum())
-        examined += len(y)
-        keep.append(local + start)
-        preds.append(p[:, local])
-        found += len(local)
-        if progress is not None:
-            progress("sample", found, s.pool, f"{found}/{s.pool} images ({examined} scanned)")
-        if found >= s.pool:
-            break
-    if found < s.pool:
-        why = " that every model classifies correctly" if s.only_correct else ""
-        raise ValueError(f"sample.pool: only {found} images{why} in {cfg.dataset} {s.split} ({total} scanned); "
-                         f"lower sample.n / sample.pool or set sample.only_correct: false")
-    pos = torch.cat(keep)
-    index = ds.indices[pos] if ds.indices is not None else pos
-    tensors = {"images": ds.images[pos].contiguous(), "y": ds.y[pos].contiguous(), "index": index.long(),
-               "clean_pred": torch.cat(preds, 1).long(), "picks": seed_picks(cfg)}
-    meta = {"models": names, "examined": examined, "correct": correct, "dataset": cfg.dataset, "split": s.split,
-            "source": ds.source, "note": ds.note, "classes": list(ds.classes), "seeds": list(cfg.seeds)}
-    return tensors, meta
-
-
 def _manifest(cfg: StudyConfig, run: RunDir, models: dict[str, nn.Module], sample: dict[str, torch.Tensor],
               smeta: dict[str, Any], command: str, backend: str, status: str, shards: dict[str, int]) -> None:
     old = json.loads(run.manifest.read_text()) if run.manifest.is_file() else {}
@@ -228,7 +68,7 @@ def _manifest(cfg: StudyConfig, run: RunDir, models: dict[str, nn.Module], sampl
         card = getattr(m, "card", {}) or {}
         mods[spec] = {"name": getattr(m, "name", spec), "arch": card.get("arch"), "sha256": card.get("sha256"),
                       "weights": card.get("weights"), "dataset": card.get("dataset"),
-                      "connections": _connections(m, spec), "test_accuracy": card.get("test_accuracy"),
+                      "connections": connection_kind(m), "test_accuracy": card.get("test_accuracy"),
                       "command": card.get("command")}
     manifest = {
         "status": status, "advkit_version": advkit.__version__, "torch_version": torch.__version__,
@@ -260,15 +100,6 @@ def _tasks(cfg: StudyConfig, cells: list[Cell], sample: dict[str, torch.Tensor],
                                  y=sample["y"][sel].clone(), models=models, dataset=cfg.dataset, device=device,
                                  keep=keep))
     return out
-
-
-def _sample_key(cfg: StudyConfig) -> str:
-    """What decides the sample: a run whose sample has the same key chose the same images."""
-    from dataclasses import asdict
-
-    key = [cfg.dataset, cfg.data_dir, cfg.data_options, asdict(cfg.sample), list(dict.fromkeys(
-        (*cfg.sources, *cfg.targets))), cfg.device]
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _adopt_shard(run: RunDir, others: list[RunDir], task: ShardTask, device: str) -> bool:
@@ -323,7 +154,7 @@ def run_study(config: StudyConfig | str | Path | dict[str, Any], out: str | Path
         command: the command line, recorded in the manifest.
         reuse: other run directories whose finished shards (and sample) are copied instead of recomputed when
             they were computed from exactly the same task (same attack settings, seed, images, models and device;
-            see :func:`advkit.evaluate.cells.task_key`).
+            see :func:`advkit.study.cells.task_key`).
 
     Returns:
         A :class:`StudyResult`.
@@ -340,7 +171,7 @@ def run_study(config: StudyConfig | str | Path | dict[str, Any], out: str | Path
     run = RunDir.prepare(out, cfg, force=force)
     device = resolve_device(cfg.device)
     models = load_models(list(dict.fromkeys((*cfg.sources, *cfg.targets))), cfg.dataset, device)
-    skey = _sample_key(cfg)
+    skey = sample_key(cfg)
     reuse_dirs = [RunDir(r) for r in (reuse or []) if Path(r).resolve() != run.root.resolve()]
     if not run.sample_file.is_file():
         for other in reuse_dirs:
@@ -357,10 +188,8 @@ def run_study(config: StudyConfig | str | Path | dict[str, Any], out: str | Path
         sample, smeta = select_sample(cfg, models, device, progress)
         smeta["key"] = skey
         atomic_save_tensors(run.sample_file, sample, smeta)
-    smeta = {**smeta, "names": _display_names(models)}
-    from advkit.attacks.engine import resolve_gamma
-
-    cells = plan_cells(cfg, {s: _connections(models[s], s) for s in cfg.sources},
+    smeta = {**smeta, "names": display_names(models)}
+    cells = plan_cells(cfg, {s: connection_kind(models[s]) for s in cfg.sources},
                        auto=lambda src: float(resolve_gamma("auto", models[src]) or 0.2))
     atomic_write_text(run.state / "cells.json", json.dumps(
         [{"id": c.id, "source": c.source, "attack": c.attack.label, "eps": c.eps, "gamma": c.gamma, "seed": c.seed}
@@ -385,7 +214,7 @@ def run_study(config: StudyConfig | str | Path | dict[str, Any], out: str | Path
             progress("cells", done, len(tasks), f"{task.source} {task.label} seed {task.seed}")
 
     if backend == "ray":
-        from advkit.evaluate.ray_backend import run_tasks_ray
+        from advkit.study.ray_backend import run_tasks_ray
 
         run_tasks_ray(pending, finished, address=address)
     else:

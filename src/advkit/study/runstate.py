@@ -34,19 +34,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from advkit._files import atomic_path, atomic_write_text
-from advkit.evaluate.attack_run import RunExistsError
-from advkit.evaluate.config import StudyConfig
+from advkit.study.errors import RunConfigMismatchError, RunExistsError
+from advkit.study.schema import StudyConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunConfigMismatchError", "RunDir", "RunExistsError", "atomic_save_tensors", "cell_id"]
+__all__ = ["RunConfigMismatchError", "RunDir", "RunExistsError", "atomic_save_tensors", "cell_id", "read_tensors"]
 
 OWNED = ("config.yaml", "config.json", "manifest.json", "state", "cells", "results", "results.json", "png",
          "figures", "report.md", "report.html")
-
-
-class RunConfigMismatchError(ValueError):
-    """The directory holds an unfinished run of a different experiment."""
 
 
 def cell_id(source: str, attack: str, eps: str, gamma: float | None, seed: int) -> str:

@@ -4,7 +4,7 @@ Ray is optional (``pip install 'advkit[ray]'``) and imported only here, lazily. 
 images (no dataset is needed on the workers) and the model specs; a worker loads each model once and keeps it for
 the next tasks it runs. On a cluster with GPUs each task asks for ``gpus_per_task`` GPUs (default one) and the
 models run there. The driver writes every finished shard into the run directory as it arrives, so an interrupted
-Ray run resumes like a local one. Tasks call the same :func:`advkit.evaluate.cells.run_shard` as the local
+Ray run resumes like a local one. Tasks call the same :func:`advkit.study.cells.run_shard` as the local
 backend, so for the same seeds the results are identical (on the same kind of device).
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from advkit.evaluate.cells import ShardTask, load_models, resolve_device, run_shard
+from advkit.study.cells import ShardTask, load_models, resolve_device, run_shard
 
 log = logging.getLogger(__name__)
 

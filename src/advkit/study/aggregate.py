@@ -32,9 +32,9 @@ from advkit.evaluate.metrics import wilson_interval
 from advkit.evaluate.stats import mcnemar, summarize_seeds
 
 if TYPE_CHECKING:
-    from advkit.evaluate.config import StudyConfig
-    from advkit.evaluate.runstate import RunDir
-    from advkit.evaluate.study import Cell
+    from advkit.study.plan import Cell
+    from advkit.study.runstate import RunDir
+    from advkit.study.schema import StudyConfig
 
 __all__ = ["aggregate", "write_records"]
 

@@ -1,5 +1,8 @@
 """``advkit attack``: craft adversarial examples on one model, save them, and report white-box success.
 
+The attack runs batched through :func:`advkit.attacks.attack_batched`, one generator (seeded by ``seed``, after
+the random targets are drawn from it) shared by the batches in order.
+
 A run directory holds ``config.json``, ``results.json``, ``adversarial.safetensors`` (clean and adversarial
 float tensors, labels, targets, dataset indices) and ``png/`` (one lossless 8-bit PNG per example, rounded and
 clipped to the budget). Success and distortion are measured on the float examples and again on the 8-bit ones.
@@ -19,17 +22,16 @@ from safetensors.torch import save_file
 
 import advkit
 from advkit._files import atomic_write_text
-from advkit.attacks import create
+from advkit.attacks import attack_batched, create
 from advkit.data import load as load_data
 from advkit.evaluate.metrics import distortion, predict, rate
 from advkit.evaluate.quantize import quantize, save_pngs
 from advkit.models import load as load_model
+from advkit.study.errors import RunExistsError
 
 log = logging.getLogger(__name__)
 
-
-class RunExistsError(ValueError):
-    """The output directory already holds a finished run."""
+__all__ = ["RunExistsError", "run_attack"]
 
 
 def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attack_kwargs: dict[str, Any],
@@ -71,20 +73,10 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
     if targeted:
         k = m.num_classes
         target = (y + torch.randint(1, k, y.shape, generator=g)) % k
-    xs, succ, fw, bw = [], [], 0, 0
-    info: dict[str, Any] = {}
     t0 = time.perf_counter()
-    for i in range(0, len(y), batch_size):
-        sl = slice(i, i + batch_size)
-        r = atk(m, x[sl], y[sl], target=None if target is None else target[sl], generator=g)
-        xs.append(r.x_adv)
-        succ.append(r.success)
-        fw, bw, info = fw + r.forward_passes, bw + r.backward_passes, r.info or info
-        if on_batch is not None:
-            on_batch(min(i + batch_size, len(y)), len(y))
+    r = attack_batched(atk, m, x, y, target=target, batch_size=batch_size, generator=g, on_batch=on_batch)
     seconds = time.perf_counter() - t0
-    x_adv = torch.cat(xs) if xs else x.clone()
-    success = torch.cat(succ) if succ else torch.zeros(0, dtype=torch.bool)
+    x_adv, success, fw, bw, info = r.x_adv, r.success, r.forward_passes, r.backward_passes, r.info
     eps = float(getattr(atk, "eps", 0.0))
     norm = str(getattr(atk, "norm", "linf"))
     x_q = quantize(x_adv, x, eps if norm == "linf" else None, norm)

@@ -1,0 +1,76 @@
+"""``advkit attack``: craft on one model, save the examples, print white-box success and distortion (the run is
+:func:`advkit.study.attack_run.run_attack`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from advkit.cli.common import console, fail, invocation, parse_number
+
+__all__ = ["attack"]
+
+
+def attack(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Attack name: fgsm, ifgsm, pgd, mi, di, ti, sgm, jsma or a combination "
+                                              "such as sgm+mi+di.")],
+    model: Annotated[str, typer.Option(help="Source model: zoo name, .safetensors path, torchvision:/timm:NAME.")],
+    dataset: Annotated[str, typer.Option(help="Dataset (test split).")] = "fashion-mnist",
+    eps: Annotated[str | None, typer.Option(help="Budget in pixel units of [0,1] (L-inf radius, or L2 with "
+                                                    "--norm l2); fractions like 16/255 accepted.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Iterations.")] = None,
+    alpha: Annotated[str | None, typer.Option(help="Step size in pixel units (default eps/steps; PGD "
+                                                      "2.5*eps/steps).")] = None,
+    norm: Annotated[str | None, typer.Option(help="linf or l2.")] = None,
+    gamma: Annotated[float | None, typer.Option(help="SGM decay in (0, 1] on residual gradients.")] = None,
+    variant: Annotated[str | None, typer.Option(help="SGM variant: formula or original.")] = None,
+    decay: Annotated[float | None, typer.Option(help="MI momentum decay mu.")] = None,
+    ti_kernel: Annotated[int | None, typer.Option(help="TI Gaussian kernel size (odd).")] = None,
+    loss: Annotated[str | None, typer.Option(help="ce (cross-entropy) or margin (logit margin).")] = None,
+    targeted: Annotated[bool, typer.Option(help="Attack toward a random other class (seeded).")] = False,
+    limit: Annotated[int, typer.Option(help="Test images loaded (only correctly classified ones are attacked).")]
+    = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the attack's randomness and of the targets.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Run directory: config, results, float tensors, PNGs.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite a finished run in --out.")] = False,
+) -> None:
+    """Craft adversarial examples on one model, save them, and print white-box success and distortion."""
+    from advkit.study.attack_run import run_attack
+
+    kw: dict[str, object] = {}
+    if eps is not None:
+        kw["eps"] = parse_number(eps, "--eps")
+    if alpha is not None:
+        kw["alpha"] = parse_number(alpha, "--alpha")
+    for key, val in (("steps", steps), ("norm", norm), ("gamma", gamma), ("sgm_variant", variant),
+                     ("decay", decay), ("ti_kernel", ti_kernel), ("loss", loss)):
+        if val is not None:
+            kw[key] = val
+    command = invocation(ctx)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(f"{name} on {model}", total=None)
+        try:
+            s = run_attack(name, model, dataset, out, attack_kwargs=kw, limit=limit, seed=seed, targeted=targeted,
+                           force=force, command=command,
+                           on_batch=lambda done, total: bar.update(task, completed=done, total=total))
+        except ValueError as e:
+            fail(str(e))
+    succ, succ8 = s["success"], s["success_8bit"]
+    console.print(f"{name} on {s['model']} ({dataset}): clean accuracy {100 * s['clean_accuracy']:.2f}% of "
+                  f"{s['clean_n']}; attacked {s['attacked']} {s['success_over']}")
+    console.print(f"white-box success {100 * succ['k'] / max(succ['n'], 1):.2f}% [{100 * succ['low']:.2f}, "
+                  f"{100 * succ['high']:.2f}]; after 8-bit rounding {100 * succ8['k'] / max(succ8['n'], 1):.2f}%")
+    console.print(f"distortion: Linf max {s['linf_max']:.4f} (8-bit {s['linf_max_8bit']:.4f}), L2 mean "
+                  f"{s['l2_mean']:.3f}, L0 mean {100 * s['l0_mean']:.1f}% of features; {s['forward_passes']} "
+                  f"forward / {s['backward_passes']} backward passes in {s['seconds']:.1f}s")
+    if s.get("info", {}).get("sgm"):
+        console.print(f"SGM: {s['info']['sgm']}")
+    if s.get("data_note"):
+        console.print(f"note: {s['data_note']}")
+    if out is not None:
+        console.print(f"saved to {out}")

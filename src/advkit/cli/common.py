@@ -1,0 +1,86 @@
+"""What every command module shares: the rich consoles, exact fractions, the error exit, the recorded command
+line and the study's progress bars. Only the CLI prints; the library logs."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from fractions import Fraction
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+__all__ = ["Bars", "bars", "command_line", "console", "err", "fail", "invocation", "make_console", "parse_number"]
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A rich console; when the output is piped (no terminal, no $COLUMNS) tables get 160 columns instead of
+    rich's 80, so model names and numbers are never cut to ``resnet…`` in a log or a ``grep``."""
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not (hasattr(stream, "isatty") and stream.isatty()) and not os.environ.get("COLUMNS")
+    return Console(stderr=stderr, width=160 if piped else None)
+
+
+console = make_console()
+err = make_console(stderr=True)
+
+
+def parse_number(text: str, what: str = "value") -> float:
+    """Parse ``0.03``, ``16/255`` or ``8 / 255`` exactly with :class:`fractions.Fraction`."""
+    try:
+        return float(Fraction(text.replace(" ", "")))
+    except (ValueError, ZeroDivisionError):
+        raise typer.BadParameter(f"{what} must be a number or a fraction like 16/255, got {text!r}") from None
+
+
+def fail(msg: str) -> NoReturn:
+    """Print ``error: msg`` on stderr and exit with status 2."""
+    err.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(2)
+
+
+def invocation(ctx: typer.Context) -> str:
+    """The command being run, rebuilt from its parsed parameters (recorded in cards and run manifests)."""
+    parts = ["advkit", *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if value is None or (param.name in ("adversarial_alpha", "adversarial_craft")
+                             and ctx.params.get("adversarial_eps") is None):
+            continue
+        if param.param_type_name == "argument":
+            parts.append(shlex.quote(str(value)))
+        elif getattr(param, "is_flag", False):
+            if param.secondary_opts:
+                parts.append(param.opts[0] if value else param.secondary_opts[0])
+            elif value:
+                parts.append(param.opts[0])
+        else:
+            parts += [param.opts[0], shlex.quote(str(value))]
+    return " ".join(parts)
+
+
+def command_line() -> str:
+    """The command line as typed (``sys.argv``), for the manifests of study runs."""
+    return "advkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+class Bars:
+    """Rich progress bars, one per stage, driven by the study's ``progress(stage, done, total, detail)``."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.p = progress
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int, detail: str) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.p.add_task(stage, total=total)
+        self.p.update(self.tasks[stage], completed=done, total=total, description=f"{stage} {detail}"[:70])
+
+
+def bars() -> Progress:
+    """The progress display of the study commands (kept on screen when done)."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, transient=False)

@@ -1,0 +1,65 @@
+"""``advkit evaluate``: clean accuracy of a model or of the zoo, with Wilson intervals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from advkit.cli.common import console, err, fail, invocation
+
+__all__ = ["evaluate"]
+
+
+def evaluate(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(
+        help="Zoo name, .safetensors path, torchvision:NAME or timm:NAME.")] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset to evaluate on.")] = "fashion-mnist",
+    all_models: Annotated[bool, typer.Option("--all", help="Evaluate every shipped checkpoint for --dataset.")] = False,
+    split: Annotated[str, typer.Option(help="train or test.")] = "test",
+    limit: Annotated[int | None, typer.Option(help="Use at most this many images.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 500,
+    data_dir: Annotated[Path | None, typer.Option(help="A folder searched first for the dataset.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write results.json, results.csv and report.md here.")] = None,
+) -> None:
+    """Clean top-1 accuracy of a model (or of the whole zoo with --all), with 95% Wilson intervals."""
+    from advkit import data, models
+    from advkit.data.builtin import seen_in_training
+    from advkit.evaluate import predict, rate
+    from advkit.report.accuracy import write_accuracy_report
+
+    if (model is None) == (not all_models):
+        fail("give a MODEL or --all (not both)")
+    names = [p.stem for p in models.shipped(dataset)] if all_models else [str(model)]
+    if not names:
+        fail(f"no shipped checkpoints for {dataset}")
+    try:
+        ds = data.load(dataset, split, limit=limit, data_dir=data_dir)
+    except ValueError as e:
+        fail(str(e))
+    rows = []
+    t = Table("model", "arch", "accuracy", "95% interval", "n")
+    for col in t.columns[:2]:
+        col.no_wrap = True
+    for name in names:
+        try:
+            m = models.load(name, dataset=dataset)
+        except ValueError as e:
+            fail(str(e))
+        if (leak := seen_in_training(m.card, ds.note)) is not None:
+            err.print(f"warning: {leak}")
+        r = rate(predict(m, ds.x, batch_size) == ds.y)
+        rows.append({"model": m.name, "arch": m.card.get("arch", "?"), "dataset": dataset, "split": split,
+                     "n": r.n, "correct": r.k, "accuracy": r.value, "ci_low": r.low, "ci_high": r.high,
+                     "card_accuracy": m.card.get("test_accuracy"), "data_note": ds.note})
+        t.add_row(m.name, rows[-1]["arch"], f"{100 * r.value:.2f}%", f"[{100 * r.low:.2f}, {100 * r.high:.2f}]",
+                  str(r.n))
+    console.print(t)
+    if ds.note:
+        console.print(f"note: {ds.note}")
+    if out is not None:
+        report = write_accuracy_report(rows, out, command=invocation(ctx))
+        console.print(f"report: {report}")

@@ -1,0 +1,96 @@
+"""The transfer-study commands, ``advkit transfer`` and ``advkit report`` (the work is :func:`advkit.study.run_study`
+and :func:`advkit.report.run_report.write_report`).
+
+    advkit transfer CONFIG.yaml --out DIR [--force] [--backend ray --address A] [--set KEY=VALUE ...]
+    advkit report RUN_DIR
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from advkit.cli.common import Bars, bars, command_line, console, err, fail
+
+__all__ = ["parse_overrides", "register_cli", "report_cmd", "transfer"]
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["sample.n=50", "eps=[8/255, 16/255]", "sources=resnet20,densenet_bc40"]`` -> a dict of overrides.
+
+    Values are read as YAML (``yaml.safe_load``: numbers, lists, strings; never evaluated as code); a bare
+    comma-separated value becomes a list.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"--set expects KEY=VALUE (e.g. sample.n=50), got {item!r}")
+        parsed = yaml.safe_load(value) if value.strip() else None
+        if isinstance(parsed, str) and "," in parsed:
+            parsed = [p.strip() for p in parsed.split(",") if p.strip()]
+        out[key.strip()] = parsed
+    return out
+
+
+def transfer(
+    config: Annotated[Path, typer.Argument(help="Experiment file (YAML); see examples/*.yaml.")],
+    out: Annotated[Path, typer.Option(help="Run directory (resumed if it holds an unfinished run).")],
+    force: Annotated[bool, typer.Option(help="Overwrite a finished run in --out.")] = False,
+    backend: Annotated[str, typer.Option(help="local, or ray (one Ray task per shard).")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (with --backend ray).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: KEY=VALUE, dotted keys "
+                                                                   "allowed (sample.n=50, eps=[8/255]).")] = None,
+    report: Annotated[bool, typer.Option(help="Write report.md / report.html at the end.")] = True,
+) -> None:
+    """Craft on each source, evaluate every target on the same images, write tidy records and a report."""
+    from advkit.report.run_report import write_report
+    from advkit.report.tables import text_matrix
+    from advkit.study import ConfigError, load_config, run_study
+
+    try:
+        cfg = load_config(config, parse_overrides(set_ or []))
+    except (ConfigError, FileNotFoundError) as e:
+        fail(str(e))
+    with bars() as bar:
+        try:
+            res = run_study(cfg, out, force=force, backend=backend, address=address, progress=Bars(bar),
+                            command=command_line())
+        except ValueError as e:
+            fail(str(e))
+    for eps in res.records["meta"]["eps"]:
+        console.print(text_matrix(res.records, eps), soft_wrap=True, markup=False, highlight=False)
+    if not res.records["sanity"]["ok"]:
+        err.print("[bold red]sanity problems:[/] " + "; ".join(res.records["sanity"]["problems"]))
+    console.print(f"{res.computed} shard(s) computed, {res.reused} reused; results in {res.run_dir}")
+    if report:
+        paths = write_report(res.run_dir)
+        console.print(f"report: {paths['html']}")
+
+
+def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")]) -> None:
+    """Write report.md and the self-contained report.html of a finished run."""
+    from advkit.report.run_report import write_report
+
+    try:
+        paths = write_report(run_dir)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    console.print(f"report: {paths['markdown']}\nreport: {paths['html']}")
+
+
+def register_cli(app: typer.Typer) -> typer.Typer:
+    """Add ``transfer``, ``report`` and the ``reproduce`` group (:mod:`advkit.cli.reproduce`) to ``app``.
+
+    Returns:
+        The ``reproduce`` group.
+    """
+    from advkit.cli.reproduce import app as reproduce_app
+
+    app.command()(transfer)
+    app.command("report")(report_cmd)
+    app.add_typer(reproduce_app, name="reproduce")
+    return reproduce_app

@@ -1,0 +1,81 @@
+"""``advkit train``: deterministic training of an architecture into a checkpoint with its model card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from advkit.cli.common import console, fail, invocation, parse_number
+
+__all__ = ["train"]
+
+
+def train(
+    ctx: typer.Context,
+    arch: Annotated[str, typer.Argument(help="Architecture name (see `advkit models list`).")],
+    dataset: Annotated[str, typer.Option(help="Dataset to train on.")] = "fashion-mnist",
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 5,
+    lr: Annotated[float, typer.Option(help="Learning rate: the peak of the one-cycle schedule, or the constant rate "
+                                           "(SGD).")] = 0.1,
+    batch_size: Annotated[int, typer.Option(help="Images per optimiser step.")] = 128,
+    momentum: Annotated[float, typer.Option(help="SGD momentum (the JSMA paper's LeNet: 0.5).")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay (0 turns it off).")] = 5e-4,
+    schedule: Annotated[str, typer.Option(help="one-cycle, or constant (the JSMA paper's LeNet).")] = "one-cycle",
+    nesterov: Annotated[bool, typer.Option(help="Nesterov momentum (the papers' recipes use plain momentum: "
+                                                "--no-nesterov).")] = True,
+    bf16: Annotated[bool, typer.Option(help="bf16 autocast where the CPU has AVX512-BF16 or AMX (--no-bf16: "
+                                            "float32 throughout).")] = True,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation, shuffling and augmentation.")] = 0,
+    augment: Annotated[bool, typer.Option(help="Random crops with padding and flips.")] = True,
+    out: Annotated[Path | None, typer.Option(help="Write NAME.safetensors and its JSON card here "
+                                                     "(default: ./ARCH.safetensors).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="A folder searched first for the dataset.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
+    adversarial_eps: Annotated[str | None, typer.Option(
+        help="Adversarial training (Goodfellow et al. 2015): FGSM radius in pixel units of [0,1], crafted on the "
+             "fly against the current model; fractions like 16/255 accepted. Off when not given.")] = None,
+    adversarial_alpha: Annotated[float, typer.Option(
+        help="Weight of the clean term in alpha*J(x,y) + (1-alpha)*J(x_adv,y) (the paper: 0.5).")] = 0.5,
+    adversarial_craft: Annotated[str, typer.Option(
+        help="eval: craft with dropout off (default); train: craft through the training-mode network.")] = "eval",
+) -> None:
+    """Train an architecture deterministically and write a safetensors checkpoint with its model card."""
+    from advkit.train import Recipe
+    from advkit.train import train as train_model
+
+    out = out or Path(f"{arch}.safetensors")
+    if out.suffix != ".safetensors":
+        fail(f"--out must end in .safetensors, got {out}")
+    if out.exists() and not force:
+        fail(f"{out} exists; pass --force to overwrite it")
+    adversarial = None
+    if adversarial_eps is not None:
+        adversarial = {"attack": "fgsm", "eps": parse_number(adversarial_eps, "--adversarial-eps"),
+                       "alpha": adversarial_alpha, "craft": adversarial_craft}
+    try:
+        recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
+                        augment=augment, adversarial=adversarial, schedule=schedule, nesterov=nesterov, bf16=bf16)
+    except ValueError as e:
+        fail(str(e))
+    command = invocation(ctx)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task(f"{arch} on {dataset}", total=None, loss=float("nan"))
+
+        def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
+            bar.update(task, total=epochs * steps, completed=epoch * steps + step + 1, loss=loss,
+                       description=f"{arch} epoch {epoch + 1}/{epochs}")
+
+        try:
+            _, card = train_model(arch, dataset, recipe=recipe, seed=seed, out=out, name=out.stem,
+                                  data_dir=str(data_dir) if data_dir else None, on_step=on_step, command=command)
+        except ValueError as e:
+            fail(str(e))
+    console.print(f"test accuracy {100 * card['test_accuracy']:.2f}% on {card['test_size']} images; wrote {out} "
+                  f"and {out.with_suffix('.json')}")
+    if "fgsm_test_accuracy" in card:
+        console.print(f"accuracy on FGSM examples (eps {card['fgsm_test_eps']:g}, crafted against itself): "
+                      f"{100 * card['fgsm_test_accuracy']:.2f}%")

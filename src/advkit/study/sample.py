@@ -1,0 +1,101 @@
+"""Which images a transfer study attacks.
+
+The split is scanned in a seeded order (``sample.order``); with ``sample.only_correct`` only images that every
+model (sources and targets) classifies correctly are kept, until ``sample.pool`` are found; each seed attacks
+``sample.n`` of them (:func:`seed_picks`). Clean accuracy of every model is measured over all images scanned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from torch import nn
+
+from advkit.attacks import batch_seed
+from advkit.evaluate.metrics import predict
+from advkit.study.schema import StudyConfig
+
+__all__ = ["ProgressFn", "sample_key", "seed_picks", "select_sample"]
+
+ProgressFn = Callable[[str, int, int, str], None]
+"""``progress(stage, done, total, detail)``; stages: ``"sample"``, ``"cells"``, ``"results"``."""
+
+
+def seed_picks(cfg: StudyConfig) -> torch.Tensor:
+    """Which pool positions each seed attacks, ``(S, n)``: all of them in order when ``pool == n``, else ``n``
+    drawn without replacement by a generator seeded from ``(sample.seed, seed)``."""
+    s = cfg.sample
+    picks = []
+    for seed in cfg.seeds:
+        if s.pool == s.n:
+            picks.append(torch.arange(s.n))
+        else:
+            g = torch.Generator().manual_seed(batch_seed(s.seed, 1_000_003 + seed))
+            picks.append(torch.randperm(s.pool, generator=g)[: s.n])
+    return torch.stack(picks).long()
+
+
+def select_sample(cfg: StudyConfig, models: dict[str, nn.Module], device: str,
+                  progress: ProgressFn | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Choose the images: scan the split in ``sample.order`` and keep ``sample.pool`` eligible ones.
+
+    Returns:
+        ``(tensors, meta)``: ``images`` uint8 ``(P, C, H, W)``, ``y``, ``index`` (into the split), ``clean_pred``
+        ``(M, P)`` (models in ``meta["models"]`` order), ``picks`` ``(S, n)`` (positions in the pool per seed);
+        meta: ``examined`` and ``correct`` per model over every scanned image, data source and note.
+
+    Raises:
+        ValueError: fewer eligible images than ``sample.pool``.
+    """
+    from advkit.data import load as load_data
+
+    s = cfg.sample
+    ds = load_data(cfg.dataset, s.split, subset=s.order, seed=s.seed, data_dir=cfg.data_dir, **cfg.data_options)
+    names = list(models)
+    chunk = max(256, s.pool)
+    keep: list[torch.Tensor] = []
+    preds: list[torch.Tensor] = []
+    found = examined = 0
+    correct = dict.fromkeys(names, 0)
+    total = len(ds)
+    for start in range(0, total, chunk):
+        x = ds.images[start:start + chunk].float().div_(255.0)
+        y = ds.y[start:start + chunk]
+        p = torch.stack([predict(models[m], x, device=device) for m in names])
+        ok = (p == y).all(0) if s.only_correct else torch.ones_like(y, dtype=torch.bool)
+        local = ok.nonzero().flatten()[: s.pool - found]
+        if not s.only_correct:  # the pool is exactly the first `pool` images scanned
+            p, y = p[:, : len(local)], y[: len(local)]
+        for i, m in enumerate(names):
+            correct[m] += int((p[i] == y).sum())
+        examined += len(y)
+        keep.append(local + start)
+        preds.append(p[:, local])
+        found += len(local)
+        if progress is not None:
+            progress("sample", found, s.pool, f"{found}/{s.pool} images ({examined} scanned)")
+        if found >= s.pool:
+            break
+    if found < s.pool:
+        why = " that every model classifies correctly" if s.only_correct else ""
+        raise ValueError(f"sample.pool: only {found} images{why} in {cfg.dataset} {s.split} ({total} scanned); "
+                         f"lower sample.n / sample.pool or set sample.only_correct: false")
+    pos = torch.cat(keep)
+    index = ds.indices[pos] if ds.indices is not None else pos
+    tensors = {"images": ds.images[pos].contiguous(), "y": ds.y[pos].contiguous(), "index": index.long(),
+               "clean_pred": torch.cat(preds, 1).long(), "picks": seed_picks(cfg)}
+    meta = {"models": names, "examined": examined, "correct": correct, "dataset": cfg.dataset, "split": s.split,
+            "source": ds.source, "note": ds.note, "classes": list(ds.classes), "seeds": list(cfg.seeds)}
+    return tensors, meta
+
+
+def sample_key(cfg: StudyConfig) -> str:
+    """What decides the sample: a run whose sample has the same key chose the same images."""
+    key = [cfg.dataset, cfg.data_dir, cfg.data_options, asdict(cfg.sample), list(dict.fromkeys(
+        (*cfg.sources, *cfg.targets))), cfg.device]
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()

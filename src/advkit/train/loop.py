@@ -1,0 +1,222 @@
+"""Deterministic training of zoo architectures: :func:`train` (the recipe is :class:`advkit.train.Recipe`).
+
+Everything random (initialisation, shuffling, augmentation) comes from one seed; weights and optimiser stay float32
+under bf16 autocast. With ``recipe.adversarial`` set, each step minimises the mixed objective of
+:func:`advkit.train.adversarial.adversarial_objective`.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import advkit
+from advkit.data import Dataset, get_spec, load
+from advkit.models.checkpoint import save_checkpoint
+from advkit.models.frozen import frozen_eval
+from advkit.models.registry import get_arch
+from advkit.models.wrapper import Classifier
+from advkit.train.adversarial import adversarial_objective, fgsm_accuracy
+from advkit.train.recipe import OBJECTIVE, Recipe, card_recipe_notes, train_command
+
+log = logging.getLogger(__name__)
+
+__all__ = ["NO_FLIP", "accuracy", "augment_batch", "bf16_supported", "train"]
+
+NO_FLIP = {"mnist"}
+
+
+def augment_batch(x: torch.Tensor, pad: int, flip: bool, g: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding ``pad`` and (if ``flip``) random horizontal flip, per sample.
+
+    Args:
+        x: ``(N, C, H, W)`` pixels.
+        pad: padding in pixels on each side.
+        flip: flip each image left-right with probability 0.5.
+        g: the generator all randomness comes from.
+    """
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    rows = (dy.view(n, 1) + torch.arange(h).view(1, h))  # (N, H)
+    cols = (dx.view(n, 1) + torch.arange(w).view(1, w))  # (N, W)
+    if flip:
+        do = torch.rand(n, generator=g) < 0.5
+        cols = torch.where(do.view(n, 1), cols.flip(1), cols)
+    idx_r = rows.view(n, 1, h, 1).expand(n, x.shape[1], h, w + 2 * pad)
+    out = padded.gather(2, idx_r)
+    idx_c = cols.view(n, 1, 1, w).expand(n, x.shape[1], h, w)
+    return out.gather(3, idx_c)
+
+
+def _param_groups(net: torch.nn.Module, wd: float) -> list[dict[str, Any]]:
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for p in net.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` (in eval mode) on pixels ``x`` ``(N, C, H, W)`` and labels ``y``."""
+    correct = 0
+    with frozen_eval(model):
+        for i in range(0, len(y), batch_size):
+            correct += int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+    return correct / max(len(y), 1)
+
+
+def bf16_supported() -> bool:
+    """Whether bf16 autocast is worth it on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = None, seed: int = 0,
+          out: str | Path | None = None, name: str | None = None, data_dir: str | None = None,
+          on_step: Callable[[int, int, int, float], None] | None = None,
+          on_epoch: Callable[[int, Classifier], None] | None = None,
+          train_data: Dataset | None = None, test_data: Dataset | None = None,
+          command: str | None = None) -> tuple[Classifier, dict[str, Any]]:
+    """Train ``arch`` on ``dataset`` from ``seed`` and optionally write ``out`` (``.safetensors`` + card).
+
+    Args:
+        arch: a registered architecture name.
+        dataset: a registered dataset name.
+        recipe: hyper-parameters; defaults to :class:`Recipe`.
+        seed: seeds weight initialisation, shuffling and augmentation.
+        out: where to write the checkpoint (a ``.safetensors`` path), or ``None``.
+        name: the model's name in its card (defaults to ``arch``).
+        on_step: called as ``(epoch, step, steps_per_epoch, loss)`` after every optimiser step.
+        on_epoch: called as ``(epochs_done, model)`` after every epoch, for snapshots; training mode and
+            gradients are restored afterwards, so the callback may evaluate or even freeze the model.
+        train_data, test_data: preloaded splits (otherwise loaded from ``dataset``).
+        command: the command line recorded in the card (default: :func:`train_command`).
+
+    Returns:
+        The trained, frozen classifier and its card. With ``recipe.adversarial`` set, each step minimises the
+        mixed objective of :func:`adversarial_objective`, and the card gains ``adversarial_training`` (the
+        settings, the objective, how examples were crafted) and ``fgsm_test_accuracy`` (accuracy on FGSM examples
+        at the training eps crafted against the final model).
+    """
+    recipe = recipe or Recipe()
+    adv = recipe.adversarial
+    spec = get_spec(dataset)
+    if not spec.classes:
+        raise ValueError(f"{dataset!r} has no fixed classes or image size; advkit trains on fashion-mnist, mnist or "
+                         f"cifar10")
+    arch_spec = get_arch(arch)
+    tr = train_data or load(dataset, "train", data_dir=data_dir)
+    te = test_data or load(dataset, "test", data_dir=data_dir)
+    c, h, w = spec.shape
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    net = arch_spec.build(c, len(spec.classes), h)
+    model = Classifier(net, spec.mean, spec.std, spec.shape, len(spec.classes), name=name or arch)
+    model.train()
+    nesterov = recipe.nesterov and recipe.momentum > 0
+    opt = torch.optim.SGD(_param_groups(model.net, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum,
+                          nesterov=nesterov)
+    n = len(tr)
+    steps = n // recipe.batch_size
+    if steps == 0:
+        raise ValueError(f"{n} training images make no full batch of {recipe.batch_size}; use a smaller batch")
+    sched: torch.optim.lr_scheduler.LRScheduler | None = None
+    if recipe.schedule == "one-cycle":
+        if recipe.epochs * steps < 5:  # the one-cycle schedule needs a few steps per phase
+            raise ValueError(f"{recipe.epochs} epoch(s) of {steps} full batch(es) of {recipe.batch_size} from {n} "
+                             f"training images is fewer than the 5 optimiser steps the one-cycle schedule needs; use "
+                             f"more epochs, more images, a smaller batch or --schedule constant")
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps,
+                                                    pct_start=0.25)
+    use_bf16 = recipe.bf16 and bf16_supported()
+    pad = 2 if h <= 28 else 4
+    flip = dataset not in NO_FLIP
+    images = tr.images
+    labels = tr.y
+    t0 = time.time()
+    for epoch in range(recipe.epochs):
+        perm = torch.randperm(n, generator=g)
+        for step in range(steps):
+            idx = perm[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+            xb = images[idx].float().div_(255.0)
+            if recipe.augment:
+                xb = augment_batch(xb, pad, flip, g)
+            yb = labels[idx]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                if adv is None:
+                    loss = F.cross_entropy(model(xb), yb)
+                else:
+                    loss, _ = adversarial_objective(model, xb, yb, eps=adv["eps"], alpha=adv["alpha"],
+                                                    craft=adv["craft"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            if on_step is not None:
+                on_step(epoch, step, steps, float(loss.detach()))
+        log.info("%s epoch %d/%d done (%.0fs)", arch, epoch + 1, recipe.epochs, time.time() - t0)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, model)
+            model.train()  # undo an evaluation (or a freeze) inside the callback
+            model.requires_grad_(True)
+    train_seconds = time.time() - t0
+    model.freeze()
+    x_test = te.x
+    acc = accuracy(model, x_test, te.y)
+    card: dict[str, Any] = {
+        "name": name or arch,
+        "arch": arch,
+        "family": arch_spec.family,
+        "connections": arch_spec.connections,
+        "dataset": dataset,
+        "dataset_note": tr.note,
+        "input_shape": list(spec.shape),
+        "num_classes": len(spec.classes),
+        "classes": list(spec.classes),
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "recipe": {**asdict(recipe), "bf16_used": use_bf16, "crop_pad": pad, "flip": flip,
+                   **card_recipe_notes(recipe)},
+        "seed": seed,
+        "epochs": recipe.epochs,
+        "train_size": n,
+        "test_accuracy": round(acc, 4),
+        "test_size": len(te),
+        "train_seconds": round(train_seconds, 1),
+        "advkit_version": advkit.__version__,
+        "torch_version": torch.__version__,
+        "machine": platform.machine(),
+        "command": command or train_command(arch, dataset, recipe, seed, out),
+        "python": sys.version.split()[0],
+    }
+    if adv is not None:
+        card["adversarial_training"] = {
+            **adv,
+            "objective": OBJECTIVE,
+            "paper": "Goodfellow, Shlens & Szegedy 2015, Explaining and Harnessing Adversarial Examples, section 6",
+            "crafted": (f"FGSM on the fly against the current parameters, {adv['craft']} mode "
+                        f"({'dropout off' if adv['craft'] == 'eval' else 'dropout on'}), gradient by "
+                        f"torch.autograd.grad w.r.t. the input, {'bf16 autocast' if use_bf16 else 'float32'}, "
+                        f"clipped to [0, 1], held constant in the parameter update"),
+        }
+        card["fgsm_test_accuracy"] = round(fgsm_accuracy(model, x_test, te.y, adv["eps"]), 4)
+        card["fgsm_test_eps"] = adv["eps"]
+    if out is not None:
+        save_checkpoint(model, out, card)
+    return model, card
