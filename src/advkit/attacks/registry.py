@@ -1,12 +1,13 @@
 """The attack registry: standalone attacks, composable parts and macro names share one namespace.
 
 Standalone attacks (``jsma``, ...) register their class under a name with ``@register_attack``; parts of the
-iterative engine register with ``@register_part`` (:mod:`advkit.attacks.parts`). Registering a name twice raises.
+iterative engine register with ``@register_part`` (:mod:`advkit.attacks.parts` holds them).
+Registering a name twice raises.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from advkit.attacks.base import Attack
@@ -33,9 +34,3 @@ def standalone() -> dict[str, type[Attack]]:
     """The registered standalone attack classes by name."""
     return dict(_STANDALONE)
 
-
-def parts() -> dict[str, Any]:
-    """The registered composable parts by token (see :func:`advkit.attacks.parts.parts`)."""
-    from advkit.attacks.parts import parts as _parts
-
-    return _parts()

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from advkit.models.checkpoint import CheckpointError, load_checkpoint, read_card, save_checkpoint
-from advkit.models.registry import ArchSpec, arch_names, get_arch, register_arch
 from advkit.models.frozen import frozen_eval
+from advkit.models.registry import ArchSpec, arch_names, get_arch, register_arch
 from advkit.models.wrapper import Classifier, Normalize
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -106,5 +106,6 @@ def list(dataset: str | None = None) -> builtins.list[ModelInfo]:  # noqa: A001 
 
 __all__ = [
     "ArchSpec", "CheckpointError", "Classifier", "ModelInfo", "Normalize", "WEIGHTS_DIR", "arch_names", "frozen_eval",
-    "get_arch", "list", "load", "load_checkpoint", "read_card", "register_arch", "save_checkpoint", "shipped", "zoo_path",
+    "get_arch", "list", "load", "load_checkpoint", "read_card", "register_arch", "save_checkpoint", "shipped",
+    "zoo_path",
 ]
