@@ -131,7 +131,7 @@ class Attack(ABC):
 
     @final
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> AttackResult:
+                 generator: torch.Generator | None = None, *, keep_mode: bool = False) -> AttackResult:
         """Run the attack on ``model`` (pixels in ``[0, 1]`` in, logits out).
 
         Args:
@@ -140,6 +140,8 @@ class Attack(ABC):
             y: true labels ``(N,)``, int64.
             target: target labels ``(N,)`` for a targeted attack (each different from ``y``), else ``None``.
             generator: source of randomness (random start, input diversity); the same seed gives the same result.
+            keep_mode: leave every module's train / eval mode as it is (parameters are still frozen). For
+                adversarial training that crafts through the training-mode network; attackers use eval mode.
 
         Returns:
             An :class:`AttackResult`.
@@ -154,7 +156,7 @@ class Attack(ABC):
         if self.targeted_only and target is None:
             raise ValueError(f"{self.name} is a targeted attack: pass target= (a label per sample, != y)")
         counter = Counter(model)
-        with frozen_eval(model):
+        with frozen_eval(model, eval_mode=not keep_mode):
             with torch.enable_grad():
                 x_adv = self._run(counter, x.detach(), y, target, generator)
             x_adv = self.project(x_adv.detach(), x)

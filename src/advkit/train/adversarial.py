@@ -11,31 +11,30 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from advkit.attacks import attack_batched, create
 from advkit.models.frozen import frozen_eval
 
 __all__ = ["adversarial_objective", "fgsm_accuracy", "fgsm_craft"]
 
-def fgsm_craft(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-    """FGSM (Goodfellow et al. 2015, eq. 3): ``clip01(x + eps * sign(grad_x J(theta, x, y)))``, in the model's
-    current mode and precision context.
+def fgsm_craft(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
+               keep_mode: bool = False) -> torch.Tensor:
+    """FGSM (Goodfellow et al. 2015, eq. 3): ``clip01(x + eps * sign(grad_x J(theta, x, y)))``, crafted by the
+    attack engine (``advkit.attacks.create("fgsm", eps=eps)``) in the current precision context.
 
-    The gradient comes from :func:`torch.autograd.grad` with respect to the input only, so no parameter's
-    ``.grad`` is touched. ``J`` is the mean cross-entropy (its sign equals that of the summed loss's gradient).
+    The gradient comes from :func:`torch.autograd.grad` with respect to the input only (parameters frozen while
+    crafting), so no parameter's ``.grad`` is touched.
 
     Args:
         model: a classifier taking pixels ``(N, C, H, W)`` in ``[0, 1]``.
         x: pixels ``(N, C, H, W)`` in ``[0, 1]``.
         y: labels ``(N,)``.
         eps: L-inf radius in pixel units.
+        keep_mode: craft through the model in its current mode (dropout on during training); else eval mode.
 
     Returns:
         The adversarial batch ``(N, C, H, W)``, detached, in ``[0, 1]``.
     """
-    xg = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        loss = F.cross_entropy(model(xg), y)
-        (grad,) = torch.autograd.grad(loss, xg)
-    return (x.detach() + eps * grad.sign()).clamp_(0.0, 1.0)
+    return create("fgsm", eps=eps)(model, x.detach(), y, keep_mode=keep_mode).x_adv
 
 
 def adversarial_objective(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float,
@@ -64,16 +63,7 @@ def adversarial_objective(model: torch.nn.Module, x: torch.Tensor, y: torch.Tens
     """
     if craft not in ("eval", "train"):
         raise ValueError(f"craft must be 'eval' or 'train', got {craft!r}")
-    if craft == "eval":
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
-        try:
-            x_adv = fgsm_craft(model, x, y, eps)
-        finally:
-            for m, mode in modes:
-                m.training = mode
-    else:
-        x_adv = fgsm_craft(model, x, y, eps)
+    x_adv = fgsm_craft(model, x, y, eps, keep_mode=craft == "train")
     clean = F.cross_entropy(model(x), y)
     adv = F.cross_entropy(model(x_adv), y)
     return alpha * clean + (1.0 - alpha) * adv, x_adv
@@ -82,11 +72,7 @@ def adversarial_objective(model: torch.nn.Module, x: torch.Tensor, y: torch.Tens
 def fgsm_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
                   batch_size: int = 1000) -> float:
     """Top-1 accuracy of ``model`` (eval mode) on FGSM examples of radius ``eps`` crafted against itself."""
-    correct = 0
     with frozen_eval(model):
-        for i in range(0, len(y), batch_size):
-            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-            x_adv = fgsm_craft(model, xb, yb, eps)
-            with torch.no_grad():
-                correct += int((model(x_adv).argmax(1) == yb).sum())
+        r = attack_batched(create("fgsm", eps=eps), model, x, y, batch_size=batch_size)
+        correct = int((~r.success).sum())
     return correct / max(len(y), 1)
