@@ -24,6 +24,7 @@ from advkit.report.tables import (
     matrix,
     matrix_table,
     mean_transfer,
+    paired_mean_table,
     paired_table,
     quantization_table,
     reference_table,
@@ -204,6 +205,9 @@ def build_report(run_dir: str | Path, reference: dict[str, Any] | None = None) -
             if len(meta["eps"]) > 1:
                 doc.add(Heading(f"eps {eps}", 3))
             doc.add(t)
+    pm = paired_mean_table(records)
+    if pm is not None:
+        doc.add(Heading("Mean paired difference over the targets"), pm)
     if len(meta["eps"]) > 1:
         doc.add(Heading("Success vs eps"), _eps_curves(run, records, eps_values))
     g = _gamma_curves(run, records)

@@ -122,7 +122,8 @@ def clean_table(records: dict[str, Any]) -> Table:
 def paired_table(records: dict[str, Any], eps: str) -> Table | None:
     """Difference to the baseline (points), McNemar's exact test per seed: ``+12.5 (p≤0.001, 3/3)`` gives the mean
     difference, the largest p-value over seeds and how many seeds reached p < 0.05."""
-    rows_ps = [r for r in records["paired_summary"] if r["eps"] == eps and not r["white_box"]]
+    rows_ps = [r for r in records["paired_summary"] if r["eps"] == eps and not r["white_box"]
+               and r.get("baseline", records["meta"]["baseline"]) == records["meta"]["baseline"]]
     if not rows_ps:
         return None
     targets = list(dict.fromkeys(r["target"] for r in rows_ps))
@@ -147,6 +148,36 @@ def paired_table(records: dict[str, Any], eps: str) -> Table | None:
     return Table(["source / attack" if many else "attack", *targets], body,
                  f"Success minus {base}'s on the same images (points, mean over seeds); McNemar's exact test: the "
                  f"largest p over seeds, and in how many seeds p < 0.05.")
+
+
+def paired_mean_table(records: dict[str, Any]) -> Table | None:
+    """Difference to each baseline averaged over the transfer targets, mean over seeds with its 95% t-interval."""
+    rows = records.get("paired_mean") or []
+    if not rows:
+        return None
+    sources, attacks = _order(records)
+    bases = list(dict.fromkeys(r["baseline"] for r in rows))
+    eps_list = list(dict.fromkeys(r["eps"] for r in rows))
+    by_key: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        by_key[(r["source"], r["attack"], r["gamma"], r["eps"])][r["baseline"]] = r
+    many = len(sources) > 1
+    body = []
+    for key in sorted(by_key, key=lambda k: (sources.index(k[0]), eps_list.index(k[3]), attacks.index(k[1]),
+                                             k[2] or 0)):
+        line = [row_label(key[:3], many) + (f" @ {key[3]}" if len(eps_list) > 1 else "")]
+        for b in bases:
+            r = by_key[key].get(b)
+            if r is None:
+                line.append("-")
+            elif r["t_low"] is None:
+                line.append(f"{100 * r['difference_mean']:+.1f}")
+            else:
+                line.append(f"{100 * r['difference_mean']:+.1f} [{100 * r['t_low']:+.1f}, {100 * r['t_high']:+.1f}]")
+        body.append(line)
+    return Table(["source / attack" if many else "attack", *[f"vs {b}" for b in bases]], body,
+                 "Success minus the baseline's on the same images, averaged over the transfer targets (white-box "
+                 "excluded) in each seed; mean over seeds [Student-t 95% interval] (points).")
 
 
 def distortion_table(records: dict[str, Any]) -> Table:

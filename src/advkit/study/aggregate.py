@@ -13,6 +13,8 @@ Tables (each a list of flat dicts, written to ``results/NAME.csv`` and together 
   prefer the t-interval when seeds vary).
 * ``paired``: per seed, McNemar's test of each attack against the baseline on the same images (float, all).
 * ``paired_summary``: mean difference over seeds, and the largest / smallest exact p-value over seeds.
+  ``baseline`` may list several labels (``[ifgsm, mi]``): each attack is compared with each of them.
+* ``paired_mean``: the difference averaged over the transfer targets per seed, with its t-interval over seeds.
 * ``distortion`` and ``cells``: per cell; ``sanity``: the checks a report states.
 """
 
@@ -113,7 +115,8 @@ def aggregate(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[str
     paired = _paired(cfg, cells, fooled, names)
     return {
         "meta": {"title": cfg.title, "dataset": cfg.dataset, "split": cfg.sample.split, "n": n,
-                 "pool": cfg.sample.pool, "seeds": seeds, "baseline": cfg.baseline, "data_note": smeta.get("note"),
+                 "pool": int(sample["y"].numel()), "seeds": seeds, "baseline": cfg.baseline,
+                 "also_compare": list(cfg.also_compare), "data_note": smeta.get("note"),
                  "only_correct": cfg.sample.only_correct, "sources": [names.get(m, m) for m in cfg.sources],
                  "targets": [names.get(m, m) for m in cfg.targets], "models": {names.get(m, m): m for m in names},
                  "attacks": [a.label for a in cfg.attacks], "eps": list(cfg.eps), "notes": list(cfg.notes),
@@ -121,7 +124,8 @@ def aggregate(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[str
                                        "true label; 'all' counts every attacked image, 'clean-correct' only those "
                                        "the model classified correctly before the attack"},
         "clean": _clean(cfg, smeta, names), "success": success, "summary": _summary(success), "paired": paired,
-        "paired_summary": _paired_summary(paired), "distortion": distortion, "cells": cell_rows,
+        "paired_summary": _paired_summary(paired), "paired_mean": _paired_mean(paired), "distortion": distortion,
+        "cells": cell_rows,
         "sanity": _sanity(cfg, distortion, cell_rows),
     }
 
@@ -144,11 +148,18 @@ def _summary(success: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _paired(cfg: StudyConfig, cells: list[Cell], fooled: dict[tuple[Any, ...], torch.Tensor],
             names: dict[str, str]) -> list[dict[str, Any]]:
-    base = cfg.attack(cfg.baseline)
     rows = []
     targets_of: dict[tuple[Any, ...], list[str]] = defaultdict(list)
     for (src, lab, eps, g, seed, target) in fooled:
         targets_of[(src, lab, eps, g, seed)].append(target)
+    for label in (cfg.baseline, *cfg.also_compare):
+        rows.extend(_paired_with(cfg.attack(label), cells, fooled, names, targets_of))
+    return rows
+
+
+def _paired_with(base: Any, cells: list[Cell], fooled: dict[tuple[Any, ...], torch.Tensor], names: dict[str, str],
+                 targets_of: dict[tuple[Any, ...], list[str]]) -> list[dict[str, Any]]:
+    rows = []
     for c in cells:
         if c.attack.label == base.label:
             continue
@@ -179,6 +190,23 @@ def _paired_summary(paired: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({**dict(zip(keys, key, strict=True)), "seeds": s.n, "difference_mean": s.mean,
                      "difference_std": s.std, "t_low": s.low, "t_high": s.high, "p_exact_max": max(ps),
                      "p_exact_min": min(ps), "seeds_significant": sum(p < 0.05 for p in ps)})
+    return rows
+
+
+def _paired_mean(paired: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (source, attack, baseline, eps, gamma): the difference averaged over the transfer targets (white-box
+    excluded) in each seed, then its mean and Student-t 95% interval over seeds (the SGM tables' last column)."""
+    keys = ("source", "attack", "baseline", "eps", "gamma")
+    per_seed: dict[tuple[Any, ...], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in paired:
+        if not r["white_box"]:
+            per_seed[tuple(r[k] for k in keys)][r["seed"]].append(r["difference"])
+    rows = []
+    for key, seeds in per_seed.items():
+        means = [sum(v) / len(v) for v in seeds.values()]
+        s = summarize_seeds(means)
+        rows.append({**dict(zip(keys, key, strict=True)), "seeds": s.n, "targets": len(next(iter(seeds.values()))),
+                     "difference_mean": s.mean, "difference_std": s.std, "t_low": s.low, "t_high": s.high})
     return rows
 
 

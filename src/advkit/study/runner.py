@@ -182,7 +182,7 @@ def run_study(config: StudyConfig | str | Path | dict[str, Any], out: str | Path
     if run.sample_file.is_file():
         sample, smeta = read_tensors(run.sample_file)
         if list(smeta.get("seeds", [])) != list(cfg.seeds):  # adopted from a run with other seeds
-            sample["picks"], smeta["seeds"] = seed_picks(cfg), list(cfg.seeds)
+            sample["picks"], smeta["seeds"] = seed_picks(cfg, int(sample["y"].numel())), list(cfg.seeds)
             atomic_save_tensors(run.sample_file, sample, smeta)
     else:
         sample, smeta = select_sample(cfg, models, device, progress)

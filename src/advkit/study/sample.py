@@ -26,17 +26,19 @@ ProgressFn = Callable[[str, int, int, str], None]
 """``progress(stage, done, total, detail)``; stages: ``"sample"``, ``"cells"``, ``"results"``."""
 
 
-def seed_picks(cfg: StudyConfig) -> torch.Tensor:
+def seed_picks(cfg: StudyConfig, pool: int | None = None) -> torch.Tensor:
     """Which pool positions each seed attacks, ``(S, n)``: all of them in order when ``pool == n``, else ``n``
-    drawn without replacement by a generator seeded from ``(sample.seed, seed)``."""
+    drawn without replacement by a generator seeded from ``(sample.seed, seed)`` (``draw: mixed``) or from the
+    seed alone (``draw: seed``). ``pool``: the pool's size (default ``sample.pool``)."""
     s = cfg.sample
+    size = s.pool if pool is None else pool
     picks = []
     for seed in cfg.seeds:
-        if s.pool == s.n:
+        if size == s.n:
             picks.append(torch.arange(s.n))
         else:
-            g = torch.Generator().manual_seed(batch_seed(s.seed, 1_000_003 + seed))
-            picks.append(torch.randperm(s.pool, generator=g)[: s.n])
+            g = torch.Generator().manual_seed(seed if s.draw == "seed" else batch_seed(s.seed, 1_000_003 + seed))
+            picks.append(torch.randperm(size, generator=g)[: s.n])
     return torch.stack(picks).long()
 
 
@@ -57,18 +59,23 @@ def select_sample(cfg: StudyConfig, models: dict[str, nn.Module], device: str,
     s = cfg.sample
     ds = load_data(cfg.dataset, s.split, subset=s.order, seed=s.seed, data_dir=cfg.data_dir, **cfg.data_options)
     names = list(models)
+    want = None if s.pool_all else s.pool  # None: every eligible image in the range
     chunk = max(256, s.pool)
     keep: list[torch.Tensor] = []
     preds: list[torch.Tensor] = []
     found = examined = 0
     correct = dict.fromkeys(names, 0)
-    total = len(ds)
-    for start in range(0, total, chunk):
-        x = ds.images[start:start + chunk].float().div_(255.0)
-        y = ds.y[start:start + chunk]
+    total = len(ds) if s.stop is None else min(len(ds), s.stop)
+    if s.start >= total:
+        raise ValueError(f"sample.range: starts at {s.start}, but {cfg.dataset} {s.split} has {len(ds)} images")
+    for start in range(s.start, total, chunk):
+        x = ds.images[start:min(start + chunk, total)].float().div_(255.0)
+        y = ds.y[start:min(start + chunk, total)]
         p = torch.stack([predict(models[m], x, device=device) for m in names])
         ok = (p == y).all(0) if s.only_correct else torch.ones_like(y, dtype=torch.bool)
-        local = ok.nonzero().flatten()[: s.pool - found]
+        local = ok.nonzero().flatten()
+        if want is not None:
+            local = local[: want - found]
         if not s.only_correct:  # the pool is exactly the first `pool` images scanned
             p, y = p[:, : len(local)], y[: len(local)]
         for i, m in enumerate(names):
@@ -78,17 +85,17 @@ def select_sample(cfg: StudyConfig, models: dict[str, nn.Module], device: str,
         preds.append(p[:, local])
         found += len(local)
         if progress is not None:
-            progress("sample", found, s.pool, f"{found}/{s.pool} images ({examined} scanned)")
-        if found >= s.pool:
+            progress("sample", found, want or found, f"{found}/{want or 'all'} images ({examined} scanned)")
+        if want is not None and found >= want:
             break
-    if found < s.pool:
+    if found < (want or s.n):
         why = " that every model classifies correctly" if s.only_correct else ""
         raise ValueError(f"sample.pool: only {found} images{why} in {cfg.dataset} {s.split} ({total} scanned); "
                          f"lower sample.n / sample.pool or set sample.only_correct: false")
     pos = torch.cat(keep)
     index = ds.indices[pos] if ds.indices is not None else pos
     tensors = {"images": ds.images[pos].contiguous(), "y": ds.y[pos].contiguous(), "index": index.long(),
-               "clean_pred": torch.cat(preds, 1).long(), "picks": seed_picks(cfg)}
+               "clean_pred": torch.cat(preds, 1).long(), "picks": seed_picks(cfg, found)}
     meta = {"models": names, "examined": examined, "correct": correct, "dataset": cfg.dataset, "split": s.split,
             "source": ds.source, "note": ds.note, "classes": list(ds.classes), "seeds": list(cfg.seeds)}
     return tensors, meta
@@ -96,6 +103,10 @@ def select_sample(cfg: StudyConfig, models: dict[str, nn.Module], device: str,
 
 def sample_key(cfg: StudyConfig) -> str:
     """What decides the sample: a run whose sample has the same key chose the same images."""
-    key = [cfg.dataset, cfg.data_dir, cfg.data_options, asdict(cfg.sample), list(dict.fromkeys(
+    spec = asdict(cfg.sample)
+    for k, default in (("start", 0), ("stop", None), ("pool_all", False), ("draw", "mixed")):
+        if spec[k] == default:  # options added later stay out of the key, so earlier runs still resume
+            del spec[k]
+    key = [cfg.dataset, cfg.data_dir, cfg.data_options, spec, list(dict.fromkeys(
         (*cfg.sources, *cfg.targets))), cfg.device]
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()

@@ -116,6 +116,14 @@ class SampleSpec:
         only_correct: keep only images that every model (sources and targets) classifies correctly.
         seed: seed of the order in which the split is scanned and of the per-seed draws.
         order: ``"random"`` (a seeded permutation of the split) or ``"first"`` (the split's order).
+        start, stop: scan only positions ``[start, stop)`` of that order (``stop`` ``None``: to the end); with
+            ``order: first`` these are the split's own indices (``range: [5000, 10000]`` in the file: the second
+            half of a 10,000-image test split).
+        pool_all: the pool is every eligible image in the range (``pool: all`` in the file); ``pool`` is then
+            the number found, known once the sample is chosen.
+        draw: how each seed draws its ``n`` images from the pool: ``"mixed"`` (a generator seeded from
+            ``(sample.seed, seed)``) or ``"seed"`` (``torch.randperm(pool, generator=manual_seed(seed))[:n]``,
+            the protocol of the SGM benchmark tables, so the same seed draws the same images there and here).
     """
 
     n: int = 100
@@ -124,6 +132,10 @@ class SampleSpec:
     only_correct: bool = True
     seed: int = 0
     order: str = "random"
+    start: int = 0
+    stop: int | None = None
+    pool_all: bool = False
+    draw: str = "mixed"
 
 
 @dataclass(frozen=True)
@@ -141,6 +153,7 @@ class StudyConfig:
     seeds: tuple[int, ...] = (0,)
     sample: SampleSpec = field(default_factory=SampleSpec)
     baseline: str = "ifgsm"
+    also_compare: tuple[str, ...] = ()
     batch_size: int = 100
     shard_size: int | None = None
     device: str = "auto"
@@ -184,6 +197,18 @@ class StudyConfig:
         for k in ("sources", "targets", "eps", "seeds", "notes"):
             d[k] = list(d[k])
         d["attacks"] = [{"name": a.name, "label": a.label, "settings": dict(a.settings)} for a in self.attacks]
+        # Options added later appear only when set, so that earlier runs keep their digest and resume.
+        also = d.pop("also_compare")
+        if also:
+            d["baseline"] = [self.baseline, *also]
+        smp = d["sample"]
+        start, stop, pool_all, draw = smp.pop("start"), smp.pop("stop"), smp.pop("pool_all"), smp.pop("draw")
+        if stop is not None:
+            smp["range"] = [start, stop]
+        if pool_all:
+            smp["pool"] = "all"
+        if draw != "mixed":
+            smp["draw"] = draw
         return d
 
     def digest(self) -> str:

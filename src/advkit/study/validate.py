@@ -19,7 +19,7 @@ __all__ = ["validate"]
 TOP_KEYS = {"title", "dataset", "data_dir", "data_options", "sources", "targets", "attacks", "eps", "steps", "alpha",
             "gamma", "seeds", "sample", "baseline", "batch_size", "shard_size", "device", "save_png", "save_tensors",
             "reference", "notes"}
-SAMPLE_KEYS = {"n", "pool", "split", "only_correct", "seed", "order"}
+SAMPLE_KEYS = {"n", "pool", "split", "only_correct", "seed", "order", "range", "draw"}
 ATTACK_KEYS = {"name", "label", "settings"}
 CONNECTION_KEYS = ("residual", "dense", "none")
 
@@ -109,9 +109,22 @@ def _sample(raw: Any, problems: list[str]) -> SampleSpec:
     if extra:
         problems.append(f"sample: unknown key(s) {sorted(extra)} (allowed: {', '.join(sorted(SAMPLE_KEYS))})")
     n = _int(raw.get("n", 100), "sample.n", problems, 1)
-    pool = _int(raw.get("pool", n), "sample.pool", problems, 1)
+    pool_all = raw.get("pool") == "all"
+    pool = n if pool_all else _int(raw.get("pool", n), "sample.pool", problems, 1)
     if pool < n:
         problems.append(f"sample.pool: must be >= sample.n ({n}), got {pool}")
+    start, stop = 0, None
+    rng = raw.get("range")
+    if rng is not None:
+        ok = (isinstance(rng, list) and len(rng) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                              for v in rng) and 0 <= rng[0] < rng[1])
+        if not ok:
+            problems.append(f"sample.range: expected [start, stop] with 0 <= start < stop, got {rng!r}")
+        else:
+            start, stop = int(rng[0]), int(rng[1])
+    draw = raw.get("draw", "mixed")
+    if draw not in ("mixed", "seed"):
+        problems.append(f"sample.draw: expected 'mixed' or 'seed', got {draw!r}")
     only = raw.get("only_correct", True)
     if not isinstance(only, bool):
         problems.append(f"sample.only_correct: expected true or false, got {only!r}")
@@ -122,7 +135,8 @@ def _sample(raw: Any, problems: list[str]) -> SampleSpec:
     if not isinstance(split, str):
         problems.append(f"sample.split: expected a split name, got {split!r}")
     return SampleSpec(n=n, pool=pool, split=str(split), only_correct=bool(only),
-                      seed=_int(raw.get("seed", 0), "sample.seed", problems), order=str(order))
+                      seed=_int(raw.get("seed", 0), "sample.seed", problems), order=str(order), start=start,
+                      stop=stop, pool_all=pool_all, draw=str(draw))
 
 
 def _models(raw: Any, where: str, problems: list[str], required: bool) -> list[str]:
@@ -199,10 +213,15 @@ def validate(raw: dict[str, Any]) -> StudyConfig:
     sample = _sample(raw.get("sample"), problems)
     labels = [a.label for a in attacks]
     baseline = raw.get("baseline")
+    also: list[str] = []
+    if isinstance(baseline, list) and baseline and all(isinstance(b, str) for b in baseline):
+        baseline, also = baseline[0], list(dict.fromkeys(baseline[1:]))
     if baseline is None:
         baseline = "ifgsm" if "ifgsm" in labels or not labels else labels[0]
-    elif baseline not in labels:
-        problems.append(f"baseline: {baseline!r} is not the label of an attack ({', '.join(labels) or 'none'})")
+    for b in (baseline, *also):
+        if b not in labels:
+            problems.append(f"baseline: {b!r} is not the label of an attack ({', '.join(labels) or 'none'}); give "
+                            "one label or a list of labels")
     batch_size = _int(raw.get("batch_size", 100), "batch_size", problems, 1)
     shard = raw.get("shard_size")
     if shard is not None:
@@ -254,6 +273,7 @@ def validate(raw: dict[str, Any]) -> StudyConfig:
     return StudyConfig(
         dataset=dataset, sources=tuple(sources), targets=tuple(targets), attacks=tuple(attacks), eps=tuple(eps),
         steps=steps, alpha=alpha, gamma=gamma, seeds=tuple(seeds), sample=sample, baseline=str(baseline),
+        also_compare=tuple(b for b in also if b != baseline),
         batch_size=batch_size, shard_size=shard, device=str(device), save_png=save_png, save_tensors=save_tensors,
         data_dir=None if raw.get("data_dir") is None else str(raw["data_dir"]), data_options=dict(data_options),
         reference=reference, title=str(title), notes=tuple(str(n) for n in notes),
