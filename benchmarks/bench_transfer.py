@@ -1,42 +1,42 @@
-"""Transfer benchmark on the Fashion-MNIST zoo (issue 3): I-FGSM, MI, DI, TI, SGM (formula and original
-variants, several gammas) and SGM with MI / DI, from each residual or dense source, against every other model.
+"""Transfer benchmark on the Fashion-MNIST zoo (the SGM tables), run by the study runner (``run_study``).
+
+I-FGSM, MI, DI, TI, SGM (formula and original variants, several gammas), SGM with MI / DI and the engine's newer
+parts, from each residual or dense source, against every shipped model. This script only turns its flags into an
+experiment config and prints the tables in the benchmark's format; crafting, evaluation, resuming and the records
+are ``advkit transfer``'s (``run_study``), so one runner produces every table.
 
 Images: the test split is cut in two. Indices 0-4999 are the *held-out* half used to choose defaults
 (``--split heldout``); indices 5000-9999 are the *evaluation* half (``--split eval``). From the images of a half
-that every model involved classifies correctly, each seed draws ``--n`` images (so success over all images equals
-success over clean-correct ones) and seeds the attacks' randomness. Per (source, attack, target): mean success over
-seeds with a 95% t-interval over seeds, and the paired difference to I-FGSM on the same images (mean over seeds,
-95% t-interval). White-box success on the source is reported too.
+that every model involved classifies correctly, each seed draws ``--n`` images with
+``torch.randperm(pool, generator=manual_seed(seed))`` (``sample: {pool: all, range: ..., draw: seed}``), so success
+over all images equals success over clean-correct ones. Per (source, attack, target): mean success over seeds with
+a 95% t-interval over seeds, and the paired difference to I-FGSM on the same images averaged over the targets
+(the study's ``paired_mean`` table).
 
-``noise`` is a control, not an attack: random signs of the same budget (``x + eps * sign(u)``); transfer
-above it is what the gradient adds to the targets' generic fragility.
+``noise`` is the control, the registered ``noise`` attack: random signs of the same budget; transfer above it is
+what the gradient adds to the targets' generic fragility.
 
-Results are appended to ``--out`` (JSON lines, one per source x attack x seed) so an interrupted run resumes
-where it stopped. ``--summary`` prints the tables from an existing file.
+Before the port (session 2) this script had its own loop; the deterministic attacks (I-FGSM, MI, TI, SGM and their
+combinations without DI) give the same examples through ``run_study``. The randomised ones (DI, noise) now draw
+from one generator per batch (``batch_seed``) instead of one stream per cell, so their figures are the same
+protocol with other random draws.
 
-    python benchmarks/bench_transfer.py --sources resnet20 --eps 0.1 --n 1000 --seeds 0,1,2 --out runs/transfer.jsonl
+    python benchmarks/bench_transfer.py --sources resnet20 --eps 0.1 --n 1000 --seeds 0,1,2 --out runs/transfer
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-import advkit.attacks as A
-from advkit.data import load as load_data
-from advkit.evaluate import predict
-from advkit.evaluate.stats import summarize_seeds
 from advkit.models import list as list_models
-from advkit.models import load as load_model
+from advkit.study import run_study
 
 # name -> (grammar name, settings). TI's kernel is scaled to 28 px images (the paper's 15 is for 299 px).
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "noise": ("noise", {}),
     "ifgsm": ("ifgsm", {}),
     "mi": ("mi", {}),
     "di": ("di", {}),
@@ -46,141 +46,98 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "sgm+mi": ("sgm+mi", {}),
     "sgm+di": ("sgm+di", {}),
     "sgm+mi+di": ("sgm+mi+di", {}),
+    "ni": ("ni", {}),
+    "si-ni": ("ni+si", {}),
+    "vmi": ("vmi", {}),
+    "vni": ("vni", {}),
+    "admix-mi": ("admix+mi", {}),
+    "linbp": ("linbp", {}),
+    "linbp+mi": ("linbp+mi", {}),
+    "ifgsm+ila": ("ila", {}),
 }
 
 
-def t_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and the ends of its 95% Student-t interval over seeds (NaN ends for one seed)."""
-    s = summarize_seeds(values)
-    nan = float("nan")
-    return s.mean, nan if s.low is None else s.low, nan if s.high is None else s.high
-
-
-def pool_indices(models: dict[str, torch.nn.Module], split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    data = load_data("fashion-mnist", "test")
-    sl = slice(0, 5000) if split == "heldout" else slice(5000, 10000)
-    x, y = data.x[sl], data.y[sl]
-    ok = torch.ones(len(y), dtype=torch.bool)
-    for m in models.values():
-        ok &= predict(m, x) == y
-    idx = torch.arange(len(data))[sl][ok]
-    return x[ok], y[ok], idx
-
-
-def run(args: argparse.Namespace) -> None:
+def study_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The experiment config the flags describe."""
     shipped = {m.name: m for m in list_models("fashion-mnist") if m.dataset == "fashion-mnist"}
     sources = args.sources.split(",") if args.sources else [n for n, m in shipped.items()
                                                              if m.connections in ("residual", "dense")]
     targets = args.targets.split(",") if args.targets else list(shipped)
-    models = {n: load_model(n) for n in dict.fromkeys(sources + targets)}
-    x_pool, y_pool, idx_pool = pool_indices(models, args.split)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = set()
-    if out.exists():
-        for line in out.read_text().splitlines():
-            r = json.loads(line)
-            done.add((r["source"], r["attack"], r["seed"], r["eps"], r["split"], r.get("steps", 10)))
-    attacks = args.attacks.split(",")
-    for src in sources:
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            g = torch.Generator().manual_seed(seed)
-            pick = torch.randperm(len(y_pool), generator=g)[:args.n]
-            x, y = x_pool[pick], y_pool[pick]
-            for name in attacks:
-                key = (src, name, seed, args.eps, args.split, args.steps)
-                if key in done:
+    attacks = []
+    for name in args.attacks.split(","):
+        grammar, settings = CONFIGS[name]
+        if grammar.startswith("sgm") and "gamma" not in settings and args.gamma is not None:
+            settings = {**settings, "gamma": args.gamma}
+        attacks.append({"name": grammar, "label": name, "settings": dict(settings)})
+    labels = [a["label"] for a in attacks]
+    return {
+        "title": f"Transfer benchmark ({args.split} half)", "dataset": "fashion-mnist", "sources": sources,
+        "targets": targets, "attacks": attacks, "eps": [args.eps], "steps": args.steps,
+        "seeds": [int(s) for s in args.seeds.split(",")],
+        "sample": {"n": args.n, "pool": "all", "range": [0, 5000] if args.split == "heldout" else [5000, 10000],
+                   "order": "first", "draw": "seed", "only_correct": True},
+        "baseline": [b for b in ("ifgsm", "mi") if b in labels] or labels[0], "batch_size": args.batch,
+        "save_png": 0,
+    }
+
+
+def summary(records: dict[str, Any], baseline: str = "ifgsm") -> None:
+    """Print one markdown table per source in the benchmark's format."""
+    meta = records["meta"]
+    rows = [r for r in records["summary"] if r["images"] == "float" and r["over"] == "all"]
+    diffs = {(r["source"], r["attack"], r["eps"]): r for r in records.get("paired_mean", [])
+             if r["baseline"] == baseline}
+    for src in meta["sources"]:
+        for eps in meta["eps"]:
+            mine = [r for r in rows if r["source"] == src and r["eps"] == eps]
+            targets = sorted({r["target"] for r in mine if not r["white_box"]})
+            print(f"\n## source {src}, eps {eps}, {meta['n']} images per seed, {len(meta['seeds'])} seeds: transfer "
+                  "success % (mean over seeds [95% t-interval])")
+            print("| attack | white-box | " + " | ".join(targets) + f" | mean | paired diff vs {baseline} |")
+            print("|---" * (len(targets) + 4) + "|")
+            for atk in meta["attacks"]:
+                by_t = {r["target"]: r for r in mine if r["attack"] == atk and not r["white_box"]}
+                wb = [r for r in mine if r["attack"] == atk and r["white_box"]]
+                if not by_t:
                     continue
-                t0 = time.perf_counter()
-                ag = torch.Generator().manual_seed(seed)
-                if name == "noise":  # the control: random signs of the same budget, no gradient at all
-                    x_adv = (x + args.eps * (torch.randint(0, 2, x.shape, generator=ag) * 2 - 1)).clamp(0, 1)
-                    config: dict[str, Any] = {"name": "noise", "eps": args.eps}
-                    white_box = float((predict(models[src], x_adv) != y).float().mean())
-                else:
-                    grammar, kw = CONFIGS[name]
-                    if name.startswith("sgm") and "gamma" not in kw and args.gamma is not None:
-                        kw = {**kw, "gamma": args.gamma}
-                    atk = A.create(grammar, eps=args.eps, steps=args.steps, **kw)
-                    xs, wb = [], []
-                    try:
-                        for i in range(0, len(y), args.batch):
-                            r = atk(models[src], x[i:i + args.batch], y[i:i + args.batch], generator=ag)
-                            xs.append(r.x_adv)
-                            wb.append(r.success)
-                    except ValueError as e:  # e.g. the original SGM variant on a model it does not apply to
-                        print(f"skip {src} {name}: {e}")
-                        continue
-                    x_adv, config = torch.cat(xs), atk.config()
-                    white_box = float(torch.cat(wb).float().mean())
-                rec: dict[str, Any] = {"source": src, "attack": name, "seed": seed, "eps": args.eps,
-                                       "split": args.split, "steps": args.steps, "n": len(y),
-                                       "config": config, "white_box": white_box,
-                                       "seconds": round(time.perf_counter() - t0, 2), "fooled": {}}
-                for tgt in targets:
-                    if tgt == src:
-                        continue
-                    fooled = predict(models[tgt], x_adv) != y
-                    rec["fooled"][tgt] = fooled.to(torch.uint8).tolist()
-                with out.open("a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                mean_t = statistics.fmean(sum(v) / len(v) for v in rec["fooled"].values())
-                print(f"{src:>16} {name:>14} seed {seed}: white-box {100 * rec['white_box']:.1f}%, mean transfer "
-                      f"{100 * mean_t:.1f}% ({rec['seconds']:.0f}s)", flush=True)
-
-
-def summary(path: Path, baseline: str = "ifgsm") -> None:
-    recs = [json.loads(line) for line in path.read_text().splitlines()]
-    groups: dict[tuple[str, float, str, int], dict[str, dict[int, dict[str, list[int]]]]] = {}
-    wb: dict[tuple[str, float, str, int, str], list[float]] = {}
-    for r in recs:
-        k = (r["source"], r["eps"], r["split"], r.get("steps", 10))
-        groups.setdefault(k, {}).setdefault(r["attack"], {})[r["seed"]] = r["fooled"]
-        wb.setdefault((*k, r["attack"]), []).append(r["white_box"])
-    for (src, eps, split, steps), by_attack in groups.items():
-        targets = sorted({t for s in by_attack.values() for f in s.values() for t in f})
-        n = len(next(iter(next(iter(by_attack.values())).values()))[targets[0]])
-        print(f"\n## source {src}, eps {eps}, {steps} steps, {split} split, {n} images per seed: transfer success % "
-              "(mean over seeds [95% t-interval])")
-        print("| attack | white-box | " + " | ".join(targets) + " | mean | paired diff vs " + baseline + " |")
-        print("|---" * (len(targets) + 4) + "|")
-        base = by_attack.get(baseline, {})
-        for name, seeds in by_attack.items():
-            cells, means = [], []
-            for t in targets:
-                vals = [100 * sum(f[t]) / len(f[t]) for f in seeds.values() if t in f]
-                m, lo, hi = t_interval(vals)
-                means.append(m)
-                cells.append(f"{m:.1f} [{lo:.1f}, {hi:.1f}]" if len(vals) > 1 else f"{m:.1f}")
-            diffs = []
-            for s, f in seeds.items():
-                if s in base:
-                    d = [100 * (sum(f[t]) - sum(base[s][t])) / len(f[t]) for t in targets if t in f]
-                    diffs.append(statistics.fmean(d))
-            dm, dlo, dhi = t_interval(diffs) if diffs else (float("nan"),) * 3
-            w = statistics.fmean(wb[(src, eps, split, steps, name)])
-            print(f"| {name} | {100 * w:.1f} | " + " | ".join(cells) + f" | {statistics.fmean(means):.1f} | "
-                  f"{dm:+.1f} [{dlo:+.1f}, {dhi:+.1f}] |")
+                cells = []
+                for t in targets:
+                    r = by_t[t]
+                    cells.append(f"{100 * r['mean']:.1f}" if r["t_low"] is None else
+                                 f"{100 * r['mean']:.1f} [{100 * r['t_low']:.1f}, {100 * r['t_high']:.1f}]")
+                mean = statistics.fmean(by_t[t]["mean"] for t in targets)
+                d = diffs.get((src, atk, eps))
+                dtxt = "+0.0" if atk == baseline else "-" if d is None else (
+                    f"{100 * d['difference_mean']:+.1f}" if d["t_low"] is None else
+                    f"{100 * d['difference_mean']:+.1f} [{100 * d['t_low']:+.1f}, {100 * d['t_high']:+.1f}]")
+                w = f"{100 * wb[0]['mean']:.1f}" if wb else "-"
+                print(f"| {atk} | {w} | " + " | ".join(cells) + f" | {100 * mean:.1f} | {dtxt} |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sources", default="")
     ap.add_argument("--targets", default="")
-    ap.add_argument("--attacks", default=",".join(CONFIGS))
+    ap.add_argument("--attacks", default="noise,ifgsm,mi,di,ti,sgm-f0.2,sgm-f0.5,sgm-f0.8,sgm-o0.2,sgm-o0.5,sgm-o0.8,"
+                                         "sgm+mi,sgm+di")
     ap.add_argument("--eps", type=float, default=0.1)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--gamma", type=float, default=None, help="gamma for sgm+mi / sgm+di (default 0.2)")
+    ap.add_argument("--gamma", type=float, default=None, help="gamma for sgm+mi / sgm+di (default: the card's)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=250)
     ap.add_argument("--split", choices=["heldout", "eval"], default="eval")
-    ap.add_argument("--out", default="runs/bench_transfer.jsonl")
-    ap.add_argument("--summary", action="store_true", help="only print the tables from --out")
+    ap.add_argument("--out", default="runs/bench_transfer", help="run directory (resumable, as advkit transfer's)")
+    ap.add_argument("--summary", action="store_true", help="only print the tables of the finished run in --out")
     args = ap.parse_args()
-    if not args.summary:
-        run(args)
-    summary(Path(args.out))
+    out = Path(args.out[:-len(".jsonl")] if args.out.endswith(".jsonl") else args.out)
+    if args.summary:
+        import json
+
+        records = json.loads((out / "results.json").read_text())
+    else:
+        records = run_study(study_config(args), out, command="python benchmarks/bench_transfer.py").records
+    summary(records)
 
 
 if __name__ == "__main__":

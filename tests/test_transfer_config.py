@@ -118,3 +118,27 @@ def test_gamma_auto_is_the_default_and_resolves_per_source():
 def test_baseline_defaults():
     assert load_config({**BASE, "attacks": ["mi", "di"]}).baseline == "mi"
     assert load_config({**BASE, "attacks": ["mi", "ifgsm"]}).baseline == "ifgsm"
+
+
+def test_sample_range_pool_all_draw_seed_and_several_baselines():
+    """The SGM tables' protocol as config: a range of the split, every eligible image, seeds drawing with
+    randperm(pool, manual_seed(seed)); and comparisons with several baselines."""
+    import torch
+
+    from advkit.study.sample import seed_picks
+
+    raw = {**BASE, "sample": {"n": 5, "pool": "all", "range": [5000, 10000], "order": "first", "draw": "seed"},
+           "baseline": ["ifgsm", "mi"]}
+    cfg = load_config(raw)
+    s = cfg.sample
+    assert (s.start, s.stop, s.pool_all, s.draw) == (5000, 10000, True, "seed")
+    assert (cfg.baseline, cfg.also_compare) == ("ifgsm", ("mi",))
+    assert load_config(cfg.to_dict()) == cfg
+    picks = seed_picks(cfg, 40)
+    assert torch.equal(picks[1], torch.randperm(40, generator=torch.Generator().manual_seed(1))[:5])
+    assert load_config(BASE).digest() == load_config(load_config(BASE).to_dict()).digest()
+    assert "range" not in load_config(BASE).to_dict()["sample"]  # earlier runs keep their digest
+    problems = _problems({**BASE, "sample": {"n": 5, "range": [10, 3], "draw": "often"}, "baseline": ["mi", "x"]})
+    assert any(p.startswith("sample.range:") for p in problems)
+    assert any(p.startswith("sample.draw:") for p in problems)
+    assert any(p.startswith("baseline: 'x'") for p in problems)
