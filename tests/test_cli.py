@@ -140,3 +140,12 @@ def test_seen_in_training_only_for_full_mnist_models_on_the_subset():
     assert seen_in_training(full, None) is None  # canonical test split
     assert seen_in_training({**full, "dataset_note": "MNIST subset: 4000 ..."}, subset_note) is None
     assert seen_in_training({**full, "dataset": "fashion-mnist"}, subset_note) is None
+
+
+def test_attacks_list_reads_the_registry():
+    import advkit.attacks as A
+
+    out = run("attacks", "list").stdout
+    for name in [*A.parts(), *A.macros(), *A.standalone()]:
+        assert name in out
+    assert "vt_neighbours=20" in out and "= mi+vt" in out

@@ -4,6 +4,7 @@ Units: every eps / step size is in pixel units of images scaled to [0, 1]; fract
 accepted (parsed exactly with ``fractions.Fraction``, never ``eval``).
 
 One module per command group: :mod:`~advkit.cli.data`, :mod:`~advkit.cli.models` (``models``, ``sgm``),
+:mod:`~advkit.cli.attacks`,
 :mod:`~advkit.cli.train`, :mod:`~advkit.cli.evaluate`, :mod:`~advkit.cli.attack`, :mod:`~advkit.cli.study`
 (``transfer``, ``report``), :mod:`~advkit.cli.reproduce`; shared helpers in :mod:`~advkit.cli.common`.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import typer
 
-from advkit.cli import data, models
+from advkit.cli import attacks, data, models
 from advkit.cli.attack import attack
 from advkit.cli.common import console, err, invocation, make_console, parse_number
 from advkit.cli.evaluate import evaluate
@@ -25,6 +26,7 @@ app = typer.Typer(help="advkit: craft adversarial examples and measure how they 
                   no_args_is_help=True, add_completion=False)
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
+app.add_typer(attacks.app, name="attacks")
 app.add_typer(models.sgm_app, name="sgm")
 app.command()(train)
 app.command()(evaluate)

@@ -1,0 +1,34 @@
+"""``advkit attacks list``: the registered parts, macros and standalone attacks, read off the registry."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from advkit.cli.common import console
+
+app = typer.Typer(help="Attacks: the registered parts of the engine and the standalone attacks.",
+                  no_args_is_help=True)
+
+
+def _fmt(v: object) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+@app.command("list")
+def attacks_list() -> None:
+    """List every registered part (with its hook, paper and settings' defaults), macro and standalone attack."""
+    from advkit import attacks
+
+    t = Table("name", "kind", "paper", "settings (defaults)")
+    t.columns[0].no_wrap = True
+    for token, cls in attacks.parts().items():
+        settings = ", ".join(f"{k}={_fmt(v)}" for k, v in cls().settings().items()) or "-"
+        t.add_row(token, f"part: {cls.hook}", cls.paper, settings)
+    for name, tokens in attacks.macros().items():
+        t.add_row(name, "name", "", "= " + "+".join(tokens))
+    for name, solo in sorted(attacks.standalone().items()):
+        doc = (solo.__doc__ or "").strip().splitlines()[0] if solo.__doc__ else ""
+        t.add_row(name, "standalone", doc[:60], "")
+    console.print(t)
+    console.print("Combine parts with '+': sgm+mi+di, vmi+di+ti, admix+mi, sgm+linbp, mi+ila (one base at most).")
