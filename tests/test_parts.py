@@ -188,6 +188,7 @@ def test_golden_linbp_without_renorm_is_the_straight_through_gradient(tiny_resne
     r = A.create("linbp", eps=eps, steps=1, alpha=eps, linbp_renorm=False)(tiny_resnet, x, y)
     assert torch.allclose(r.x_adv, expected, atol=1e-7)
     assert r.info["linbp"]["blocks"] == ["net.b2"] and r.info["linbp"]["relus"] == 1
+    assert r.info["linbp"]["renorm_branch_passes"] == 0  # renorm off: no extra branch passes
     plain = A.create("ifgsm", eps=eps, steps=1, alpha=eps)(tiny_resnet, x, y).x_adv
     assert not torch.equal(plain, r.x_adv)
 
@@ -213,8 +214,9 @@ def test_golden_linbp_renormalises_the_branch(tiny_resnet):
     g_z = sc + s.view(-1, 1, 1, 1) * lin
     (g_x,) = torch.autograd.grad(z, xr, g_z)
     eps = 0.05
-    got = A.create("linbp", eps=eps, steps=1, alpha=eps)(tiny_resnet, x, y).x_adv
-    assert torch.allclose(got, _step(x, x, g_x, eps, eps), atol=1e-7)
+    r = A.create("linbp", eps=eps, steps=1, alpha=eps)(tiny_resnet, x, y)
+    assert torch.allclose(r.x_adv, _step(x, x, g_x, eps, eps), atol=1e-7)
+    assert r.info["linbp"]["renorm_branch_passes"] == 2  # one linearised branch, one backward pass
 
 
 def test_linbp_on_a_model_without_residual_blocks_is_an_error(lenet, lenet_batch):

@@ -30,11 +30,13 @@ def batch_seed(seed: int, batch: int) -> int:
 
 
 def merge_info(total: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    """Combine per-batch ``AttackResult.info`` dicts: SGM / LinBP hook counts add up, anything else is kept."""
+    """Combine per-batch ``AttackResult.info`` dicts: SGM / LinBP hook and pass counts add up, the rest is kept."""
     for k, v in info.items():
         if isinstance(v, dict) and "hooks_fired" in v and isinstance(total.get(k), dict):
             merged = dict(total[k])
-            merged["hooks_fired"] = int(merged.get("hooks_fired", 0)) + int(v.get("hooks_fired", 0))
+            for count in ("hooks_fired", "renorm_branch_passes"):
+                if count in v:
+                    merged[count] = int(merged.get(count, 0)) + int(v[count])
             merged["batches"] = int(merged.get("batches", 1)) + 1
             total[k] = merged
         else:

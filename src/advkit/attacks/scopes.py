@@ -104,4 +104,5 @@ class LinearBackprop(Part):
 
     def report(self, found: Any, ctx: Context) -> None:
         ctx.info["linbp"] = {"start": found.start, "blocks": list(found.blocks), "relus": found.relus,
-                             "renorm": self.linbp_renorm, "hooks_fired": found.fired}
+                             "renorm": self.linbp_renorm, "hooks_fired": found.fired,
+                             "renorm_branch_passes": found.renorm_passes}

@@ -62,14 +62,16 @@ class _Renorm(torch.autograd.Function):
     input gradient has the L2 norm of the true (masked) one."""
 
     @staticmethod
-    def forward(ctx: Any, o: torch.Tensor, z: torch.Tensor, o_graph: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, o: torch.Tensor, z: torch.Tensor, o_graph: torch.Tensor, found: Any) -> torch.Tensor:
         ctx.refs = (o_graph, z)
+        ctx.found = found
         return o.clone()
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         o, z = ctx.refs
         del ctx.refs
+        ctx.found.renorm_passes += 2
         with torch.enable_grad():
             try:
                 _STATE.mode = "normal"
@@ -79,20 +81,22 @@ class _Renorm(torch.autograd.Function):
             finally:
                 _STATE.mode = "linear"
         if true is None or lin is None:
-            return grad, None, None
+            return grad, None, None, None
         scale = true.flatten(1).norm(dim=1) / lin.flatten(1).norm(dim=1).clamp_min(1e-30)
-        return grad * scale.view(-1, *([1] * (grad.ndim - 1))).to(grad.dtype), None, None
+        return grad * scale.view(-1, *([1] * (grad.ndim - 1))).to(grad.dtype), None, None, None
 
 
 @dataclass
 class LinBPFound:
     """What :func:`linear_backprop` changed: the index of the first linearised block among the residual blocks,
-    their names, how many ReLU modules were linearised, and how many hooks ran."""
+    their names, how many ReLU modules were linearised, how many hooks ran, and how many partial backward passes
+    through a branch the re-normalisation spent (two per linearised branch per backward pass)."""
 
     start: int
     blocks: tuple[str, ...]
     relus: int
     fired: int = 0
+    renorm_passes: int = 0
     all_blocks: tuple[str, ...] = field(default=())
 
 
@@ -160,7 +164,7 @@ def linear_backprop(model: nn.Module, start: int | str = "auto", renorm: bool = 
             z = block_in.get(block)
             if z is None or not torch.is_grad_enabled() or not out.requires_grad:
                 return out
-            return _Renorm.apply(out, z, out)
+            return _Renorm.apply(out, z, out, result)
         return hook
 
     try:
