@@ -300,3 +300,30 @@ def test_relative_step_size_matches_the_absolute_one(tiny_zoo, tmp_path):
                   reuse=[a.run_dir])
     assert b.reused == 1  # eps/8 at 16/255 is 2/255 exactly, so the cell is the same computation
     assert a.records["cells"][0]["config"]["alpha"] == 2 / 255
+
+
+def test_range_pool_all_and_seed_draws_follow_the_benchmark_protocol(fmnist_test, tmp_path):
+    """sample: {range, pool: all, order: first, draw: seed}: every eligible image of the range is the pool, each
+    seed draws torch.randperm(pool, manual_seed(seed))[:n]; several baselines give paired rows for each."""
+    import advkit.data
+    import advkit.models
+    from advkit.evaluate import predict
+
+    cfg = {"sources": ["linear"], "targets": ["mlp", "lenet"], "attacks": ["noise", "fgsm", "ifgsm"],
+           "eps": ["8/255"], "steps": 2, "seeds": [0, 1], "batch_size": 16, "save_png": 0,
+           "sample": {"n": 6, "pool": "all", "range": [100, 160], "order": "first", "draw": "seed"},
+           "baseline": ["ifgsm", "fgsm"]}
+    res = run_study(cfg, tmp_path / "r")
+    sample, meta = read_tensors(RunDir(res.run_dir).sample_file)
+    test = advkit.data.load("fashion-mnist", "test", download_ok=False)
+    x, y = test.x[100:160], test.y[100:160]
+    ok = torch.ones(60, dtype=torch.bool)
+    for m in ("linear", "mlp", "lenet"):
+        ok &= predict(advkit.models.load(m, dataset="fashion-mnist"), x) == y
+    assert torch.equal(sample["index"], torch.arange(100, 160)[ok]) and meta["examined"] == 60
+    pool = int(ok.sum())
+    assert torch.equal(sample["picks"][1], torch.randperm(pool, generator=torch.Generator().manual_seed(1))[:6])
+    bases = {r["baseline"] for r in res.records["paired_mean"]}
+    assert bases == {"ifgsm", "fgsm"} and res.records["meta"]["pool"] == pool
+    noise = [r for r in res.records["cells"] if r["attack"] == "noise"]
+    assert len(noise) == 2 and all(r["backward_passes"] == 0 for r in noise)
