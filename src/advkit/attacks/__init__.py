@@ -18,7 +18,7 @@ from advkit.attacks import noise as _noise  # noqa: F401
 from advkit.attacks.base import Attack, AttackResult, Counter, attack_loss, project, validate_inputs
 from advkit.attacks.batched import attack_batched, batch_seed
 from advkit.attacks.engine import Iterative
-from advkit.attacks.grammar import create, label, parse, settings_of
+from advkit.attacks.grammar import create, label, parse
 from advkit.attacks.parts import Part, macros, parts, register_macro, register_part
 from advkit.attacks.registry import register_attack, standalone
 from advkit.attacks.scopes import resolve_gamma
@@ -46,4 +46,4 @@ def needs_skip_connections(name: str) -> bool:
 __all__ = ["COMBINATIONS", "Attack", "AttackResult", "Counter", "Iterative", "Part", "attack_batched",
            "attack_loss", "batch_seed", "create", "label", "macros", "names", "needs_skip_connections", "parse",
            "parts", "project", "register_attack", "register_macro", "register_part", "resolve_gamma",
-           "settings_of", "standalone", "validate_inputs"]
+           "standalone", "validate_inputs"]

@@ -127,9 +127,12 @@ class Iterative(Attack):
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         inputs, updates, gradients = self._hook("input"), self._hook("update"), self._hook("gradient")
         rule = STEP_RULES[self.norm]
+
+        def gradient(point: torch.Tensor) -> torch.Tensor:
+            return self._gradient(point, ctx, inputs)
+
         ctx = Context(model=model, x=x, y=y, target=target, generator=g, eps=self.eps, alpha=self.step_size,
-                      norm=self.norm, loss=self.loss, gradient=lambda point: point)
-        ctx.gradient = lambda point: self._gradient(point, ctx, inputs)
+                      norm=self.norm, loss=self.loss, gradient=gradient)
         x_adv = self.base.start(ctx)
         scoped: list[tuple[Part, Any]] = []
         with ExitStack() as stack:

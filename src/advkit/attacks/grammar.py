@@ -66,16 +66,6 @@ def label(name: str) -> str:
     return "+".join(t for t in tokens if not (t == "ifgsm" and len(tokens) > 1))
 
 
-def settings_of(name: str) -> dict[str, Any]:
-    """Every setting a composed name accepts with its default (the common ones first)."""
-    out: dict[str, Any] = {k: None for k in COMMON}
-    for t in parse(name):
-        cls = parts()[t]
-        out.update(cls.sets)
-        out.update(cls().settings())
-    return out
-
-
 def create(name: str, **kwargs: Any) -> Attack:
     """Build an attack from its name and keyword arguments.
 

@@ -25,7 +25,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -97,7 +97,6 @@ class LinBPFound:
     relus: int
     fired: int = 0
     renorm_passes: int = 0
-    all_blocks: tuple[str, ...] = field(default=())
 
 
 @contextmanager
@@ -136,7 +135,7 @@ def linear_backprop(model: nn.Module, start: int | str = "auto", renorm: bool = 
     if not relus:
         raise ValueError(f"LinBP found no nn.ReLU module in blocks {chosen[:3]}...; their activations are functional "
                          "calls it cannot see")
-    result = LinBPFound(start=first, blocks=tuple(chosen), relus=len(relus), all_blocks=tuple(blocks))
+    result = LinBPFound(start=first, blocks=tuple(chosen), relus=len(relus))
     handles: list[RemovableHandle] = []
     inputs: dict[nn.Module, list[torch.Tensor]] = defaultdict(list)
 
