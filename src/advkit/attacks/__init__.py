@@ -15,11 +15,17 @@ from advkit.attacks import gradients as _gradients  # noqa: F401
 from advkit.attacks import ila as _ila  # noqa: F401
 from advkit.attacks import jsma as _jsma  # noqa: F401
 from advkit.attacks import noise as _noise  # noqa: F401
+from advkit.attacks import square as _square  # noqa: F401
+from advkit.attacks import nes as _nes  # noqa: F401
+from advkit.attacks import simba as _simba  # noqa: F401
+from advkit.attacks import hsj as _hsj  # noqa: F401
 from advkit.attacks.base import Attack, AttackResult, Counter, attack_loss, project, validate_inputs
 from advkit.attacks.batched import attack_batched, batch_seed
 from advkit.attacks.engine import Iterative
 from advkit.attacks.grammar import create, label, parse
+from advkit.attacks.oracle import BlackBoxError, Oracle, QueryBudgetError
 from advkit.attacks.parts import Part, macros, parts, register_macro, register_part
+from advkit.attacks.query import QueryAttack
 from advkit.attacks.registry import register_attack, standalone
 from advkit.attacks.scopes import resolve_gamma
 
@@ -36,6 +42,11 @@ def names() -> list[str]:
     return [*singles, *multi, *COMBINATIONS, *sorted(standalone())]
 
 
+def query_attacks() -> list[str]:
+    """Names of the registered query (black-box) attacks."""
+    return sorted(n for n, cls in standalone().items() if cls.black_box)
+
+
 def needs_skip_connections(name: str) -> bool:
     """Whether the attack ``name`` works only on models with residual / dense connections (SGM, LinBP)."""
     if name.strip().lower() in standalone():
@@ -43,7 +54,8 @@ def needs_skip_connections(name: str) -> bool:
     return any(parts()[t].needs_skip_connections for t in parse(name))
 
 
-__all__ = ["COMBINATIONS", "Attack", "AttackResult", "Counter", "Iterative", "Part", "attack_batched",
+__all__ = ["COMBINATIONS", "Attack", "AttackResult", "BlackBoxError", "Counter", "Iterative", "Oracle", "Part",
+           "QueryAttack", "QueryBudgetError", "attack_batched",
            "attack_loss", "batch_seed", "create", "label", "macros", "names", "needs_skip_connections", "parse",
-           "parts", "project", "register_attack", "register_macro", "register_part", "resolve_gamma",
+           "parts", "project", "query_attacks", "register_attack", "register_macro", "register_part", "resolve_gamma",
            "standalone", "validate_inputs"]

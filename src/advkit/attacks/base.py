@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, final
 
@@ -69,6 +70,15 @@ class Counter:
         self.forward += 1
         return self.model(x)
 
+    @property
+    def module(self) -> nn.Module:
+        """The model, to freeze and put in eval mode for the attack."""
+        return self.model
+
+    def evaluate(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for the final success check (one counted forward pass)."""
+        return self(x)
+
     def grad(self, out: torch.Tensor, inputs: torch.Tensor, grad_outputs: torch.Tensor | None = None,
              retain_graph: bool = False) -> torch.Tensor:
         """``d out / d inputs`` by ``torch.autograd.grad`` (one backward pass)."""
@@ -113,11 +123,14 @@ class Attack(ABC):
         name: registry name.
         norm: ``"linf"``, ``"l2"`` or ``"l0"``: which budget ``eps`` bounds (``l0`` attacks bound themselves).
         targeted_only: the attack needs a target.
+        black_box: the attack reaches the model only through a query oracle (:mod:`advkit.attacks.oracle`),
+            under ``no_grad``; it takes ``start=`` and reports ``AttackResult.queries``.
     """
 
     name: ClassVar[str] = "attack"
     norm: ClassVar[str] = "linf"
     targeted_only: ClassVar[bool] = False
+    black_box: ClassVar[bool] = False
 
     eps: float = field(default=8 / 255)
 
@@ -131,7 +144,8 @@ class Attack(ABC):
 
     @final
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None, *, keep_mode: bool = False) -> AttackResult:
+                 generator: torch.Generator | None = None, *, keep_mode: bool = False,
+                 start: torch.Tensor | None = None) -> AttackResult:
         """Run the attack on ``model`` (pixels in ``[0, 1]`` in, logits out).
 
         Args:
@@ -142,6 +156,8 @@ class Attack(ABC):
             generator: source of randomness (random start, input diversity); the same seed gives the same result.
             keep_mode: leave every module's train / eval mode as it is (parameters are still frozen). For
                 adversarial training that crafts through the training-mode network; attackers use eval mode.
+            start: query attacks only: the example to start from (for instance a transfer example crafted on
+                a surrogate), projected onto the budget around ``x`` first.
 
         Returns:
             An :class:`AttackResult`.
@@ -155,18 +171,30 @@ class Attack(ABC):
             check_labels(y, target, k)
         if self.targeted_only and target is None:
             raise ValueError(f"{self.name} is a targeted attack: pass target= (a label per sample, != y)")
-        counter = Counter(model)
-        with frozen_eval(model, eval_mode=not keep_mode):
-            with torch.enable_grad():
-                x_adv = self._run(counter, x.detach(), y, target, generator)
+        extra: dict[str, torch.Tensor] = {}
+        if start is not None:
+            if not self.black_box:
+                raise ValueError(f"{self.name} does not take start=: only query attacks (square, nes, simba, hsj) "
+                                 f"start from a given example")
+            extra["start"] = self.project(check_start(start, x).detach(), x)
+        counter = self._open(model, x)
+        module = counter.module
+        with frozen_eval(module, eval_mode=not keep_mode) if module is not None else nullcontext():
+            with torch.no_grad() if self.black_box else torch.enable_grad():
+                x_adv = self._run(counter, x.detach(), y, target, generator, **extra)
             x_adv = self.project(x_adv.detach(), x)
             with torch.no_grad():
-                logits = counter(x_adv)
+                logits = counter.evaluate(x_adv)
             check_labels(y, target, logits.shape[1])
         pred = logits.argmax(1)
         success = pred == target if target is not None else pred != y
+        queries = counter.queries.clone() if self.black_box else None
         return AttackResult(x_adv=x_adv, success=success, pred=pred, forward_passes=counter.forward,
-                            backward_passes=counter.backward, target=target, info=counter.info)
+                            backward_passes=counter.backward, target=target, info=counter.info, queries=queries)
+
+    def _open(self, model: nn.Module, x: torch.Tensor) -> Any:
+        """What ``_run`` calls the model through: a pass :class:`Counter` (query attacks: a query session)."""
+        return Counter(model)
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Project onto the budget around ``x`` and onto ``[0, 1]``."""
@@ -223,6 +251,17 @@ def validate_inputs(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | Non
         if same.numel():
             raise ValueError(f"target equals the true label for {same.numel()} sample(s) (first at index "
                              f"{int(same[0])}); a targeted attack needs target != y")
+
+
+def check_start(start: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``ValueError`` unless ``start`` is a finite pixel batch shaped like ``x``; returns it on ``x``'s device."""
+    if not isinstance(start, torch.Tensor) or not start.is_floating_point() or start.shape != x.shape:
+        got = tuple(start.shape) if isinstance(start, torch.Tensor) else type(start).__name__
+        raise ValueError(f"start must be a float tensor shaped like x {tuple(x.shape)}, got {got}")
+    if not torch.isfinite(start).all() or float(start.min()) < 0.0 or float(start.max()) > 1.0:
+        raise ValueError("start must hold finite pixels in [0, 1] (an adversarial example, e.g. "
+                         "create('sgm+mi', eps=...)(surrogate, x, y).x_adv)")
+    return start.to(device=x.device, dtype=x.dtype)
 
 
 def check_labels(y: torch.Tensor, target: torch.Tensor | None, num_classes: int) -> None:

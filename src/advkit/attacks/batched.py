@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from advkit.attacks.base import Attack, AttackResult
+from advkit.attacks.oracle import Oracle
 
 __all__ = ["attack_batched", "batch_seed", "merge_info"]
 
@@ -44,15 +45,19 @@ def merge_info(total: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     return total
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    for t in (*model.parameters(), *model.buffers()):
+def _device_of(model: nn.Module | Oracle) -> torch.device:
+    net = model.module if isinstance(model, Oracle) else model
+    if net is None:
+        return torch.device("cpu")
+    for t in (*net.parameters(), *net.buffers()):
         return t.device
     return torch.device("cpu")
 
 
-def attack_batched(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+def attack_batched(attack: Attack, model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *,
                    target: torch.Tensor | None = None, batch_size: int = 256, seed: int | None = None,
                    generator: torch.Generator | None = None, first_batch: int = 0,
+                   start: torch.Tensor | None = None,
                    on_batch: Callable[[int, int], None] | None = None) -> AttackResult:
     """Run ``attack`` on ``model`` over ``x`` in batches of ``batch_size``.
 
@@ -66,6 +71,7 @@ def attack_batched(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.T
         seed: per-batch generators from ``batch_seed(seed, first_batch + k)`` (see the module docstring).
         generator: one generator shared by all batches; only without ``seed``. Neither: ``seed=0``.
         first_batch: index of the first batch within a larger run (a shard of a study cell).
+        start: query attacks: the examples to start from ``(N, C, H, W)`` (e.g. transfer examples).
         on_batch: progress callback ``(done, total)`` after each batch.
 
     Returns:
@@ -80,6 +86,9 @@ def attack_batched(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.T
         raise ValueError("pass seed (one generator per batch) or generator (one shared stream), not both")
     if seed is None and generator is None:
         seed = 0
+    if start is not None and (not isinstance(start, torch.Tensor) or start.shape != x.shape):
+        raise ValueError(f"start must be shaped like x {tuple(x.shape)}, got "
+                         f"{tuple(start.shape) if isinstance(start, torch.Tensor) else type(start).__name__}")
     dev = _device_of(model)
     n = int(x.shape[0])
     xs, succ, preds = [], [], []
@@ -90,7 +99,8 @@ def attack_batched(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.T
         g = generator if seed is None else torch.Generator().manual_seed(batch_seed(seed, first_batch + k))
         sl = slice(i, i + batch_size)
         tb = None if target is None else target[sl].to(dev)
-        r = attack(model, x[sl].to(dev), y[sl].to(dev), target=tb, generator=g)
+        kw = {} if start is None else {"start": start[sl].to(dev)}
+        r = attack(model, x[sl].to(dev), y[sl].to(dev), target=tb, generator=g, **kw)
         xs.append(r.x_adv.detach().to(x.device))
         succ.append(r.success.detach().to(x.device))
         preds.append(r.pred.detach().to(x.device))
