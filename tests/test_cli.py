@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from advkit.cli import app, parse_number
@@ -149,3 +150,40 @@ def test_attacks_list_reads_the_registry():
     for name in [*A.parts(), *A.macros(), *A.standalone()]:
         assert name in out
     assert "vt_neighbours=20" in out and "= mi+vt" in out
+
+
+def test_query_attack_from_a_transfer_start_reports_queries(tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "square"
+    r = run("attack", "square", "--model", "lenet", "--eps", "0.1", "--max-queries", "200", "--limit", "24",
+            "--set", "p_init=0.8", "--start", "pgd", "--surrogate", "mlp", "--out", str(out))
+    assert "queries (scores oracle, budget 200)" in r.output and "already fooled the target" in r.output
+    res = json.loads((out / "results.json").read_text())
+    assert res["attack_config"]["p_init"] == 0.8 and res["attack_config"]["max_queries"] == 200
+    assert res["queries"]["budget"] == 200 and res["queries"]["n"] == res["attacked"]
+    assert res["start"]["surrogate"] == "mlp" and res["start"]["transfer_success"]["n"] == res["attacked"]
+    t = load_file(str(out / "adversarial.safetensors"))
+    assert t["queries"].dtype == torch.int64 and int(t["queries"].max()) <= 200
+    fooled_by_start = int(((t["queries"] == 1) & (t["success"] == 1)).sum())
+    assert fooled_by_start == res["start"]["transfer_success"]["k"]
+    assert float((t["x_start"] - t["x"]).abs().max()) <= 0.1 + 1e-6
+
+
+@pytest.mark.parametrize("args, match", [
+    (["square", "--max-queries", "0"], "max_queries is the per-image query budget"),
+    (["square", "--oracle", "label"], "--oracle scores"),
+    (["square", "--start", "pgd"], "needs both --start"),
+    (["square", "--start", "nes", "--surrogate", "mlp"], "not a query attack"),
+    (["pgd", "--start", "mi", "--surrogate", "mlp"], "pgd is not a query attack"),
+    (["square", "--eps", "1.5"], r"eps must be in \(0, 1\]"),
+    (["square", "--set", "p_init"], "KEY=VALUE"),
+    (["square", "--set", "p_init=2"], "p_init"),
+])
+def test_query_attack_bad_input_exits_2_with_the_fix(args, match):
+    import re
+
+    r = run("attack", *args, "--model", "lenet", "--limit", "8", ok=False)
+    assert r.exit_code == 2, r.output
+    assert re.search(match, " ".join(r.output.split())), r.output
+    assert "Traceback" not in r.output

@@ -44,7 +44,7 @@ def _view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 @register_attack
 @dataclass(frozen=True)
 class HopSkipJump(QueryAttack):
-    """HopSkipJump, L2 or L-inf (``norm``), decision-based: label-only oracles are enough."""
+    """HopSkipJump (Chen et al. 2020), L2 or L-inf, decision-based: a label-only oracle is enough."""
 
     name: ClassVar[str] = "hsj"
     oracle_output: ClassVar[str] = "label"

@@ -26,7 +26,7 @@ __all__ = ["NES"]
 @register_attack
 @dataclass(frozen=True)
 class NES(QueryAttack):
-    """NES-estimated gradients with PGD steps, score-based, L-inf or L2."""
+    """NES gradient estimates with PGD steps (Ilyas et al. 2018), L-inf or L2, score-based."""
 
     name: ClassVar[str] = "nes"
 

@@ -49,10 +49,13 @@ class Oracle:
         probabilities: the target already returns probabilities (rows summing to 1), not logits.
         max_rows: most rows sent to the target in one forward call (larger requests are split; the split does
             not change the query count).
+        on_query: called after every query as ``on_query(rows, rows_of, outputs)`` (the rows sent, the batch
+            image each belongs to, the target's raw outputs): an audit log, or a stateful defence's detector.
     """
 
     def __init__(self, target: nn.Module | Callable[[torch.Tensor], torch.Tensor], output: str = "scores", *,
-                 probabilities: bool = False, max_rows: int = 4096) -> None:
+                 probabilities: bool = False, max_rows: int = 4096,
+                 on_query: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None) -> None:
         if output not in OUTPUTS:
             raise ValueError(f"oracle output must be one of {OUTPUTS}, got {output!r}")
         if not callable(target):
@@ -63,6 +66,7 @@ class Oracle:
         self.output = output
         self.probabilities = bool(probabilities)
         self.max_rows = max_rows
+        self.on_query = on_query
 
     @property
     def module(self) -> nn.Module | None:
@@ -149,7 +153,10 @@ class QuerySession:
         self.queries += counts
         self.forward += -(-x.shape[0] // self.oracle.max_rows)
         with torch.no_grad():
-            return self.oracle._forward(x)
+            out = self.oracle._forward(x)
+        if self.oracle.on_query is not None:
+            self.oracle.on_query(x, rows_of, out)
+        return out
 
     def scores(self, x: torch.Tensor, rows_of: torch.Tensor) -> torch.Tensor:
         """Class log-probabilities ``(M, K)`` of the rows ``x``; ``rows_of[m]`` is the batch image row ``m``

@@ -59,11 +59,11 @@ def low_frequency_order(c: int, h: int, w: int, g: torch.Generator, initial: int
 @register_attack
 @dataclass(frozen=True)
 class SimBA(QueryAttack):
-    """SimBA over the pixel or the low-frequency DCT basis, score-based."""
+    """SimBA (Guo et al. 2019) over the pixel or the low-frequency DCT basis, score-based."""
 
     name: ClassVar[str] = "simba"
 
-    eps: float = 5.0
+    eps: float = 2.0
     norm: str = "l2"  # type: ignore[misc]
     max_queries: int = 10_000
     basis: str = "dct"

@@ -92,7 +92,7 @@ def _flip(pattern: torch.Tensor, g: torch.Generator, n: int) -> torch.Tensor:
 @register_attack
 @dataclass(frozen=True)
 class Square(QueryAttack):
-    """Square Attack, L-inf or L2 (``norm``), score-based."""
+    """Square Attack (Andriushchenko et al. 2020), L-inf or L2, score-based."""
 
     name: ClassVar[str] = "square"
 

@@ -14,10 +14,26 @@ from advkit.cli.common import console, fail, invocation, parse_number
 __all__ = ["attack"]
 
 
+def _value(text: str) -> object:
+    """A --set value: an integer, a number (fractions like 16/255 too), true/false, or the text itself."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return parse_number(text, "--set")
+    except typer.BadParameter:
+        return text
+
+
 def attack(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Attack name: fgsm, ifgsm, pgd, mi, di, ti, sgm, jsma or a combination "
-                                              "such as sgm+mi+di.")],
+    name: Annotated[str, typer.Argument(help="Attack name: fgsm, ifgsm, pgd, mi, di, ti, sgm, jsma, a combination "
+                                              "such as sgm+mi+di, or a query attack: square, nes, simba, hsj "
+                                              "(advkit attacks list).")],
     model: Annotated[str, typer.Option(help="Source model: zoo name, .safetensors path, torchvision:/timm:NAME.")],
     dataset: Annotated[str, typer.Option(help="Dataset (test split).")] = "fashion-mnist",
     eps: Annotated[str | None, typer.Option(help="Budget in pixel units of [0,1] (L-inf radius, or L2 with "
@@ -31,6 +47,15 @@ def attack(
     decay: Annotated[float | None, typer.Option(help="MI momentum decay mu.")] = None,
     ti_kernel: Annotated[int | None, typer.Option(help="TI Gaussian kernel size (odd).")] = None,
     loss: Annotated[str | None, typer.Option(help="ce (cross-entropy) or margin (logit margin).")] = None,
+    max_queries: Annotated[int | None, typer.Option(help="Query attacks: the per-image query budget.")] = None,
+    start: Annotated[str | None, typer.Option(help="Query attacks: start from a transfer example crafted with "
+                                                   "this attack (e.g. sgm+mi) on --surrogate.")] = None,
+    surrogate: Annotated[str | None, typer.Option(help="Query attacks: the model --start is crafted on.")] = None,
+    oracle: Annotated[str | None, typer.Option(help="Query attacks: what the target answers, scores or label "
+                                                    "(default: what the attack needs).")] = None,
+    setting: Annotated[list[str] | None, typer.Option("--set", help="Any other attack setting, KEY=VALUE "
+                                                      "(repeatable), e.g. --set p_init=0.8 --set basis=pixel.")]
+    = None,
     targeted: Annotated[bool, typer.Option(help="Attack toward a random other class (seeded).")] = False,
     limit: Annotated[int, typer.Option(help="Test images loaded (only correctly classified ones are attacked).")]
     = 1000,
@@ -47,16 +72,21 @@ def attack(
     if alpha is not None:
         kw["alpha"] = parse_number(alpha, "--alpha")
     for key, val in (("steps", steps), ("norm", norm), ("gamma", gamma), ("sgm_variant", variant),
-                     ("decay", decay), ("ti_kernel", ti_kernel), ("loss", loss)):
+                     ("decay", decay), ("ti_kernel", ti_kernel), ("loss", loss), ("max_queries", max_queries)):
         if val is not None:
             kw[key] = val
+    for item in setting or []:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            fail(f"--set takes KEY=VALUE (e.g. --set p_init=0.8), got {item!r}")
+        kw[key.strip()] = _value(text.strip())
     command = invocation(ctx)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task(f"{name} on {model}", total=None)
         try:
             s = run_attack(name, model, dataset, out, attack_kwargs=kw, limit=limit, seed=seed, targeted=targeted,
-                           force=force, command=command,
+                           force=force, command=command, start=start, surrogate=surrogate, oracle=oracle,
                            on_batch=lambda done, total: bar.update(task, completed=done, total=total))
         except ValueError as e:
             fail(str(e))
@@ -68,6 +98,19 @@ def attack(
     console.print(f"distortion: Linf max {s['linf_max']:.4f} (8-bit {s['linf_max_8bit']:.4f}), L2 mean "
                   f"{s['l2_mean']:.3f}, L0 mean {100 * s['l0_mean']:.1f}% of features; {s['forward_passes']} "
                   f"forward / {s['backward_passes']} backward passes in {s['seconds']:.1f}s")
+    if "queries" in s:
+        q, w = s["queries"], s["queries"]["within"]
+        shares = ", ".join(f"{k if k == 'budget' else 'within ' + k}: {100 * v['k'] / max(v['n'], 1):.1f}%"
+                           for k, v in w.items())
+        console.print(f"queries ({s['oracle']} oracle, budget {q['budget']}): median {q['median_queries_success']:.0f}"
+                      f", mean {q['mean_queries_success']:.1f} over fooled images; mean {q['mean_queries_all']:.1f} "
+                      f"over all; fooled {shares}")
+    if "start" in s:
+        st = s["start"]
+        console.print(f"start: {st['attack']} on {st['surrogate']} (white-box there "
+                      f"{100 * st['surrogate_success']['k'] / max(st['surrogate_success']['n'], 1):.1f}%); "
+                      f"{st['transfer_success']['k']} of {st['transfer_success']['n']} already fooled the target "
+                      f"(1 query each)")
     if s.get("info", {}).get("sgm"):
         console.print(f"SGM: {s['info']['sgm']}")
     if s.get("data_note"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
+
 import typer
 from rich.table import Table
 
@@ -29,6 +31,13 @@ def attacks_list() -> None:
         t.add_row(name, "name", "", "= " + "+".join(tokens))
     for name, solo in sorted(attacks.standalone().items()):
         doc = (solo.__doc__ or "").strip().splitlines()[0] if solo.__doc__ else ""
-        t.add_row(name, "standalone", doc[:60], "")
+        if solo.black_box:
+            settings = ", ".join(f"{f.name}={_fmt(f.default)}" for f in fields(solo) if f.default is not MISSING)
+            t.add_row(name, f"query: {solo.oracle_output}", doc[:60], settings)
+        else:
+            t.add_row(name, "standalone", doc[:60], "")
     console.print(t)
     console.print("Combine parts with '+': sgm+mi+di, vmi+di+ti, admix+mi, sgm+linbp, mi+ila (one base at most).")
+    console.print("Query attacks reach the target only through a counting oracle (scores or top-1 label); "
+                  "advkit attack square --max-queries 1000 --start sgm+mi --surrogate resnet20 starts one from a "
+                  "transfer example.")

@@ -22,10 +22,12 @@ from safetensors.torch import save_file
 
 import advkit
 from advkit._files import atomic_write_text
-from advkit.attacks import attack_batched, create
+from advkit.attacks import Oracle, attack_batched, create, query_attacks
+from advkit.attacks.oracle import OUTPUTS
 from advkit.data import load as load_data
 from advkit.evaluate.metrics import distortion, predict, rate
 from advkit.evaluate.quantize import quantize, save_pngs
+from advkit.evaluate.queries import query_stats
 from advkit.models import load as load_model
 from advkit.study.errors import RunExistsError
 
@@ -37,6 +39,7 @@ __all__ = ["RunExistsError", "run_attack"]
 def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attack_kwargs: dict[str, Any],
                limit: int | None = 1000, seed: int = 0, targeted: bool = False, batch_size: int = 250,
                only_correct: bool = True, force: bool = False, save_images: bool = True, command: str = "",
+               start: str | None = None, surrogate: str | None = None, oracle: str | None = None,
                on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Craft with ``attack`` on ``model`` over a dataset split and (optionally) save everything to ``out``.
 
@@ -51,6 +54,11 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
         targeted: attack toward a random class other than the label (drawn from ``seed``).
         only_correct: attack only images the model classifies correctly (success is then "over clean-correct").
         force: overwrite a finished run in ``out``.
+        start: query attacks: craft a transfer example with this attack on ``surrogate`` first and start the
+            query attack from it (same eps and norm), so the queries the surrogate saves show.
+        surrogate: the model ``start`` is crafted on (zoo name or path).
+        oracle: query attacks: what the target answers, ``"scores"`` or ``"label"`` (default: what the attack
+            needs).
         on_batch: progress callback ``(done, total)``.
 
     Returns:
@@ -60,6 +68,23 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
         raise RunExistsError(f"{out} already holds a finished run (results.json); pass --force to overwrite it "
                              f"or choose another --out")
     atk = create(attack, **attack_kwargs)
+    if not atk.black_box and (start is not None or oracle is not None):
+        raise ValueError(f"{attack} is not a query attack: --start, --surrogate and --oracle apply to the query "
+                         f"attacks ({', '.join(query_attacks())})")
+    if (start is None) != (surrogate is None):
+        raise ValueError("a transfer start needs both --start ATTACK (e.g. sgm+mi) and --surrogate MODEL (the "
+                         "model it is crafted on)")
+    if oracle is not None and oracle not in OUTPUTS:
+        raise ValueError(f"--oracle must be one of {', '.join(OUTPUTS)}, got {oracle!r}")
+    if oracle == "label" and atk.oracle_output == "scores":
+        raise ValueError(f"--oracle label: {attack} is score-based and needs class probabilities; use --oracle "
+                         f"scores, or a decision-based attack (hsj) against a label-only target")
+    start_atk = None
+    if start is not None:
+        start_atk = create(start, eps=atk.eps, norm=atk.norm)
+        if start_atk.black_box:
+            raise ValueError(f"--start {start}: the start is crafted on the surrogate with a white- or grey-box "
+                             f"attack (pgd, mi, sgm+mi, ...), not a query attack")
     m = load_model(model, dataset=dataset)
     ds = load_data(dataset, "test", limit=limit)
     x, y, idx = ds.x, ds.y, ds.indices
@@ -73,8 +98,18 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
     if targeted:
         k = m.num_classes
         target = (y + torch.randint(1, k, y.shape, generator=g)) % k
+    x_start = start_info = None
+    if start_atk is not None:
+        s_model = load_model(str(surrogate), dataset=dataset)
+        t0 = time.perf_counter()
+        r0 = attack_batched(start_atk, s_model, x, y, target=target, batch_size=batch_size, seed=seed)
+        x_start = r0.x_adv
+        start_info = {"attack": start, "surrogate": s_model.name, "surrogate_success": rate(r0.success).__dict__,
+                      "seconds": round(time.perf_counter() - t0, 3)}
+    victim = Oracle(m, output=oracle) if oracle is not None else m
     t0 = time.perf_counter()
-    r = attack_batched(atk, m, x, y, target=target, batch_size=batch_size, generator=g, on_batch=on_batch)
+    r = attack_batched(atk, victim, x, y, target=target, batch_size=batch_size, generator=g, start=x_start,
+                       on_batch=on_batch)
     seconds = time.perf_counter() - t0
     x_adv, success, fw, bw, info = r.x_adv, r.success, r.forward_passes, r.backward_passes, r.info
     eps = float(getattr(atk, "eps", 0.0))
@@ -98,13 +133,26 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
         "forward_passes": fw, "backward_passes": bw, "seconds": round(seconds, 3),
         "info": info, "advkit_version": advkit.__version__, "command": command,
     }
+    if r.queries is not None:
+        summary["queries"] = query_stats(r.queries, success, atk.max_queries)
+        summary["oracle"] = oracle or atk.oracle_output
+    if start_info is not None:
+        # the transfer examples that already fool the target: one query each (the check of the start)
+        start_info["transfer_success"] = rate(success & (r.queries == 1)).__dict__
+        summary["start"] = start_info
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.json", json.dumps({"attack": attack, "attack_kwargs": attack_kwargs,
                                                             "model": model, "dataset": dataset, "limit": limit,
-                                                            "seed": seed, "targeted": targeted}, indent=2) + "\n")
+                                                            "seed": seed, "targeted": targeted, "start": start,
+                                                            "surrogate": surrogate, "oracle": oracle},
+                                                           indent=2) + "\n")
         tensors = {"x": x.contiguous(), "x_adv": x_adv.contiguous(), "x_adv_8bit": x_q.contiguous(),
                    "y": y.contiguous(), "success": success.to(torch.uint8).contiguous()}
+        if r.queries is not None:
+            tensors["queries"] = r.queries.contiguous()
+        if x_start is not None:
+            tensors["x_start"] = x_start.contiguous()
         if idx is not None:
             tensors["index"] = idx.contiguous()
         if target is not None:
