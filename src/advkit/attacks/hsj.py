@@ -11,8 +11,9 @@ search), then repeat:
    decision as baseline;
 3. step along it (its sign, L-inf) by ``dist / sqrt(t)``, halved until the point is adversarial again.
 
-Every decision is one query. An image stops as soon as its boundary point is within ``eps`` of ``x``, or when its
-budget cannot pay for the next gradient estimate. The paper's defaults: ``gamma = 1``, 100 initial evaluations,
+Every decision is one query. An image stops as soon as a query within ``eps`` of ``x`` comes back adversarial
+(in whichever phase: the reference runs a fixed number of iterations), or when its budget cannot pay for the
+next gradient estimate. The paper's defaults: ``gamma = 1``, 100 initial evaluations,
 at most 10,000, geometric step-size search. Candidates are clipped to ``[0, 1]`` before they are queried (the
 reference code tests the unclipped point in the step-size search).
 """
@@ -20,6 +21,7 @@ reference code tests the unclipped point in the step-size search).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -30,6 +32,9 @@ from advkit.attacks.query import QueryAttack, rand, randn
 from advkit.attacks.registry import register_attack
 
 __all__ = ["HopSkipJump"]
+
+Decide = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (rows, owners) -> adversarial, one query each
+Mask = Callable[[torch.Tensor], torch.Tensor]                    # image indices -> which may still query
 
 
 def _dist(a: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor:
@@ -76,25 +81,38 @@ class HopSkipJump(QueryAttack):
         d = math.prod(x.shape[1:])
         theta = self.gamma / (d * math.sqrt(d)) if self.norm == "l2" else self.gamma / d ** 2
 
-        def adversarial(rows: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
-            lab = oracle.labels(rows, owner)
-            return lab != y[owner] if target is None else lab == target[owner]
+        reach = self.eps * (1 + 1e-6) + 1e-7              # within eps, up to float rounding of the projection
+        won = torch.zeros(n, dtype=torch.bool, device=x.device)
+        best = x.clone()
 
-        adv, found = self._initialise(oracle, adversarial, x, y, target, g, start)
+        def adversarial(rows: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+            """The decisions on ``rows``; the first adversarial row within eps of its image is that image's
+            success, and the image stops there (in whatever phase it came up)."""
+            lab = oracle.labels(rows, owner)
+            hit = lab != y[owner] if target is None else lab == target[owner]
+            close = hit & ~won[owner] & (_dist(rows, x[owner], self.norm) <= reach)
+            for r in close.nonzero().flatten().tolist():
+                i = int(owner[r])
+                if not won[i]:
+                    won[i], best[i] = True, rows[r]
+            return hit
+
+        def live(idx: torch.Tensor) -> torch.Tensor:
+            return (oracle.remaining()[idx] > 0) & ~won[idx]
+
+        adv, found = self._initialise(live, adversarial, x, y, target, g, start)
         dist = torch.full((n,), float("inf"), device=x.device)
         dist[found] = _dist(adv[found], x[found], self.norm)
         dist_post = torch.zeros(n, device=x.device)
-        # an adversarial point already within eps (an adversarial start) is a success: no search
-        reach = self.eps * (1 + 1e-6) + 1e-7              # within eps, up to float rounding of the projection
-        idx = (found & (dist > reach) & (oracle.remaining() > 0)).nonzero().flatten()
+        idx = (found & live(torch.arange(n, device=x.device))).nonzero().flatten()
         if idx.numel():
-            adv[idx], dist_post[idx] = self._boundary(oracle, adversarial, x[idx], adv[idx], idx, theta)
+            adv[idx], dist_post[idx] = self._boundary(live, adversarial, x[idx], adv[idx], idx, theta)
             dist[idx] = _dist(adv[idx], x[idx], self.norm)
         t = 0
         while True:
             t += 1
             evals = min(int(self.init_evals * math.sqrt(t)), self.max_evals)
-            run = (found & (dist > reach) & (oracle.remaining() >= evals + 1)).nonzero().flatten()
+            run = (found & ~won & (dist > reach) & (oracle.remaining() >= evals + 1)).nonzero().flatten()
             if run.numel() == 0:
                 break
             if t == 1:
@@ -104,15 +122,15 @@ class HopSkipJump(QueryAttack):
                 delta = scale * theta * dist_post[run]
             grad = self._normal(adversarial, adv[run], run, delta, evals, g)
             update = grad.sign() if self.norm == "linf" else grad
-            moved, ok = self._step(oracle, adversarial, adv[run], update, dist[run] / math.sqrt(t), run)
+            moved, ok = self._step(live, adversarial, adv[run], update, dist[run] / math.sqrt(t), run)
             go = run[ok]
             if go.numel():
-                new, post = self._boundary(oracle, adversarial, x[go], moved[ok], go, theta)
+                new, post = self._boundary(live, adversarial, x[go], moved[ok], go, theta)
                 adv[go], dist_post[go] = new, post
                 dist[go] = _dist(adv[go], x[go], self.norm)
-        return torch.where(_view(found, x), adv, x)
+        return torch.where(_view(won, x), best, torch.where(_view(found, x), adv, x))
 
-    def _initialise(self, oracle: QuerySession, adversarial, x: torch.Tensor, y: torch.Tensor,
+    def _initialise(self, live: Mask, adversarial: Decide, x: torch.Tensor, y: torch.Tensor,
                     target: torch.Tensor | None, g: torch.Generator,
                     start: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """An adversarial point per image (``found``), from ``start``, the batch (targeted) or noise."""
@@ -126,14 +144,14 @@ class HopSkipJump(QueryAttack):
         if target is not None:
             for i in (~found).nonzero().flatten().tolist():
                 same = (y == target[i]).nonzero().flatten()
-                if same.numel() and oracle.remaining()[i] > 0:
+                if same.numel() and bool(live(every[i:i + 1])[0]):
                     j = int(same[0])
                     if bool(adversarial(x[j:j + 1], every[i:i + 1])[0]):
                         adv[i], found[i] = x[j], True
         noise = torch.zeros_like(x)
         drawn = torch.zeros(n, dtype=torch.bool, device=x.device)
         for _ in range(self.init_tries):
-            need = (~found & (oracle.remaining() > 0)).nonzero().flatten()
+            need = (~found & live(every)).nonzero().flatten()
             if need.numel() == 0:
                 break
             cand = rand(g, need.numel(), *x.shape[1:], like=x)
@@ -144,7 +162,7 @@ class HopSkipJump(QueryAttack):
         low = torch.zeros(idx.numel(), device=x.device)
         high = torch.ones(idx.numel(), device=x.device)
         while idx.numel():
-            go = ((high - low) > 0.001) & (oracle.remaining()[idx] > 0)
+            go = ((high - low) > 0.001) & live(idx)
             if not go.any():
                 break
             mid = (high[go] + low[go]) / 2
@@ -163,7 +181,7 @@ class HopSkipJump(QueryAttack):
             return (1 - a) * x + a * pert
         return torch.max(torch.min(pert, x + a), x - a)
 
-    def _boundary(self, oracle: QuerySession, adversarial, x: torch.Tensor, pert: torch.Tensor,
+    def _boundary(self, live: Mask, adversarial: Decide, x: torch.Tensor, pert: torch.Tensor,
                   idx: torch.Tensor, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Binary search from the adversarial ``pert`` toward ``x``; returns the boundary point (adversarial)
         and the distance of ``pert`` (which sets the next ``delta``, as in the paper's code)."""
@@ -174,7 +192,7 @@ class HopSkipJump(QueryAttack):
             high, thr = torch.ones_like(d0), torch.full_like(d0, theta)
         low = torch.zeros_like(d0)
         while True:
-            go = ((high - low) / thr.clamp_min(1e-30) > 1) & (oracle.remaining()[idx] > 0)
+            go = ((high - low) / thr.clamp_min(1e-30) > 1) & live(idx)
             if not go.any():
                 break
             mid = (high[go] + low[go]) / 2
@@ -183,7 +201,7 @@ class HopSkipJump(QueryAttack):
             low[go] = torch.where(hit, low[go], mid)
         return self._project(x, pert, high), d0
 
-    def _normal(self, adversarial, point: torch.Tensor, idx: torch.Tensor, delta: torch.Tensor, evals: int,
+    def _normal(self, adversarial: Decide, point: torch.Tensor, idx: torch.Tensor, delta: torch.Tensor, evals: int,
                 g: torch.Generator) -> torch.Tensor:
         """Monte Carlo estimate of the boundary's normal at ``point`` (unit L2 norm per image)."""
         k = point.shape[0]
@@ -200,7 +218,7 @@ class HopSkipJump(QueryAttack):
         grad = (centred.view(k, evals, *([1] * (point.ndim - 1))) * rv).mean(1)
         return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(k, *([1] * (point.ndim - 1)))
 
-    def _step(self, oracle: QuerySession, adversarial, point: torch.Tensor, update: torch.Tensor,
+    def _step(self, live: Mask, adversarial: Decide, point: torch.Tensor, update: torch.Tensor,
               size: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Geometric step-size search: ``point + size * update``, halving ``size`` until adversarial. Returns the
         new points and which images found one within their budget."""
@@ -208,7 +226,7 @@ class HopSkipJump(QueryAttack):
         out = point.clone()
         size = size.clone()
         while True:
-            go = ~ok & (oracle.remaining()[idx] > 0) & (size > 1e-12)
+            go = ~ok & live(idx) & (size > 1e-12)
             if not go.any():
                 return out, ok
             cand = (point[go] + _view(size[go], point) * update[go]).clamp(0, 1)
