@@ -327,3 +327,23 @@ def test_range_pool_all_and_seed_draws_follow_the_benchmark_protocol(fmnist_test
     assert bases == {"ifgsm", "fgsm"} and res.records["meta"]["pool"] == pool
     noise = [r for r in res.records["cells"] if r["attack"] == "noise"]
     assert len(noise) == 2 and all(r["backward_passes"] == 0 for r in noise)
+
+
+def test_query_attack_cells_record_their_queries(tiny_zoo, tmp_path):
+    """A query attack in a study queries its source; its cells carry the per-image queries, and the report shows
+    their cost."""
+    cfg = tiny_config(tiny_zoo, attacks=["ifgsm", {"name": "square", "settings": {"max_queries": 30}}], seeds=[0])
+    res = run_study(cfg, tmp_path / "q")
+    cells = {c["attack"]: c for c in res.records["cells"]}
+    assert cells["ifgsm"]["queries"] is None
+    q = cells["square"]["queries"]
+    assert q["budget"] == 30 and q["n"] == 8
+    assert 0 < q["mean_queries_all"] <= 30 and q["success"]["k"] <= 8
+    sq = next(c for c in res.records["cells"] if c["attack"] == "square")
+    t, _ = RunDir(tmp_path / "q").read_cell(sq["id"], 1)
+    assert t["queries"].dtype == torch.int64 and int(t["queries"].max()) <= 30
+    assert int(t["queries"].double().mean().round()) == round(q["mean_queries_all"])
+    from advkit.report.run_report import build_report
+
+    text = build_report(tmp_path / "q").markdown()
+    assert "Query cost (query attacks, on their source)" in text and "square" in text

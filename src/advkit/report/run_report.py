@@ -165,6 +165,27 @@ def _provenance(manifest: dict[str, Any]) -> list[Any]:
                                          rows, align="lllll"), Code(text)]
 
 
+def query_table(records: dict[str, Any]) -> Table | None:
+    """Per cell of a query attack: the queries it spent on its source (the model it queried), or ``None``."""
+    rows = []
+    for c in records.get("cells", []):
+        q = c.get("queries")
+        if not q:
+            continue
+        within = q["within"]
+        rows.append([c["source"], c["attack"], str(c["eps"]), str(c["seed"]), str(q["budget"]),
+                     f"{100 * q['success']['k'] / max(q['success']['n'], 1):.1f}%",
+                     f"{q['median_queries_success']:.0f}", f"{q['mean_queries_success']:.1f}",
+                     f"{q['mean_queries_all']:.1f}",
+                     *(f"{100 * within[m]['k'] / max(within[m]['n'], 1):.1f}%" if m in within else "-"
+                       for m in ("100", "1000"))])
+    if not rows:
+        return None
+    return Table(["source", "attack", "eps", "seed", "budget", "fooled", "median queries (fooled)",
+                  "mean queries (fooled)", "mean queries (all)", "fooled within 100", "within 1000"], rows,
+                 align="llllrrrrrrr")
+
+
 def build_report(run_dir: str | Path, reference: dict[str, Any] | None = None) -> Document:
     """Build the report of a finished run as a :class:`~advkit.report.html.Document` (figures are saved)."""
     run = RunDir(run_dir)
@@ -208,6 +229,9 @@ def build_report(run_dir: str | Path, reference: dict[str, Any] | None = None) -
     pm = paired_mean_table(records)
     if pm is not None:
         doc.add(Heading("Mean paired difference over the targets"), pm)
+    qt = query_table(records)
+    if qt is not None:
+        doc.add(Heading("Query cost (query attacks, on their source)"), qt)
     if len(meta["eps"]) > 1:
         doc.add(Heading("Success vs eps"), _eps_curves(run, records, eps_values))
     g = _gamma_curves(run, records)

@@ -31,6 +31,7 @@ import torch
 
 from advkit._files import atomic_write_text
 from advkit.evaluate.metrics import wilson_interval
+from advkit.evaluate.queries import query_stats
 from advkit.evaluate.stats import mcnemar, summarize_seeds
 
 if TYPE_CHECKING:
@@ -109,7 +110,9 @@ def aggregate(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[str
                           "sgm_connections": sgm[0].get("connections") if sgm else None,
                           "sgm_hooks_fired": sum(int(s.get("hooks_fired", 0)) for s in sgm) if sgm else None,
                           "sgm_variant": sgm[0].get("variant") if sgm else None,
-                          "config": metas[0]["config"]})
+                          "config": metas[0]["config"],
+                          "queries": query_stats(t["queries"], t["white_box"], int(metas[0]["config"]["max_queries"]))
+                          if "queries" in t else None})
         if progress is not None:
             progress("results", ci + 1, len(cells), c.id)
     paired = _paired(cfg, cells, fooled, names)

@@ -116,8 +116,8 @@ def run_shard(task: ShardTask, models: Mapping[str, nn.Module]) -> tuple[dict[st
         ``(tensors, meta)``. Tensors: ``x_adv`` float32 ``(k, C, H, W)`` and ``x_8bit`` uint8 (the first ``k``
         examples, ``k = task.keep`` or all); ``pred`` and ``pred_8bit`` int64 ``(M, m)`` (one row per evaluated
         model); ``white_box`` bool ``(m,)`` (the attack's own success check); ``linf``, ``l2``, ``l0`` and their
-        ``_8bit`` versions ``(m,)``. Meta: the attack's resolved config, passes, seconds, merged ``info``, NaN count
-        and pixel range of the float examples.
+        ``_8bit`` versions ``(m,)``; for a query attack, ``queries`` int64 ``(m,)`` (spent on the source). Meta: the
+        attack's resolved config, passes, seconds, merged ``info``, NaN count and pixel range of the float examples.
     """
     atk = create(task.attack, **task.attack_kwargs)
     src = models[task.source]
@@ -146,6 +146,8 @@ def run_shard(task: ShardTask, models: Mapping[str, nn.Module]) -> tuple[dict[st
         "white_box": r.success.bool(),
         **{k: v.float() for k, v in d.items()}, **{f"{k}_8bit": v.float() for k, v in d8.items()},
     }
+    if r.queries is not None:  # a query attack, run against the source: the queries it spent per image
+        tensors["queries"] = r.queries.long().contiguous()
     config = atk.config() if hasattr(atk, "config") else dict(task.attack_kwargs)
     meta: dict[str, Any] = {
         "cell": task.cell, "shard": task.shard, "source": task.source, "attack": task.attack, "label": task.label,
