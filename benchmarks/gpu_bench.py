@@ -407,6 +407,64 @@ def largest_batch(model: nn.Module, device: torch.device, precision: str, size: 
     return fit
 
 
+# --------------------------------------------------------------------------------------------- query attacks
+
+
+class _RowCount(nn.Module):
+    """Counts the image rows sent to ``model`` (every row is a query)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.rows = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += int(x.shape[0])
+        return self.model(x.float())
+
+
+def query_throughput(model: nn.Module, device: torch.device, size: int, batch: int, budget: int,
+                     with_art: bool) -> list[dict[str, Any]]:
+    """Square Attack (L-inf, eps 4/255, p_init 0.05, ``budget`` queries per image) on ``batch`` images: queries
+    per second for advkit and for ART's SquareAttack (``max_iter = budget``), fp32. Labels are the model's own
+    predictions, so every image starts correctly classified."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 3, size, size, generator=g).to(device)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    out = []
+    counted = _RowCount(model)
+    sq = A.create("square", eps=4 / 255, max_queries=budget, p_init=0.05)
+    sync(device)
+    t = time.perf_counter()
+    r = sq(counted, x, y, generator=torch.Generator().manual_seed(0))
+    sync(device)
+    dt = time.perf_counter() - t
+    out.append({"method": "advkit square", "queries": counted.rows, "seconds": dt, "queries_per_s": counted.rows / dt,
+                "success": float(r.success.float().mean())})
+    if with_art:
+        import numpy as np
+        from art.attacks.evasion import SquareAttack  # type: ignore[import-untyped]
+        from art.estimators.classification import PyTorchClassifier  # type: ignore[import-untyped]
+
+        counted = _RowCount(model)
+        clf = PyTorchClassifier(model=counted, loss=nn.CrossEntropyLoss(), input_shape=(3, size, size),
+                                nb_classes=NUM_CLASSES, clip_values=(0.0, 1.0), device_type="gpu")
+        art_sq = SquareAttack(clf, norm=np.inf, eps=4 / 255, max_iter=budget, p_init=0.05, batch_size=batch,
+                              verbose=False)
+        xn, yn = x.cpu().numpy(), np.eye(NUM_CLASSES, dtype=np.float32)[y.cpu().numpy()]
+        t = time.perf_counter()
+        adv = art_sq.generate(xn, y=yn)
+        dt = time.perf_counter() - t
+        with torch.no_grad():
+            fooled = model(torch.from_numpy(adv).to(device)).argmax(1) != y
+        out.append({"method": "ART SquareAttack", "queries": counted.rows, "seconds": dt,
+                    "queries_per_s": counted.rows / dt, "success": float(fooled.float().mean())})
+    for row in out:
+        print(f"  {row['method']:<18} {row['queries']:>8} queries in {row['seconds']:.1f} s: "
+              f"{row['queries_per_s']:.0f} queries/s; fooled {100 * row['success']:.1f}%", flush=True)
+    return out
+
+
 # --------------------------------------------------------------------------------------------------- main
 
 
@@ -439,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--search-limit", type=int, default=8192)
     ap.add_argument("--search-refine", type=int, default=3, help="bisection steps after the doubling")
     ap.add_argument("--no-art", action="store_true")
+    ap.add_argument("--query-budget", type=int, default=100, help="queries per image for the Square rows (0: skip)")
     ap.add_argument("--no-search", action="store_true")
     ap.add_argument("--budget-s", type=float, default=None, help="skip sections that would start after this")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -449,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)  # a code-path check: one thread keeps it steady on a busy machine
         args.size, args.batch, args.steps = 32, 4, 2
         args.search_start, args.search_limit, args.search_refine = 4, 16, 0
+        args.query_budget = min(args.query_budget, 5)
         granule = 1
     else:
         if not torch.cuda.is_available():
@@ -504,6 +564,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  ({time.perf_counter() - t:.1f} s for this section)", flush=True)
         all_rows += rows
         results["throughput"] += [asdict(r) for r in rows]
+
+    if args.query_budget > 0 and deadline.left() >= 60:
+        qb = min(args.batch, 64)
+        print(f"\n== query attacks: Square L-inf, {qb} images, {args.query_budget} queries per image, fp32 ==",
+              flush=True)
+        results["query"] = query_throughput(model, device, args.size, qb, args.query_budget, with_art)
+    elif args.query_budget > 0:
+        results["skipped"].append("query attacks")
 
     fits: list[Fit] = []
     if not args.no_search:

@@ -11,11 +11,12 @@ search), then repeat:
    decision as baseline;
 3. step along it (its sign, L-inf) by ``dist / sqrt(t)``, halved until the point is adversarial again.
 
-Every decision is one query. An image stops as soon as a query within ``eps`` of ``x`` comes back adversarial
-(in whichever phase: the reference runs a fixed number of iterations), or when its budget cannot pay for the
-next gradient estimate. The paper's defaults: ``gamma = 1``, 100 initial evaluations,
-at most 10,000, geometric step-size search. Candidates are clipped to ``[0, 1]`` before they are queried (the
-reference code tests the unclipped point in the step-size search).
+Every decision is one query. An image stops as soon as a query within ``eps`` of ``x`` comes back adversarial (in
+whichever phase: the reference runs a fixed number of iterations), or when its budget is spent: the last iteration
+it can pay for estimates the gradient from fewer directions, so that the budget is used, not left over. The paper's
+defaults: ``gamma = 1``, 100 initial evaluations, at most 10,000, geometric step-size search. Candidates are
+clipped to ``[0, 1]`` before they are queried (the reference code tests the unclipped point in the step-size
+search).
 """
 
 from __future__ import annotations
@@ -108,26 +109,36 @@ class HopSkipJump(QueryAttack):
         if idx.numel():
             adv[idx], dist_post[idx] = self._boundary(live, adversarial, x[idx], adv[idx], idx, theta)
             dist[idx] = _dist(adv[idx], x[idx], self.norm)
+        # the last iteration an image's budget allows runs on fewer directions: its budget less what a binary
+        # search and a few step halvings need, if that still leaves `init_evals / 4` directions
+        reserve = math.ceil(math.log2(1 / theta)) + 5
         t = 0
         while True:
             t += 1
             evals = min(int(self.init_evals * math.sqrt(t)), self.max_evals)
-            run = (found & ~won & (dist > reach) & (oracle.remaining() >= evals + 1)).nonzero().flatten()
-            if run.numel() == 0:
+            todo = found & ~won & (dist > reach)
+            left = oracle.remaining()
+            full = (todo & (left >= evals + reserve)).nonzero().flatten()
+            last = (todo & (left < evals + reserve) & (left >= reserve + max(self.init_evals // 4, 1)))
+            last = last.nonzero().flatten()
+            if full.numel() == 0 and last.numel() == 0:
                 break
-            if t == 1:
-                delta = torch.full((run.numel(),), 0.1, device=x.device)
-            else:
-                scale = math.sqrt(d) if self.norm == "l2" else d
-                delta = scale * theta * dist_post[run]
-            grad = self._normal(adversarial, adv[run], run, delta, evals, g)
-            update = grad.sign() if self.norm == "linf" else grad
-            moved, ok = self._step(live, adversarial, adv[run], update, dist[run] / math.sqrt(t), run)
-            go = run[ok]
-            if go.numel():
-                new, post = self._boundary(live, adversarial, x[go], moved[ok], go, theta)
-                adv[go], dist_post[go] = new, post
-                dist[go] = _dist(adv[go], x[go], self.norm)
+            for run, k in ((full, evals), (last, int(left[last].min()) - reserve if last.numel() else 0)):
+                if run.numel() == 0:
+                    continue
+                if t == 1:
+                    delta = torch.full((run.numel(),), 0.1, device=x.device)
+                else:
+                    scale = math.sqrt(d) if self.norm == "l2" else d
+                    delta = scale * theta * dist_post[run]
+                grad = self._normal(adversarial, adv[run], run, delta, k, g)
+                update = grad.sign() if self.norm == "linf" else grad
+                moved, ok = self._step(live, adversarial, adv[run], update, dist[run] / math.sqrt(t), run)
+                go = run[ok]
+                if go.numel():
+                    new, post = self._boundary(live, adversarial, x[go], moved[ok], go, theta)
+                    adv[go], dist_post[go] = new, post
+                    dist[go] = _dist(adv[go], x[go], self.norm)
         return torch.where(_view(won, x), best, torch.where(_view(found, x), adv, x))
 
     def _initialise(self, live: Mask, adversarial: Decide, x: torch.Tensor, y: torch.Tensor,
