@@ -187,3 +187,19 @@ def test_query_attack_bad_input_exits_2_with_the_fix(args, match):
     assert r.exit_code == 2, r.output
     assert re.search(match, " ".join(r.output.split())), r.output
     assert "Traceback" not in r.output
+
+
+def test_train_generator_writes_a_card_and_attacks_with_it(tmp_path):
+    out = tmp_path / "g.safetensors"
+    r = run("train-generator", "--source", "lenet", "--out", str(out), "--limit", "128", "--blocks", "1")
+    assert "saved" in r.output and out.is_file() and out.with_suffix(".json").is_file()
+    again = run("train-generator", "--source", "lenet", "--out", str(out), "--limit", "128", ok=False)
+    assert again.exit_code == 2 and "--force" in again.output
+    r = run("attack", f"generator:{out}", "--model", "lenet", "--limit", "16")
+    assert "white-box success" in r.output
+    bad = run("train-generator", "--source", "lenet", "--out", str(tmp_path / "g.pt"), ok=False)
+    assert bad.exit_code == 2 and ".safetensors" in bad.output
+    bad = run("train-generator", "--source", "lenet", "--out", str(tmp_path / "h.safetensors"), "--eps", "2",
+              "--limit", "8", ok=False)
+    assert bad.exit_code == 2 and "eps must be in (0, 1]" in " ".join(bad.output.split())
+    assert not (tmp_path / "h.safetensors").exists()

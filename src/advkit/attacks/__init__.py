@@ -19,6 +19,7 @@ from advkit.attacks import square as _square  # noqa: F401
 from advkit.attacks import nes as _nes  # noqa: F401
 from advkit.attacks import simba as _simba  # noqa: F401
 from advkit.attacks import hsj as _hsj  # noqa: F401
+from advkit.attacks import generator as _generator  # noqa: F401
 from advkit.attacks.base import Attack, AttackResult, Counter, attack_loss, project, validate_inputs
 from advkit.attacks.batched import attack_batched, batch_seed
 from advkit.attacks.engine import Iterative
@@ -47,15 +48,22 @@ def query_attacks() -> list[str]:
     return sorted(n for n, cls in standalone().items() if cls.black_box)
 
 
+def standalone_key(name: str) -> str | None:
+    """The registry name of a standalone attack (``"generator"`` for ``generator:PATH``), else ``None``."""
+    key = name.strip()
+    if key.startswith("generator:"):
+        return "generator"
+    return key.lower() if key.lower() in standalone() else None
+
+
 def needs_skip_connections(name: str) -> bool:
     """Whether the attack ``name`` works only on models with residual / dense connections (SGM, LinBP)."""
-    if name.strip().lower() in standalone():
+    if standalone_key(name) is not None:
         return False
     return any(parts()[t].needs_skip_connections for t in parse(name))
 
 
 __all__ = ["COMBINATIONS", "Attack", "AttackResult", "BlackBoxError", "Counter", "Iterative", "Oracle", "Part",
-           "QueryAttack", "QueryBudgetError", "attack_batched",
-           "attack_loss", "batch_seed", "create", "label", "macros", "names", "needs_skip_connections", "parse",
-           "parts", "project", "query_attacks", "register_attack", "register_macro", "register_part", "resolve_gamma",
-           "standalone", "validate_inputs"]
+           "QueryAttack", "QueryBudgetError", "attack_batched", "attack_loss", "batch_seed", "create", "label",
+           "macros", "names", "needs_skip_connections", "parse", "parts", "project", "query_attacks", "standalone_key",
+           "register_attack", "register_macro", "register_part", "resolve_gamma", "standalone", "validate_inputs"]

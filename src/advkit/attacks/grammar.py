@@ -18,6 +18,8 @@ from advkit.attacks.engine import Iterative
 from advkit.attacks.parts import HOOKS, Part, macros, parts
 from advkit.attacks.registry import standalone
 
+GENERATOR_PREFIX = "generator:"  # generator:PATH, a trained perturbation generator (attacks/generator.py)
+
 # Common keyword arguments of every iterative attack.
 COMMON = ("eps", "steps", "alpha", "norm", "loss")
 
@@ -70,7 +72,8 @@ def create(name: str, **kwargs: Any) -> Attack:
     """Build an attack from its name and keyword arguments.
 
     Args:
-        name: a standalone attack (``"jsma"``) or a composition (``"pgd"``, ``"sgm+mi+di"``, ...).
+        name: a standalone attack (``"jsma"``), a composition (``"pgd"``, ``"sgm+mi+di"``, ...) or a trained
+            perturbation generator, ``"generator:PATH"``.
         **kwargs: the attack's settings; eps and step sizes are in pixel units of ``[0, 1]`` (``16/255``).
 
     Returns:
@@ -79,6 +82,8 @@ def create(name: str, **kwargs: Any) -> Attack:
     Raises:
         ValueError: unknown name or part, a setting that no part of the name uses, or an invalid value.
     """
+    if name.strip().startswith(GENERATOR_PREFIX):
+        return standalone()["generator"](path=name.strip()[len(GENERATOR_PREFIX):], **kwargs)
     key = name.strip().lower()
     solo = standalone()
     if key in solo:

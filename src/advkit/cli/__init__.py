@@ -5,7 +5,8 @@ accepted (parsed exactly with ``fractions.Fraction``, never ``eval``).
 
 One module per command group: :mod:`~advkit.cli.data`, :mod:`~advkit.cli.models` (``models``, ``sgm``),
 :mod:`~advkit.cli.attacks`,
-:mod:`~advkit.cli.train`, :mod:`~advkit.cli.evaluate`, :mod:`~advkit.cli.attack`, :mod:`~advkit.cli.study`
+:mod:`~advkit.cli.train`, :mod:`~advkit.cli.generator` (``train-generator``), :mod:`~advkit.cli.evaluate`,
+:mod:`~advkit.cli.attack`, :mod:`~advkit.cli.study`
 (``transfer``, ``report``), :mod:`~advkit.cli.reproduce`; shared helpers in :mod:`~advkit.cli.common`.
 """
 
@@ -17,6 +18,7 @@ from advkit.cli import attacks, data, models
 from advkit.cli.attack import attack
 from advkit.cli.common import console, err, invocation, make_console, parse_number
 from advkit.cli.evaluate import evaluate
+from advkit.cli.generator import train_generator
 from advkit.cli.study import register_cli
 from advkit.cli.train import train
 
@@ -29,6 +31,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(attacks.app, name="attacks")
 app.add_typer(models.sgm_app, name="sgm")
 app.command()(train)
+app.command("train-generator")(train_generator)
 app.command()(evaluate)
 app.command()(attack)
 register_cli(app)  # transfer, report, and the reproduce group

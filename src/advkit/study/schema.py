@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from advkit.attacks import parse, standalone
+from advkit.attacks import parse, standalone_key
 
 __all__ = ["AttackSpec", "SampleSpec", "StudyConfig", "apply_overrides", "eps_label", "parse_alpha",
            "parse_fraction"]
@@ -101,7 +101,7 @@ class AttackSpec:
     @property
     def uses_gamma(self) -> bool:
         """Whether the attack is an SGM composition (its cells multiply over the study's gammas)."""
-        return self.name.lower() not in standalone() and "sgm" in parse(self.name)
+        return standalone_key(self.name) is None and "sgm" in parse(self.name)
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ its settings are checked by the attack itself.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
-from advkit.attacks import create, parse, standalone
+from advkit.attacks import create, parse, standalone_key
+from advkit.attacks.grammar import GENERATOR_PREFIX
 from advkit.study.errors import ConfigError
 from advkit.study.schema import AttackSpec, SampleSpec, StudyConfig, eps_label, parse_alpha, parse_fraction
 
@@ -72,8 +74,10 @@ def _attacks(raw: Any, problems: list[str]) -> list[AttackSpec]:
         if not isinstance(name, str) or not name.strip():
             problems.append(f"{where}.name: missing attack name")
             continue
-        name = name.strip().lower()
-        if name not in standalone():
+        name = name.strip()
+        if not name.startswith(GENERATOR_PREFIX):
+            name = name.lower()  # a generator's path keeps its case
+        if standalone_key(name) is None:
             try:
                 parse(name)
             except ValueError as e:
@@ -88,7 +92,9 @@ def _attacks(raw: Any, problems: list[str]) -> list[AttackSpec]:
         if not isinstance(settings, dict):
             problems.append(f"{where}.settings: expected a mapping of attack settings, got {settings!r}")
             settings = {}
-        label = item.get("label", name)
+        default = name if not name.startswith(GENERATOR_PREFIX) else \
+            "generator-" + re.sub(r"[^A-Za-z0-9_.+\-]", "_", Path(name[len(GENERATOR_PREFIX):]).stem)
+        label = item.get("label", default)
         if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9_.+\-]+", label):
             problems.append(f"{where}.label: use letters, digits and _ . + - only, got {label!r}")
             label = name
@@ -250,7 +256,7 @@ def validate(raw: dict[str, Any]) -> StudyConfig:
         alpha_v = None if alpha is None else parse_alpha(alpha, "alpha", eps[0])
         for i, a in enumerate(attacks):
             kw: dict[str, Any] = {"eps": parse_fraction(eps[0], "eps")}
-            if a.name not in standalone():
+            if standalone_key(a.name) is None:
                 kw["steps"] = 1 if parse(a.name)[0] == "fgsm" else steps
                 if alpha_v is not None and parse(a.name)[0] != "fgsm":
                     kw["alpha"] = alpha_v

@@ -1,0 +1,58 @@
+"""``advkit train-generator``: train a perturbation generator against source models and save it with its card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from advkit.cli.common import console, fail, parse_number
+
+__all__ = ["train_generator"]
+
+
+def train_generator(
+    source: Annotated[list[str], typer.Option(help="Source model(s) the generator learns to fool (repeatable): zoo "
+                                                   "name or .safetensors path.")],
+    out: Annotated[Path, typer.Option(help="Weights file to write (.safetensors; the card goes beside it).")],
+    dataset: Annotated[str, typer.Option(help="Training domain (its train split).")] = "fashion-mnist",
+    eps: Annotated[str, typer.Option(help="L-inf budget in pixel units of [0,1]; fractions like 16/255 "
+                                          "accepted.")] = "0.1",
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 1,
+    loss: Annotated[str, typer.Option(help="relativistic (Naseer et al. 2019) or ce (GAP, without the "
+                                           "relativistic term).")] = "relativistic",
+    ngf: Annotated[int, typer.Option(help="Generator width (filters of its first convolution).")] = 16,
+    blocks: Annotated[int, typer.Option(help="Residual blocks of the generator.")] = 6,
+    batch_size: Annotated[int, typer.Option(help="Images per Adam step.")] = 64,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (betas 0.5, 0.999).")] = 2e-4,
+    seed: Annotated[int, typer.Option(help="Seed of the initialisation, shuffling and dropout.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Train on the first N training images only.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing generator at --out.")] = False,
+) -> None:
+    """Train a perturbation generator (Naseer et al. 2019) against --source models; use it as generator:PATH."""
+    from advkit.models.generator import save_generator
+    from advkit.train.generator import train_generator as train
+
+    if out.suffix != ".safetensors":
+        fail(f"--out must name a .safetensors file (the card is written beside it), got {out}")
+    if out.exists() and not force:
+        fail(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    eps_v = parse_number(eps, "--eps")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task(f"generator vs {', '.join(source)}", total=None, loss="")
+        try:
+            gen, card = train(source, dataset, eps=eps_v, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
+                              ngf=ngf, blocks=blocks, seed=seed, limit=limit, out=str(out),
+                              on_step=lambda s, t, v: bar.update(task, completed=s, total=t, loss=f"loss {v:.3f}"))
+        except ValueError as e:
+            fail(str(e))
+    path = save_generator(gen, out, card)
+    rates = ", ".join(f"{k} {100 * v:.1f}%" for k, v in card["fooling_rate_test"].items())
+    console.print(f"generator ({card['loss']} loss, eps {card['eps']:g}, {epochs} epoch(s) on {card['train_images']} "
+                  f"{dataset} images, {card['train_seconds']:.0f}s): fools {rates} of the first "
+                  f"{card['fooling_rate_images']} test images")
+    console.print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB) and its card; attack with generator:{path}")

@@ -1,0 +1,151 @@
+"""Perturbation generators (Naseer et al., NeurIPS 2019; Poursaeed et al., CVPR 2018): a network that maps an image
+to an adversarial image in one forward pass, and its checkpoint format.
+
+The architecture is the ResNet generator both papers use (after Johnson et al. 2016): a 7x7 reflection-padded
+convolution, two stride-2 downsampling convolutions, ``blocks`` residual blocks (two 3x3 convolutions with
+dropout 0.5 between them), two transposed-convolution upsamplings and a 7x7 convolution back to the image's
+channels, squashed to ``[0, 1]`` by ``(tanh + 1) / 2``. The raw output is an unconstrained image; the attack
+projects it onto the L-inf ball of ``eps`` around the input (:func:`project_linf`). Naseer et al. use ``ngf = 64``
+and 6 blocks on ImageNet; the 28 px datasets here use ``ngf = 16`` by default (a checkpoint of about 2 MB).
+
+Checkpoints are ``NAME.safetensors`` plus the ``NAME.json`` card (``kind: "generator"``, input shape, ``ngf``,
+blocks, eps, loss, sources, data, epochs, seed, the command that reproduces it, the weights' SHA-256); loading
+checks the hash first and never unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from advkit._files import atomic_path, atomic_write_bytes
+from advkit.data.download import sha256_of
+from advkit.models.checkpoint import CheckpointError, _refuse_pickle
+
+__all__ = ["PerturbationGenerator", "load_generator", "project_linf", "read_generator_card", "save_generator"]
+
+CARD_FIELDS = ("kind", "input_shape", "ngf", "blocks", "eps", "sha256")
+
+
+class _Block(nn.Module):
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3, bias=False), nn.BatchNorm2d(ch), nn.ReLU(True),
+            nn.Dropout(0.5),
+            nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3, bias=False), nn.BatchNorm2d(ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class PerturbationGenerator(nn.Module):
+    """The ResNet generator: ``(N, C, H, W)`` pixels in ``[0, 1]`` to an unconstrained image in ``[0, 1]``.
+
+    Args:
+        channels: image channels (1 for the MNISTs, 3 for colour).
+        ngf: filters of the first convolution (doubled by each downsampling).
+        blocks: residual blocks at the lowest resolution.
+        size: image side (``H == W``), divisible by 4.
+    """
+
+    def __init__(self, channels: int = 1, ngf: int = 16, blocks: int = 6, size: int = 28) -> None:
+        super().__init__()
+        if size % 4:
+            raise ValueError(f"the generator downsamples twice by 2: the image side must be divisible by 4, got "
+                             f"{size}")
+        self.input_shape = (channels, size, size)
+        self.ngf, self.blocks = ngf, blocks
+        self.net = nn.Sequential(
+            nn.ReflectionPad2d(3), nn.Conv2d(channels, ngf, 7, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
+            nn.Conv2d(ngf, 2 * ngf, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * ngf), nn.ReLU(True),
+            nn.Conv2d(2 * ngf, 4 * ngf, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(4 * ngf), nn.ReLU(True),
+            *[_Block(4 * ngf) for _ in range(blocks)],
+            nn.ConvTranspose2d(4 * ngf, 2 * ngf, 3, stride=2, padding=1, output_padding=1, bias=False),
+            nn.BatchNorm2d(2 * ngf), nn.ReLU(True),
+            nn.ConvTranspose2d(2 * ngf, ngf, 3, stride=2, padding=1, output_padding=1, bias=False),
+            nn.BatchNorm2d(ngf), nn.ReLU(True),
+            nn.ReflectionPad2d(3), nn.Conv2d(ngf, channels, 7))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != self.input_shape:
+            c, h, w = self.input_shape
+            raise ValueError(f"this generator was trained on {c}x{h}x{w} images, got {'x'.join(map(str, x.shape[1:]))}"
+                             f"; train one for these images (advkit train-generator) or resize them to {h}x{w}")
+        return (torch.tanh(self.net(x)) + 1) / 2
+
+
+def project_linf(raw: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """The generator's output projected onto the L-inf ball of ``eps`` around ``x`` and onto ``[0, 1]``."""
+    return torch.min(torch.max(raw, x - eps), x + eps).clamp(0.0, 1.0)
+
+
+def save_generator(gen: PerturbationGenerator, path: str | Path, card: dict[str, Any]) -> Path:
+    """Write the weights (``.safetensors``) and the card (``.json``) atomically; the card gets the SHA-256."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path}: generators are written as .safetensors files")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in gen.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+        digest = sha256_of(tmp)
+    full = {**card, "kind": "generator", "input_shape": list(gen.input_shape), "ngf": gen.ngf,
+            "blocks": gen.blocks, "sha256": digest, "weights": path.name}
+    atomic_write_bytes(path.with_suffix(".json"), (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def read_generator_card(path: str | Path) -> dict[str, Any]:
+    """The card beside a generator's weights; :class:`CheckpointError` naming what is missing."""
+    path = Path(path)
+    card_path = path.with_suffix(".json")
+    if not card_path.is_file():
+        raise CheckpointError(f"{path}: no generator card at {card_path}; advkit needs it to know the input shape, "
+                              f"eps and the weights' hash. Retrain with `advkit train-generator` or copy the card "
+                              f"that came with the weights")
+    try:
+        card: dict[str, Any] = json.loads(card_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{card_path}: not valid JSON ({e})") from e
+    missing = [k for k in CARD_FIELDS if k not in card]
+    if missing:
+        raise CheckpointError(f"{card_path}: generator card lacks {', '.join(missing)}")
+    if card["kind"] != "generator":
+        raise CheckpointError(f"{card_path}: this card describes a {card['kind']!r}, not a perturbation generator")
+    return card
+
+
+def load_generator(path: str | Path) -> tuple[PerturbationGenerator, dict[str, Any]]:
+    """Load a generator written by :func:`save_generator`, frozen and in eval mode, with its card.
+
+    Raises:
+        CheckpointError: no file, a pickle, no card, a hash that does not match the card, or weights that do not
+            fit the card's architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such generator file")
+    _refuse_pickle(path)
+    card = read_generator_card(path)
+    got = sha256_of(path)
+    if got != card["sha256"]:
+        raise CheckpointError(f"{path}: SHA-256 {got} does not match the card's {card['sha256']}; the weights were "
+                              f"modified or corrupted. Restore the file or retrain it (the card's 'command' field "
+                              f"reproduces it)")
+    c, h, w = card["input_shape"]
+    gen = PerturbationGenerator(c, int(card["ngf"]), int(card["blocks"]), h)
+    try:
+        gen.load_state_dict(load_file(str(path)), strict=True)
+    except Exception as e:  # safetensors' own errors, or a shape mismatch
+        raise CheckpointError(f"{path}: weights do not fit the card's generator (ngf {card['ngf']}, "
+                              f"{card['blocks']} blocks): {e}") from e
+    gen.eval()
+    for p in gen.parameters():
+        p.requires_grad_(False)
+    return gen, card

@@ -1,0 +1,156 @@
+"""Training a perturbation generator against one or several source models (Naseer et al., NeurIPS 2019).
+
+The generator ``G`` maps a clean batch to ``x_adv = Proj_eps(G(x))``; it is trained to *maximise*, summed over the
+sources ``f``, the relativistic cross-entropy ``CE(f(x_adv) - f(x), argmax f(x))`` (``loss="relativistic"``, the
+paper's), or the plain ``CE(f(x_adv), argmax f(x))`` (``loss="ce"``: GAP, Poursaeed et al. CVPR 2018, without the
+relativistic term). The labels are the sources' own predictions, so no ground truth is needed and any image set
+can be the training domain. Adam with learning rate 2e-4 and betas (0.5, 0.999), as in the paper's code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import advkit
+from advkit.data import load as load_data
+from advkit.models import load as load_model
+from advkit.models.generator import PerturbationGenerator, project_linf
+
+__all__ = ["LOSSES", "generator_loss", "train_command", "train_generator"]
+
+LOSSES = ("relativistic", "ce")
+
+
+def generator_loss(adv_logits: torch.Tensor, clean_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """The loss the generator *minimises* for one source (the negated fooling objective), batch mean."""
+    label = clean_logits.argmax(1)
+    if kind == "relativistic":
+        return -F.cross_entropy(adv_logits - clean_logits, label)
+    if kind == "ce":
+        return -F.cross_entropy(adv_logits, label)
+    raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
+
+
+def train_command(sources: Sequence[str], dataset: str, eps: float, epochs: int, seed: int, loss: str,
+                  limit: int | None, ngf: int, blocks: int, batch_size: int, lr: float, out: str) -> str:
+    """The ``advkit train-generator`` command that reproduces a training."""
+    parts = ["advkit train-generator", *[f"--source {s}" for s in sources], f"--dataset {dataset}",
+             f"--eps {eps:g}", f"--epochs {epochs}", f"--seed {seed}", f"--loss {loss}", f"--ngf {ngf}",
+             f"--blocks {blocks}", f"--batch-size {batch_size}", f"--lr {lr:g}"]
+    if limit is not None:
+        parts.append(f"--limit {limit}")
+    parts.append(f"--out {out}")
+    return " ".join(parts)
+
+
+@torch.no_grad()
+def fooling_rate(gen: PerturbationGenerator, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+                 batch_size: int = 500) -> float:
+    """Share of ``x`` whose prediction differs from ``y`` after the generator's perturbation."""
+    gen.eval()
+    wrong = 0
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        wrong += int((model(project_linf(gen(xb), xb, eps)).argmax(1) != y[i:i + batch_size]).sum())
+    return wrong / max(len(x), 1)
+
+
+def train_generator(sources: Sequence[str], dataset: str = "fashion-mnist", *, eps: float = 0.1, epochs: int = 1,
+                    batch_size: int = 64, lr: float = 2e-4, loss: str = "relativistic", ngf: int = 16,
+                    blocks: int = 6, seed: int = 0, limit: int | None = None, eval_images: int = 1000,
+                    out: str = "generator.safetensors",
+                    on_step: Callable[[int, int, float], None] | None = None
+                    ) -> tuple[PerturbationGenerator, dict[str, Any]]:
+    """Train a generator against ``sources`` on ``dataset``'s training split.
+
+    Args:
+        sources: model names or paths (:func:`advkit.models.load`); the loss is summed over them.
+        dataset: the training domain.
+        eps: the L-inf budget the generator is trained for.
+        epochs, batch_size, lr: Adam's schedule (betas 0.5, 0.999).
+        loss: ``"relativistic"`` (Naseer et al.) or ``"ce"`` (GAP without the relativistic term).
+        ngf, blocks: generator width and depth (:class:`~advkit.models.generator.PerturbationGenerator`).
+        seed: seeds the initialisation, the shuffling and dropout.
+        limit: train on the first ``limit`` training images only.
+        eval_images: test images on which the card reports each source's fooling rate.
+        out: where the weights will be written (recorded in the card's command).
+        on_step: progress callback ``(step, total_steps, loss)``.
+
+    Returns:
+        ``(generator, card)``: the trained generator (eval mode) and its card, ready for
+        :func:`~advkit.models.generator.save_generator`.
+
+    Raises:
+        ValueError: no source, a bad setting, or sources that disagree with the data's shape.
+    """
+    if not sources:
+        raise ValueError("train a generator against at least one source model (--source NAME)")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if not isinstance(eps, (int, float)) or not 0 < eps <= 1:
+        raise ValueError(f"eps must be in (0, 1] (an L-inf budget in pixel units, e.g. 0.1), got {eps!r}")
+    for name, v in (("epochs", epochs), ("batch_size", batch_size), ("ngf", ngf), ("blocks", blocks)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    models = [load_model(s, dataset=dataset) for s in sources]
+    train = load_data(dataset, "train", limit=limit)
+    c, h, w = train.x.shape[1:]
+    for s, m in zip(sources, models, strict=True):
+        shape = tuple(getattr(m, "input_shape", (c, h, w)))
+        if shape != (c, h, w):
+            raise ValueError(f"source {s} takes {shape} inputs but {dataset} images are {(c, h, w)}")
+    torch.manual_seed(seed)
+    gen = PerturbationGenerator(c, ngf, blocks, h)
+    opt = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
+    g = torch.Generator().manual_seed(seed)
+    n = len(train.x)
+    per_epoch = -(-n // batch_size)
+    total, step, t0 = epochs * per_epoch, 0, time.perf_counter()
+    last = float("nan")
+    for _ in range(epochs):
+        gen.train()
+        order = torch.randperm(n, generator=g)
+        for i in range(0, n, batch_size):
+            xb = train.x[order[i:i + batch_size]]
+            adv = project_linf(gen(xb), xb, eps)
+            objective = torch.zeros(())
+            for m in models:
+                with torch.no_grad():
+                    clean = m(xb)
+                objective = objective + generator_loss(m(adv), clean, loss)
+            opt.zero_grad(set_to_none=True)
+            objective.backward()
+            opt.step()
+            step += 1
+            last = float(objective.detach())
+            if on_step is not None:
+                on_step(step, total, last)
+    gen.eval()
+    test = load_data(dataset, "test", limit=eval_images)
+    fooling = {}
+    for s, m in zip(sources, models, strict=True):
+        with torch.no_grad():
+            pred = torch.cat([m(test.x[i:i + 500]).argmax(1) for i in range(0, len(test.x), 500)])
+        fooling[m.name if hasattr(m, "name") else s] = round(fooling_rate(gen, m, test.x, pred, eps), 4)
+    card = {
+        "name": f"generator-{'+'.join(getattr(m, 'name', s) for s, m in zip(sources, models, strict=True))}",
+        "paper": "Naseer et al. 2019" if loss == "relativistic" else "Poursaeed et al. 2018 (GAP loss)",
+        "dataset": dataset, "data_note": train.note, "train_images": n, "eps": float(eps), "loss": loss,
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "limit": limit,
+        "sources": [{"spec": s, "name": getattr(m, "name", s), "sha256": (getattr(m, "card", {}) or {}).get("sha256")}
+                    for s, m in zip(sources, models, strict=True)],
+        "final_loss": round(last, 4), "train_seconds": round(time.perf_counter() - t0, 1),
+        "fooling_rate_test": fooling, "fooling_rate_images": len(test.x),
+        "fooling_rate_note": "share of the first test images whose source prediction changes",
+        "advkit_version": advkit.__version__,
+        "command": train_command(sources, dataset, eps, epochs, seed, loss, limit, ngf, blocks, batch_size, lr, out),
+    }
+    for p in gen.parameters():
+        p.requires_grad_(False)
+    return gen, card
