@@ -203,3 +203,8 @@ def test_train_generator_writes_a_card_and_attacks_with_it(tmp_path):
               "--limit", "8", ok=False)
     assert bad.exit_code == 2 and "eps must be in (0, 1]" in " ".join(bad.output.split())
     assert not (tmp_path / "h.safetensors").exists()
+
+
+def test_models_list_shows_the_shipped_generators():
+    out = run("models", "list").stdout
+    assert "generator:fashion-mnist-lenet" in out and "generator:mnist-lenet" in out

@@ -123,3 +123,19 @@ def test_generator_in_a_transfer_study(trained, tmp_path):
     assert labels == {"ifgsm", "generator-g"}
     gen_cell = next(c for c in res.records["cells"] if c["attack"] == "generator-g")
     assert gen_cell["config"]["path"] == str(path) and gen_cell["backward_passes"] == 0
+
+
+def test_shipped_generators_load_and_resolve_by_name(lenet, lenet_batch):
+    from advkit.models.generator import generator_path, shipped_generators
+
+    names = shipped_generators()
+    assert {"fashion-mnist-lenet", "fashion-mnist-resnet20", "mnist-lenet"} <= set(names)
+    x, y = lenet_batch
+    for name in names:
+        gen, card = load_generator(generator_path(name))  # the hash is checked
+        assert card["command"].startswith("advkit train-generator") and card["eps"] in (0.1, 0.3)
+        assert card["dataset"] in ("fashion-mnist", "mnist") and card["sources"][0]["sha256"]
+    r = A.create("generator:fashion-mnist-lenet")(lenet, x, y)
+    assert r.success_rate >= 0.5 and float((r.x_adv - x).abs().max()) <= 0.1 + 1e-6
+    with pytest.raises(CheckpointError, match="no generator 'nope'.*fashion-mnist-lenet"):
+        A.create("generator:nope")

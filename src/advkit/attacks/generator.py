@@ -2,6 +2,7 @@
 
     attack = advkit.attacks.create("generator:runs/gen/lenet.safetensors")          # eps from the card
     attack = advkit.attacks.create("generator:runs/gen/lenet.safetensors", eps=0.05)  # a smaller budget
+    attack = advkit.attacks.create("generator:fashion-mnist-resnet20")                 # a shipped one
 
 The generator was trained against its source model(s) (``advkit train-generator``); at attack time it never
 sees the model under attack: one forward pass through the generator per image, the output projected onto the
@@ -18,7 +19,13 @@ import torch
 
 from advkit.attacks.base import Attack, Counter
 from advkit.attacks.registry import register_attack
-from advkit.models.generator import PerturbationGenerator, load_generator, project_linf, read_generator_card
+from advkit.models.generator import (
+    PerturbationGenerator,
+    generator_path,
+    load_generator,
+    project_linf,
+    read_generator_card,
+)
 
 __all__ = ["PREFIX", "GeneratorAttack"]
 
@@ -48,7 +55,9 @@ class GeneratorAttack(Attack):
     def __post_init__(self) -> None:
         if not self.path:
             raise ValueError("the generator attack needs the generator's weights: create('generator:PATH'), where "
-                             "PATH is a .safetensors file written by `advkit train-generator`")
+                             "PATH is a .safetensors file written by `advkit train-generator`, or "
+                             "create('generator:NAME') for a shipped one")
+        object.__setattr__(self, "path", str(generator_path(self.path)))
         card = read_generator_card(self.path)
         object.__setattr__(self, "card", card)
         if self.eps == -1.0:

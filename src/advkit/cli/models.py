@@ -16,7 +16,7 @@ sgm_app = typer.Typer(help="The Skip Gradient Method: inspect what it finds in a
 @app.command("list")
 def models_list(dataset: Annotated[str | None, typer.Option(help="Only checkpoints for this dataset.")] = None
                 ) -> None:
-    """List the architectures and the shipped checkpoints with their test accuracy."""
+    """List the architectures, the shipped checkpoints with their test accuracy, and the shipped generators."""
     from advkit import models
 
     t = Table("name", "dataset", "arch", "connections", "test acc.", "paper")
@@ -26,6 +26,19 @@ def models_list(dataset: Annotated[str | None, typer.Option(help="Only checkpoin
         acc = f"{100 * m.test_accuracy:.2f}%" if m.test_accuracy is not None else "-"
         t.add_row(m.name, m.dataset or "(not shipped)", m.arch, m.connections, acc, m.paper)
     console.print(t)
+    from advkit.models.generator import generator_path, read_generator_card, shipped_generators
+
+    gens = [(n, read_generator_card(generator_path(n))) for n in shipped_generators()]
+    gens = [(n, c) for n, c in gens if dataset is None or c.get("dataset") == dataset]
+    if gens:
+        g = Table("attack name", "dataset", "sources", "eps", "loss", "fools its source", "size")
+        g.columns[0].no_wrap = True
+        for n, c in gens:
+            fool = ", ".join(f"{k} {100 * v:.1f}%" for k, v in (c.get("fooling_rate_test") or {}).items())
+            size = generator_path(n).stat().st_size / 1e6
+            g.add_row(f"generator:{n}", c.get("dataset", "-"), ", ".join(s["name"] for s in c.get("sources", [])),
+                      f"{c['eps']:g}", str(c.get("loss", "-")), fool or "-", f"{size:.1f} MB")
+        console.print(g)
 
 
 @sgm_app.command("inspect")

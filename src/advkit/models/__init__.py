@@ -21,6 +21,7 @@ from advkit.models.registry import ArchSpec, arch_names, get_arch, register_arch
 from advkit.models.wrapper import Classifier, Normalize
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+GENERATORS = "generators"  # WEIGHTS_DIR/generators: the shipped perturbation generators, not classifiers
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def zoo_path(name: str, dataset: str = "fashion-mnist") -> Path:
 def shipped(dataset: str | None = None) -> builtins.list[Path]:
     """Paths of the shipped checkpoints (for one dataset or all), sorted."""
     pattern = f"{dataset}/*.safetensors" if dataset else "*/*.safetensors"
-    return sorted(WEIGHTS_DIR.glob(pattern))
+    return sorted(p for p in WEIGHTS_DIR.glob(pattern) if p.parent.name != GENERATORS)
 
 
 def load(name: str, dataset: str = "fashion-mnist", *, device: str | None = None) -> Classifier:

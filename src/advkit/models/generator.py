@@ -27,7 +27,10 @@ from advkit._files import atomic_path, atomic_write_bytes
 from advkit.data.download import sha256_of
 from advkit.models.checkpoint import CheckpointError, _refuse_pickle
 
-__all__ = ["PerturbationGenerator", "load_generator", "project_linf", "read_generator_card", "save_generator"]
+__all__ = ["GENERATOR_DIR", "PerturbationGenerator", "generator_path", "load_generator", "project_linf",
+           "read_generator_card", "save_generator", "shipped_generators"]
+
+GENERATOR_DIR = Path(__file__).resolve().parent / "weights" / "generators"
 
 CARD_FIELDS = ("kind", "input_shape", "ngf", "blocks", "eps", "sha256")
 
@@ -83,6 +86,28 @@ class PerturbationGenerator(nn.Module):
 def project_linf(raw: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """The generator's output projected onto the L-inf ball of ``eps`` around ``x`` and onto ``[0, 1]``."""
     return torch.min(torch.max(raw, x - eps), x + eps).clamp(0.0, 1.0)
+
+
+def shipped_generators() -> list[str]:
+    """Names of the generators shipped in the zoo (``DATASET-SOURCE``), sorted."""
+    return sorted(p.stem for p in GENERATOR_DIR.glob("*.safetensors"))
+
+
+def generator_path(spec: str) -> Path:
+    """The weights file of ``spec``: a path to a ``.safetensors`` file, or a shipped generator's name.
+
+    Raises:
+        CheckpointError: neither a file nor a shipped name (the message lists the shipped ones).
+    """
+    path = Path(spec)
+    if path.suffix == ".safetensors" or path.is_file() or "/" in spec:
+        return path
+    shipped = GENERATOR_DIR / f"{spec}.safetensors"
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(shipped_generators()) or "none"
+    raise CheckpointError(f"no generator {spec!r}: give the path of a .safetensors file written by `advkit "
+                          f"train-generator`, or a shipped generator ({names})")
 
 
 def save_generator(gen: PerturbationGenerator, path: str | Path, card: dict[str, Any]) -> Path:
