@@ -9,6 +9,9 @@ The public ``__call__`` is final: it validates the inputs (``ValueError`` naming
 eval mode with frozen parameters and restores both afterwards (even when the attack raises), runs the attack's
 ``_run``, projects the result onto the budget and ``[0, 1]``, and measures success with one more forward pass.
 Subclasses implement ``_run`` only. Gradients come from ``torch.autograd.grad``, never ``loss.backward()``.
+Query (black-box) attacks (``black_box = True``, :mod:`advkit.attacks.query`) go through the same call: ``_run``
+gets a counting query session instead of the model and runs under ``no_grad``, ``start=`` is accepted, and the
+result carries the queries spent per image.
 """
 
 from __future__ import annotations
