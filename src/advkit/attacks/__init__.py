@@ -20,6 +20,7 @@ from advkit.attacks import nes as _nes  # noqa: F401
 from advkit.attacks import simba as _simba  # noqa: F401
 from advkit.attacks import hsj as _hsj  # noqa: F401
 from advkit.attacks import generator as _generator  # noqa: F401
+from advkit.attacks import universal as _universal  # noqa: F401
 from advkit.attacks.base import Attack, AttackResult, Counter, attack_loss, project, validate_inputs
 from advkit.attacks.batched import attack_batched, batch_seed
 from advkit.attacks.engine import Iterative
@@ -53,6 +54,8 @@ def standalone_key(name: str) -> str | None:
     key = name.strip()
     if key.startswith("generator:"):
         return "generator"
+    if key.startswith("uap:"):
+        return "uap"
     return key.lower() if key.lower() in standalone() else None
 
 

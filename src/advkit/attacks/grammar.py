@@ -19,6 +19,7 @@ from advkit.attacks.parts import HOOKS, Part, macros, parts
 from advkit.attacks.registry import standalone
 
 GENERATOR_PREFIX = "generator:"  # generator:PATH, a trained perturbation generator (attacks/generator.py)
+UAP_PREFIX = "uap:"              # uap:PATH, a universal perturbation (attacks/universal.py)
 
 # Common keyword arguments of every iterative attack.
 COMMON = ("eps", "steps", "alpha", "norm", "loss")
@@ -73,7 +74,7 @@ def create(name: str, **kwargs: Any) -> Attack:
 
     Args:
         name: a standalone attack (``"jsma"``), a composition (``"pgd"``, ``"sgm+mi+di"``, ...) or a trained
-            perturbation generator, ``"generator:PATH"``.
+            perturbation generator, ``"generator:PATH"``, or a universal perturbation, ``"uap:PATH"``.
         **kwargs: the attack's settings; eps and step sizes are in pixel units of ``[0, 1]`` (``16/255``).
 
     Returns:
@@ -84,6 +85,8 @@ def create(name: str, **kwargs: Any) -> Attack:
     """
     if name.strip().startswith(GENERATOR_PREFIX):
         return standalone()["generator"](path=name.strip()[len(GENERATOR_PREFIX):], **kwargs)
+    if name.strip().startswith(UAP_PREFIX):
+        return standalone()["uap"](path=name.strip()[len(UAP_PREFIX):], **kwargs)
     key = name.strip().lower()
     solo = standalone()
     if key in solo:

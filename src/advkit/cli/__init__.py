@@ -18,7 +18,7 @@ from advkit.cli import attacks, data, models
 from advkit.cli.attack import attack
 from advkit.cli.common import console, err, invocation, make_console, parse_number
 from advkit.cli.evaluate import evaluate
-from advkit.cli.generator import train_generator
+from advkit.cli.generator import train_generator, train_uap
 from advkit.cli.study import register_cli
 from advkit.cli.train import train
 
@@ -32,6 +32,7 @@ app.add_typer(attacks.app, name="attacks")
 app.add_typer(models.sgm_app, name="sgm")
 app.command()(train)
 app.command("train-generator")(train_generator)
+app.command("train-uap")(train_uap)
 app.command()(evaluate)
 app.command()(attack)
 register_cli(app)  # transfer, report, and the reproduce group

@@ -1,0 +1,68 @@
+"""The universal-perturbation attack: the same perturbation ``v`` added to every image (``uap:PATH``).
+
+    attack = advkit.attacks.create("uap:runs/uap/lenet.safetensors")    # eps and norm from the card
+
+``v`` comes from :func:`advkit.attacks.deepfool.universal_perturbation` (``advkit train-uap``). At attack time it
+costs nothing: ``x + v``, projected onto the budget and ``[0, 1]``; the model is asked only for the success check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from advkit.attacks.base import Attack, Counter
+from advkit.attacks.registry import register_attack
+from advkit.models.universal import load_universal
+
+__all__ = ["PREFIX", "UniversalAttack"]
+
+PREFIX = "uap:"
+
+
+@register_attack
+@dataclass(frozen=True)
+class UniversalAttack(Attack):
+    """A universal adversarial perturbation (Moosavi-Dezfooli et al. 2017) added to every image; ``uap:PATH``."""
+
+    name: ClassVar[str] = "uap"
+
+    path: str = ""
+    eps: float = field(default=-1.0)  # -1: the card's
+    card: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    perturbation: torch.Tensor | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ValueError("the uap attack needs a perturbation: create('uap:PATH') with a .safetensors file "
+                             "written by `advkit train-uap`")
+        v, card = load_universal(self.path)
+        object.__setattr__(self, "card", card)
+        object.__setattr__(self, "perturbation", v)
+        if self.eps == -1.0:
+            object.__setattr__(self, "eps", float(card["eps"]))
+        super().__post_init__()
+        if self.eps == 0:
+            raise ValueError("eps must be > 0")
+
+    @property
+    def norm(self) -> str:  # type: ignore[override]
+        return str(self.card["norm"])
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path, "eps": self.eps, "norm": self.norm,
+                "source": self.card.get("source"), "sha256": self.card["sha256"]}
+
+    def _run(self, model: Counter, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+             generator: torch.Generator | None) -> torch.Tensor:
+        if target is not None:
+            raise ValueError("a universal perturbation is untargeted")
+        assert self.perturbation is not None
+        if tuple(x.shape[1:]) != tuple(self.perturbation.shape):
+            c, h, w = self.perturbation.shape
+            raise ValueError(f"this perturbation was computed for {c}x{h}x{w} images, got "
+                             f"{'x'.join(map(str, x.shape[1:]))}; compute one for these images (advkit train-uap)")
+        model.info["uap"] = {"path": self.path, "source": self.card.get("source")}
+        return x + self.perturbation.to(x)
