@@ -208,3 +208,4 @@ def test_train_generator_writes_a_card_and_attacks_with_it(tmp_path):
 def test_models_list_shows_the_shipped_generators():
     out = run("models", "list").stdout
     assert "generator:fashion-mnist-lenet" in out and "generator:mnist-lenet" in out
+    assert "uap:fashion-mnist-lenet" in out

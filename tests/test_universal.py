@@ -88,3 +88,18 @@ def test_train_uap_command_writes_a_card(tmp_path):
     bad = CliRunner().invoke(app, ["train-uap", "--source", "lenet", "--out", str(tmp_path / "x.safetensors"),
                                    "--eps", "1.5"])
     assert bad.exit_code == 2 and "eps must be in (0, 1]" in " ".join(bad.output.split())
+
+
+def test_shipped_universal_perturbations_resolve_by_name(lenet, lenet_batch):
+    from advkit.models.universal import shipped_universal, universal_path
+
+    names = shipped_universal()
+    assert {"fashion-mnist-lenet", "mnist-lenet"} <= set(names)
+    for name in names:
+        v, card = load_universal(universal_path(name))  # the hash is checked
+        assert card["command"].startswith("advkit train-uap") and float(v.abs().max()) <= card["eps"] + 1e-6
+    x, y = lenet_batch
+    r = A.create("uap:fashion-mnist-lenet")(lenet, x, y)
+    assert r.success_rate >= 0.3
+    with pytest.raises(CheckpointError, match="no universal perturbation 'nope'"):
+        A.create("uap:nope")

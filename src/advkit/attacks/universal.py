@@ -1,6 +1,7 @@
 """The universal-perturbation attack: the same perturbation ``v`` added to every image (``uap:PATH``).
 
     attack = advkit.attacks.create("uap:runs/uap/lenet.safetensors")    # eps and norm from the card
+    attack = advkit.attacks.create("uap:fashion-mnist-lenet")            # a shipped one
 
 ``v`` comes from :func:`advkit.attacks.deepfool.universal_perturbation` (``advkit train-uap``). At attack time it
 costs nothing: ``x + v``, projected onto the budget and ``[0, 1]``; the model is asked only for the success check.
@@ -15,7 +16,7 @@ import torch
 
 from advkit.attacks.base import Attack, Counter
 from advkit.attacks.registry import register_attack
-from advkit.models.universal import load_universal
+from advkit.models.universal import load_universal, universal_path
 
 __all__ = ["PREFIX", "UniversalAttack"]
 
@@ -38,6 +39,7 @@ class UniversalAttack(Attack):
         if not self.path:
             raise ValueError("the uap attack needs a perturbation: create('uap:PATH') with a .safetensors file "
                              "written by `advkit train-uap`")
+        object.__setattr__(self, "path", str(universal_path(self.path)))
         v, card = load_universal(self.path)
         object.__setattr__(self, "card", card)
         object.__setattr__(self, "perturbation", v)

@@ -39,6 +39,17 @@ def models_list(dataset: Annotated[str | None, typer.Option(help="Only checkpoin
             g.add_row(f"generator:{n}", c.get("dataset", "-"), ", ".join(s["name"] for s in c.get("sources", [])),
                       f"{c['eps']:g}", str(c.get("loss", "-")), fool or "-", f"{size:.1f} MB")
         console.print(g)
+    from advkit.models.universal import load_universal, shipped_universal, universal_path
+
+    uaps = [(n, load_universal(universal_path(n))[1]) for n in shipped_universal()]
+    uaps = [(n, c) for n, c in uaps if dataset is None or c.get("dataset") == dataset]
+    if uaps:
+        u = Table("attack name", "dataset", "source", "eps", "fools (test, its source)")
+        u.columns[0].no_wrap = True
+        for n, c in uaps:
+            u.add_row(f"uap:{n}", c.get("dataset", "-"), (c.get("source") or {}).get("name", "-"),
+                      f"{c['eps']:g} {c['norm']}", f"{100 * c.get('fooling_rate_test', 0):.1f}%")
+        console.print(u)
 
 
 @sgm_app.command("inspect")

@@ -22,6 +22,7 @@ from advkit.models.wrapper import Classifier, Normalize
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 GENERATORS = "generators"  # WEIGHTS_DIR/generators: the shipped perturbation generators, not classifiers
+UNIVERSAL = "universal"    # WEIGHTS_DIR/universal: the shipped universal perturbations
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def zoo_path(name: str, dataset: str = "fashion-mnist") -> Path:
 def shipped(dataset: str | None = None) -> builtins.list[Path]:
     """Paths of the shipped checkpoints (for one dataset or all), sorted."""
     pattern = f"{dataset}/*.safetensors" if dataset else "*/*.safetensors"
-    return sorted(p for p in WEIGHTS_DIR.glob(pattern) if p.parent.name != GENERATORS)
+    return sorted(p for p in WEIGHTS_DIR.glob(pattern) if p.parent.name not in (GENERATORS, UNIVERSAL))
 
 
 def load(name: str, dataset: str = "fashion-mnist", *, device: str | None = None) -> Classifier:

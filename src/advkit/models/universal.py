@@ -15,9 +15,29 @@ from advkit._files import atomic_path, atomic_write_bytes
 from advkit.data.download import sha256_of
 from advkit.models.checkpoint import CheckpointError, _refuse_pickle
 
-__all__ = ["load_universal", "save_universal"]
+__all__ = ["UNIVERSAL_DIR", "load_universal", "save_universal", "shipped_universal", "universal_path"]
+
+UNIVERSAL_DIR = Path(__file__).resolve().parent / "weights" / "universal"
 
 FIELDS = ("kind", "input_shape", "eps", "norm", "sha256")
+
+
+def shipped_universal() -> list[str]:
+    """Names of the universal perturbations shipped in the zoo (``DATASET-SOURCE``), sorted."""
+    return sorted(p.stem for p in UNIVERSAL_DIR.glob("*.safetensors"))
+
+
+def universal_path(spec: str) -> Path:
+    """The file of ``spec``: a ``.safetensors`` path, or a shipped perturbation's name (``CheckpointError``
+    listing the shipped ones otherwise)."""
+    path = Path(spec)
+    if path.suffix == ".safetensors" or path.is_file() or "/" in spec:
+        return path
+    shipped = UNIVERSAL_DIR / f"{spec}.safetensors"
+    if shipped.is_file():
+        return shipped
+    raise CheckpointError(f"no universal perturbation {spec!r}: give the path of a .safetensors file written by "
+                          f"`advkit train-uap`, or a shipped one ({', '.join(shipped_universal()) or 'none'})")
 
 
 def save_universal(v: torch.Tensor, path: str | Path, card: dict[str, Any]) -> Path:
