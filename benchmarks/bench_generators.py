@@ -1,4 +1,5 @@
-"""Shipped perturbation generators, in their own domain and across domains, against I-FGSM and the noise control.
+"""Shipped perturbation generators and universal perturbations, in their own domain and across domains, against
+I-FGSM and the noise control.
 
     python benchmarks/bench_generators.py --n 1000 --out benchmarks/results/generators_zoo.md
 
@@ -6,7 +7,8 @@ For each shipped generator (trained on one dataset against one source) and each 
 the first ``n`` test images of the evaluation half (index 5000 on) are perturbed once by the generator (eps from
 its card) and sent to every zoo model of that dataset. Beside it, on the same images and eps: I-FGSM (10 steps)
 crafted on the generator's source when the dataset is the source's own (a white-box row for the source, a
-transfer row for the others), and the random-sign noise control at each generator budget. Success is
+transfer row for the others), each shipped universal perturbation, and the random-sign noise control at each
+generator budget. Success is
 untargeted over all images (the prediction differs from the label), with Wilson 95% intervals. One training
 seed per generator: the spread over training seeds is not measured here.
 """
@@ -23,6 +25,7 @@ import advkit.models
 from advkit.attacks import attack_batched, create
 from advkit.evaluate.metrics import rate
 from advkit.models.generator import read_generator_card, shipped_generators
+from advkit.models.universal import load_universal, shipped_universal, universal_path
 
 
 def fmt(r) -> str:
@@ -42,7 +45,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    lines = ["# Shipped generators: in-domain and cross-domain untargeted success (all images)\n",
+    lines = ["# Shipped generators and universal perturbations: untargeted success in and across domains (all)\n",
              f"Command: `python benchmarks/bench_generators.py --n {a.n} --datasets {a.datasets}`. Images: test "
              f"index 5000 to {5000 + a.n} of each dataset. One training seed per generator.\n"]
     for ds_name in filter(None, a.datasets.split(",")):
@@ -64,6 +67,11 @@ def main() -> None:
                 x_i = attack_batched(create("ifgsm", eps=eps, steps=10), models[src], x, y, seed=0).x_adv
                 rows.append((f"ifgsm on {src} (eps {eps:g})",
                              {m: fmt(rate(predict(net, x_i) != y)) for m, net in models.items()}))
+        for uap in shipped_universal():
+            ucard = load_universal(universal_path(uap))[1]
+            x_u = attack_batched(create(f"uap:{uap}"), next(iter(models.values())), x, y).x_adv
+            rows.append((f"uap {uap} ({ucard['dataset']} -> {ds_name}, eps {ucard['eps']:g})",
+                         {m: fmt(rate(predict(net, x_u) != y)) for m, net in models.items()}))
         budgets = sorted({float(read_generator_card(advkit.models.generator.generator_path(g))["eps"])
                           for g in shipped_generators()})
         for eps_noise in budgets:
