@@ -29,6 +29,7 @@ from typing import ClassVar
 import torch
 
 from advkit.attacks.oracle import QuerySession
+from advkit.attacks.parts import check_number
 from advkit.attacks.query import QueryAttack, rand, randn
 from advkit.attacks.registry import register_attack
 
@@ -57,7 +58,6 @@ class HopSkipJump(QueryAttack):
 
     eps: float = 2.0
     norm: str = "l2"  # type: ignore[misc]
-    max_queries: int = 10_000
     gamma: float = 1.0
     init_evals: int = 100
     max_evals: int = 10_000
@@ -66,13 +66,8 @@ class HopSkipJump(QueryAttack):
     def __post_init__(self) -> None:
         super().__post_init__()
         for field in ("init_evals", "max_evals", "init_tries"):
-            v = getattr(self, field)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{field} must be an integer >= 1, got {v!r}")
-        if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) or not self.gamma > 0 \
-                or not math.isfinite(self.gamma):
-            raise ValueError(f"gamma (the binary-search tolerance factor) must be a finite number > 0, got "
-                             f"{self.gamma!r}")
+            check_number(field, getattr(self, field), lo=1, integer=True)
+        check_number("gamma", self.gamma, lo=0, lo_open=True)
 
     def _search(self, oracle: QuerySession, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                 g: torch.Generator, start: torch.Tensor | None) -> torch.Tensor:

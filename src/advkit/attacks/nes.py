@@ -15,8 +15,9 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.base import check_eps, project
+from advkit.attacks.base import project
 from advkit.attacks.oracle import QuerySession
+from advkit.attacks.parts import check_number
 from advkit.attacks.query import QueryAttack, margin, objective, randn
 from advkit.attacks.registry import register_attack
 
@@ -31,8 +32,6 @@ class NES(QueryAttack):
     name: ClassVar[str] = "nes"
 
     eps: float = 0.05
-    norm: str = "linf"  # type: ignore[misc]
-    max_queries: int = 10_000
     sigma: float = 0.001
     samples: int = 50
     alpha: float | None = None
@@ -40,18 +39,16 @@ class NES(QueryAttack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_eps(self.sigma, "sigma")
-        if self.sigma == 0:
-            raise ValueError("sigma (the search radius of the gradient estimate) must be > 0, e.g. 0.001")
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2 \
-                or self.samples % 2:
-            raise ValueError(f"samples (queries per gradient estimate, in antithetic pairs) must be an even "
-                             f"integer >= 2, got {self.samples!r}")
+        check_number("sigma", self.sigma, lo=0, lo_open=True)
+        check_number("samples", self.samples, lo=2, integer=True)
+        if self.samples % 2:
+            raise ValueError(f"samples (queries per gradient estimate, in antithetic pairs) must be even, got "
+                             f"{self.samples!r}")
         if self.samples + 2 > self.max_queries:
             raise ValueError(f"max_queries={self.max_queries} cannot pay for one NES iteration (1 + {self.samples} "
                              f"samples + 1 check); raise max_queries or lower samples")
         if self.alpha is not None:
-            check_eps(self.alpha, "alpha")
+            check_number("alpha", self.alpha, lo=0, lo_open=True)
         if self.loss not in ("ce", "margin"):
             raise ValueError(f"loss must be 'ce' or 'margin', got {self.loss!r}")
 

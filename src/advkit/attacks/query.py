@@ -68,6 +68,7 @@ class QueryAttack(Attack):
     oracle_output: ClassVar[str] = "scores"
 
     max_queries: int = 10_000
+    norm: str = "linf"  # type: ignore[misc]  # an instance field here, a ClassVar on gradient attacks
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -22,8 +22,9 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.base import check_eps, project
+from advkit.attacks.base import project
 from advkit.attacks.oracle import QuerySession
+from advkit.attacks.parts import check_number
 from advkit.attacks.query import QueryAttack
 from advkit.attacks.registry import register_attack
 
@@ -65,7 +66,6 @@ class SimBA(QueryAttack):
 
     eps: float = 2.0
     norm: str = "l2"  # type: ignore[misc]
-    max_queries: int = 10_000
     basis: str = "dct"
     step: float | None = None
 
@@ -74,9 +74,7 @@ class SimBA(QueryAttack):
         if self.basis not in ("pixel", "dct"):
             raise ValueError(f"basis must be 'pixel' (SimBA) or 'dct' (SimBA-DCT), got {self.basis!r}")
         if self.step is not None:
-            check_eps(self.step, "step")
-            if self.step == 0:
-                raise ValueError("step must be > 0 (the paper's is 0.2)")
+            check_number("step", self.step, lo=0, lo_open=True)
 
     @property
     def step_size(self) -> float:

@@ -25,6 +25,7 @@ from typing import ClassVar
 import torch
 
 from advkit.attacks.oracle import QuerySession
+from advkit.attacks.parts import check_number
 from advkit.attacks.query import QueryAttack, margin, objective, randint, signs
 from advkit.attacks.registry import register_attack
 
@@ -97,17 +98,13 @@ class Square(QueryAttack):
     name: ClassVar[str] = "square"
 
     eps: float = 0.05
-    norm: str = "linf"  # type: ignore[misc]  # an instance field here, a ClassVar on gradient attacks
-    max_queries: int = 10_000
     p_init: float | None = None
     loss: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.p_init is not None and (isinstance(self.p_init, bool) or not isinstance(self.p_init, (int, float))
-                                        or not 0 < self.p_init <= 1):
-            raise ValueError(f"p_init is the fraction of pixels of the first squares and must be in (0, 1], got "
-                             f"{self.p_init!r}")
+        if self.p_init is not None:
+            check_number("p_init", self.p_init, lo=0, hi=1, lo_open=True)
         if self.loss is not None and self.loss not in ("margin", "ce"):
             raise ValueError(f"loss must be 'margin' or 'ce', got {self.loss!r}")
 
@@ -152,12 +149,13 @@ class Square(QueryAttack):
             margin_best[idx] = margin(logp[better], y[idx], None if target is None else target[idx])
         return best
 
-    def _side(self, p: float, c: int, h: int, w: int) -> int:
-        return int(round(math.sqrt(p * c * h * w / c)))
+    def _side(self, p: float, h: int, w: int) -> int:
+        """The side of a square covering the fraction ``p`` of an image's pixels."""
+        return int(round(math.sqrt(p * h * w)))
 
     def _linf_step(self, x: torch.Tensor, best: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
         n, c, h, w = x.shape
-        s = min(max(self._side(p, c, h, w), 1), h - 1)
+        s = min(max(self._side(p, h, w), 1), h - 1)
         top = randint(g, h - s, n, x.device)
         left = randint(g, w - s, n, x.device)
         win = _window_mask(top, left, s, h, w)
@@ -189,7 +187,7 @@ class Square(QueryAttack):
 
     def _l2_step(self, x: torch.Tensor, best: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
         n, c, h, w = x.shape
-        s = max(self._side(p, c, h, w), 3)
+        s = max(self._side(p, h, w), 3)
         if s % 2 == 0:
             s += 1
         s = min(s, h - 1)
