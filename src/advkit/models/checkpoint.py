@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from advkit._files import atomic_path, atomic_write_bytes
@@ -33,21 +34,53 @@ def save_checkpoint(model: Classifier, path: str | Path, card: dict[str, Any]) -
     Returns:
         The path of the weights file.
     """
+    return write_with_card(model.net.state_dict(), path, card)
+
+
+def write_with_card(tensors: dict[str, torch.Tensor], path: str | Path, card: dict[str, Any]) -> Path:
+    """Write ``tensors`` to ``path`` (``.safetensors``) and ``card`` plus the file's SHA-256 and name to the
+    ``.json`` beside it, both atomically (temporary file, then rename). Shared by every advkit file format."""
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise CheckpointError(f"{path}: checkpoints are written as .safetensors files")
+        raise CheckpointError(f"{path}: advkit writes weights as .safetensors files")
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:  # 0644: checkpoints are meant to be shared
         # one metadata key only: safetensors writes metadata in a per-process order, so several keys would make
         # the file's SHA-256 differ between identical trainings
         save_file(state, str(tmp), metadata={"format": "pt"})
         digest = sha256_of(tmp)
-    full = dict(card)
-    full["sha256"] = digest
-    full["weights"] = path.name
+    full = {**card, "sha256": digest, "weights": path.name}
     atomic_write_bytes(path.with_suffix(".json"), (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
     return path
+
+
+def verify_hash(path: Path, card: dict[str, Any]) -> None:
+    """``CheckpointError`` unless the file's SHA-256 is the card's."""
+    got = sha256_of(path)
+    if got != card["sha256"]:
+        raise CheckpointError(
+            f"{path}: SHA-256 {got} does not match the card's {card['sha256']}; the file was modified or "
+            f"corrupted. Restore it or recompute it (the card's 'command' field reproduces it)."
+        )
+
+
+def shipped_names(folder: Path) -> list[str]:
+    """Stems of the ``.safetensors`` files shipped in ``folder``, sorted."""
+    return sorted(p.stem for p in folder.glob("*.safetensors"))
+
+
+def resolve_shipped(spec: str, folder: Path, what: str, command: str) -> Path:
+    """``spec`` as a path (it has a ``.safetensors`` suffix, a ``/`` or exists), else the shipped file of that name
+    in ``folder``; ``CheckpointError`` listing the shipped ones otherwise."""
+    path = Path(spec)
+    if path.suffix == ".safetensors" or path.is_file() or "/" in spec:
+        return path
+    shipped = folder / f"{spec}.safetensors"
+    if shipped.is_file():
+        return shipped
+    raise CheckpointError(f"no {what} {spec!r}: give the path of a .safetensors file written by `{command}`, or a "
+                          f"shipped one ({', '.join(shipped_names(folder)) or 'none'})")
 
 
 def _refuse_pickle(path: Path) -> None:
@@ -101,12 +134,7 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> Classifier:
         raise CheckpointError(f"{path}: expected a .safetensors file, got '{path.suffix}'")
     card = read_card(path)
     if verify:
-        got = sha256_of(path)
-        if got != card["sha256"]:
-            raise CheckpointError(
-                f"{path}: SHA-256 {got} does not match the card's {card['sha256']}; the weights were modified or "
-                f"corrupted. Restore the file or retrain it (the card's 'command' field reproduces it)."
-            )
+        verify_hash(path, card)
     c, h, w = card["input_shape"]
     net = get_arch(card["arch"]).build(c, card["num_classes"], h)
     try:

@@ -20,12 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from advkit._files import atomic_path, atomic_write_bytes
-from advkit.data.download import sha256_of
-from advkit.models.checkpoint import CheckpointError, _refuse_pickle
+from advkit.models.checkpoint import (
+    CheckpointError,
+    _refuse_pickle,
+    resolve_shipped,
+    shipped_names,
+    verify_hash,
+    write_with_card,
+)
 
 __all__ = ["GENERATOR_DIR", "PerturbationGenerator", "generator_path", "load_generator", "project_linf",
            "read_generator_card", "save_generator", "shipped_generators"]
@@ -90,40 +95,18 @@ def project_linf(raw: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor
 
 def shipped_generators() -> list[str]:
     """Names of the generators shipped in the zoo (``DATASET-SOURCE``), sorted."""
-    return sorted(p.stem for p in GENERATOR_DIR.glob("*.safetensors"))
+    return shipped_names(GENERATOR_DIR)
 
 
 def generator_path(spec: str) -> Path:
-    """The weights file of ``spec``: a path to a ``.safetensors`` file, or a shipped generator's name.
-
-    Raises:
-        CheckpointError: neither a file nor a shipped name (the message lists the shipped ones).
-    """
-    path = Path(spec)
-    if path.suffix == ".safetensors" or path.is_file() or "/" in spec:
-        return path
-    shipped = GENERATOR_DIR / f"{spec}.safetensors"
-    if shipped.is_file():
-        return shipped
-    names = ", ".join(shipped_generators()) or "none"
-    raise CheckpointError(f"no generator {spec!r}: give the path of a .safetensors file written by `advkit "
-                          f"train-generator`, or a shipped generator ({names})")
+    """The weights file of ``spec``: a path to a ``.safetensors`` file, or a shipped generator's name."""
+    return resolve_shipped(spec, GENERATOR_DIR, "generator", "advkit train-generator")
 
 
 def save_generator(gen: PerturbationGenerator, path: str | Path, card: dict[str, Any]) -> Path:
     """Write the weights (``.safetensors``) and the card (``.json``) atomically; the card gets the SHA-256."""
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise CheckpointError(f"{path}: generators are written as .safetensors files")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in gen.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-        digest = sha256_of(tmp)
-    full = {**card, "kind": "generator", "input_shape": list(gen.input_shape), "ngf": gen.ngf,
-            "blocks": gen.blocks, "sha256": digest, "weights": path.name}
-    atomic_write_bytes(path.with_suffix(".json"), (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
-    return path
+    return write_with_card(gen.state_dict(), path, {**card, "kind": "generator", "input_shape": list(gen.input_shape),
+                                                    "ngf": gen.ngf, "blocks": gen.blocks})
 
 
 def read_generator_card(path: str | Path) -> dict[str, Any]:
@@ -158,11 +141,7 @@ def load_generator(path: str | Path) -> tuple[PerturbationGenerator, dict[str, A
         raise CheckpointError(f"{path}: no such generator file")
     _refuse_pickle(path)
     card = read_generator_card(path)
-    got = sha256_of(path)
-    if got != card["sha256"]:
-        raise CheckpointError(f"{path}: SHA-256 {got} does not match the card's {card['sha256']}; the weights were "
-                              f"modified or corrupted. Restore the file or retrain it (the card's 'command' field "
-                              f"reproduces it)")
+    verify_hash(path, card)
     c, h, w = card["input_shape"]
     gen = PerturbationGenerator(c, int(card["ngf"]), int(card["blocks"]), h)
     try:

@@ -9,11 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from advkit._files import atomic_path, atomic_write_bytes
-from advkit.data.download import sha256_of
-from advkit.models.checkpoint import CheckpointError, _refuse_pickle
+from advkit.models.checkpoint import (
+    CheckpointError,
+    _refuse_pickle,
+    resolve_shipped,
+    shipped_names,
+    verify_hash,
+    write_with_card,
+)
 
 __all__ = ["UNIVERSAL_DIR", "load_universal", "save_universal", "shipped_universal", "universal_path"]
 
@@ -24,34 +29,18 @@ FIELDS = ("kind", "input_shape", "eps", "norm", "sha256")
 
 def shipped_universal() -> list[str]:
     """Names of the universal perturbations shipped in the zoo (``DATASET-SOURCE``), sorted."""
-    return sorted(p.stem for p in UNIVERSAL_DIR.glob("*.safetensors"))
+    return shipped_names(UNIVERSAL_DIR)
 
 
 def universal_path(spec: str) -> Path:
-    """The file of ``spec``: a ``.safetensors`` path, or a shipped perturbation's name (``CheckpointError``
-    listing the shipped ones otherwise)."""
-    path = Path(spec)
-    if path.suffix == ".safetensors" or path.is_file() or "/" in spec:
-        return path
-    shipped = UNIVERSAL_DIR / f"{spec}.safetensors"
-    if shipped.is_file():
-        return shipped
-    raise CheckpointError(f"no universal perturbation {spec!r}: give the path of a .safetensors file written by "
-                          f"`advkit train-uap`, or a shipped one ({', '.join(shipped_universal()) or 'none'})")
+    """The file of ``spec``: a ``.safetensors`` path, or a shipped perturbation's name."""
+    return resolve_shipped(spec, UNIVERSAL_DIR, "universal perturbation", "advkit train-uap")
 
 
 def save_universal(v: torch.Tensor, path: str | Path, card: dict[str, Any]) -> Path:
     """Write the perturbation and its card atomically; the card gets the SHA-256 and the input shape."""
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise CheckpointError(f"{path}: universal perturbations are written as .safetensors files")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_file({"perturbation": v.detach().float().contiguous().cpu()}, str(tmp), metadata={"format": "pt"})
-        digest = sha256_of(tmp)
-    full = {**card, "kind": "universal", "input_shape": list(v.shape), "sha256": digest, "weights": path.name}
-    atomic_write_bytes(path.with_suffix(".json"), (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
-    return path
+    return write_with_card({"perturbation": v.float()}, path,
+                           {**card, "kind": "universal", "input_shape": list(v.shape)})
 
 
 def load_universal(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -72,10 +61,7 @@ def load_universal(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     missing = [k for k in FIELDS if k not in card]
     if missing or card.get("kind") != "universal":
         raise CheckpointError(f"{card_path}: not a universal-perturbation card (lacks {', '.join(missing) or 'kind'})")
-    got = sha256_of(path)
-    if got != card["sha256"]:
-        raise CheckpointError(f"{path}: SHA-256 {got} does not match the card's {card['sha256']}; the file was "
-                              f"modified or corrupted. Recompute it (the card's 'command' field reproduces it)")
+    verify_hash(path, card)
     v = load_file(str(path)).get("perturbation")
     if v is None or list(v.shape) != list(card["input_shape"]):
         raise CheckpointError(f"{path}: holds no 'perturbation' tensor of shape {card['input_shape']}")
