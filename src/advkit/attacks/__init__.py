@@ -51,12 +51,11 @@ def query_attacks() -> list[str]:
 
 def standalone_key(name: str) -> str | None:
     """The registry name of a standalone attack (``"generator"`` for ``generator:PATH``), else ``None``."""
-    key = name.strip()
-    if key.startswith("generator:"):
-        return "generator"
-    if key.startswith("uap:"):
-        return "uap"
-    return key.lower() if key.lower() in standalone() else None
+    kind, sep, _ = name.strip().partition(":")
+    cls = standalone().get(kind.lower())
+    if cls is None or (sep and not cls.takes_path):
+        return None
+    return kind.lower()
 
 
 def needs_skip_connections(name: str) -> bool:

@@ -128,12 +128,14 @@ class Attack(ABC):
         targeted_only: the attack needs a target.
         black_box: the attack reaches the model only through a query oracle (:mod:`advkit.attacks.oracle`),
             under ``no_grad``; it takes ``start=`` and reports ``AttackResult.queries``.
+        takes_path: the attack applies a file (``generator:PATH``, ``uap:PATH``): ``create`` passes ``path=``.
     """
 
     name: ClassVar[str] = "attack"
     norm: ClassVar[str] = "linf"
     targeted_only: ClassVar[bool] = False
     black_box: ClassVar[bool] = False
+    takes_path: ClassVar[bool] = False  # named ``NAME:PATH`` (a trained generator, a universal perturbation)
 
     eps: float = field(default=8 / 255)
 

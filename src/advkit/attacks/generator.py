@@ -27,9 +27,7 @@ from advkit.models.generator import (
     read_generator_card,
 )
 
-__all__ = ["PREFIX", "GeneratorAttack"]
-
-PREFIX = "generator:"
+__all__ = ["GeneratorAttack"]
 
 _CACHE: dict[tuple[str, str], PerturbationGenerator] = {}
 
@@ -47,6 +45,7 @@ class GeneratorAttack(Attack):
     """A perturbation generator (Naseer et al. 2019), one forward pass per image; ``generator:PATH``."""
 
     name: ClassVar[str] = "generator"
+    takes_path: ClassVar[bool] = True
 
     path: str = ""
     eps: float = field(default=-1.0)  # -1: the eps the generator was trained for (its card's)

@@ -18,9 +18,6 @@ from advkit.attacks.engine import Iterative
 from advkit.attacks.parts import HOOKS, Part, macros, parts
 from advkit.attacks.registry import standalone
 
-GENERATOR_PREFIX = "generator:"  # generator:PATH, a trained perturbation generator (attacks/generator.py)
-UAP_PREFIX = "uap:"              # uap:PATH, a universal perturbation (attacks/universal.py)
-
 # Common keyword arguments of every iterative attack.
 COMMON = ("eps", "steps", "alpha", "norm", "loss")
 
@@ -83,10 +80,10 @@ def create(name: str, **kwargs: Any) -> Attack:
     Raises:
         ValueError: unknown name or part, a setting that no part of the name uses, or an invalid value.
     """
-    if name.strip().startswith(GENERATOR_PREFIX):
-        return standalone()["generator"](path=name.strip()[len(GENERATOR_PREFIX):], **kwargs)
-    if name.strip().startswith(UAP_PREFIX):
-        return standalone()["uap"](path=name.strip()[len(UAP_PREFIX):], **kwargs)
+    kind, sep, path = name.strip().partition(":")
+    file_attack = standalone().get(kind.lower())
+    if sep and file_attack is not None and file_attack.takes_path:
+        return file_attack(path=path, **kwargs)
     key = name.strip().lower()
     solo = standalone()
     if key in solo:

@@ -18,9 +18,7 @@ from advkit.attacks.base import Attack, Counter
 from advkit.attacks.registry import register_attack
 from advkit.models.universal import load_universal, universal_path
 
-__all__ = ["PREFIX", "UniversalAttack"]
-
-PREFIX = "uap:"
+__all__ = ["UniversalAttack"]
 
 
 @register_attack
@@ -29,6 +27,7 @@ class UniversalAttack(Attack):
     """A universal adversarial perturbation (Moosavi-Dezfooli et al. 2017) added to every image; ``uap:PATH``."""
 
     name: ClassVar[str] = "uap"
+    takes_path: ClassVar[bool] = True
 
     path: str = ""
     eps: float = field(default=-1.0)  # -1: the card's

@@ -13,6 +13,14 @@ from advkit.cli.common import console, fail, parse_number
 __all__ = ["train_generator", "train_uap"]
 
 
+def _check_out(out: Path, force: bool) -> None:
+    """Exit 2 unless ``out`` is a ``.safetensors`` path that is free (or ``--force`` was given)."""
+    if out.suffix != ".safetensors":
+        fail(f"--out must name a .safetensors file (the card is written beside it), got {out}")
+    if out.exists() and not force:
+        fail(f"{out} already exists; pass --force to overwrite it or choose another --out")
+
+
 def train_generator(
     source: Annotated[list[str], typer.Option(help="Source model(s) the generator learns to fool (repeatable): zoo "
                                                    "name or .safetensors path.")],
@@ -35,10 +43,7 @@ def train_generator(
     from advkit.models.generator import save_generator
     from advkit.train.generator import train_generator as train
 
-    if out.suffix != ".safetensors":
-        fail(f"--out must name a .safetensors file (the card is written beside it), got {out}")
-    if out.exists() and not force:
-        fail(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    _check_out(out, force)
     eps_v = parse_number(eps, "--eps")
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
@@ -85,10 +90,7 @@ def train_uap(
     from advkit.models import load as load_model
     from advkit.models.universal import save_universal
 
-    if out.suffix != ".safetensors":
-        fail(f"--out must name a .safetensors file (the card is written beside it), got {out}")
-    if out.exists() and not force:
-        fail(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    _check_out(out, force)
     if norm not in ("linf", "l2"):
         fail(f"--norm must be linf or l2, got {norm!r}")
     xi = parse_number(eps, "--eps")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from advkit.attacks import create, parse, standalone_key
-from advkit.attacks.grammar import GENERATOR_PREFIX, UAP_PREFIX
 from advkit.study.errors import ConfigError
 from advkit.study.schema import AttackSpec, SampleSpec, StudyConfig, eps_label, parse_alpha, parse_fraction
 
@@ -75,8 +74,9 @@ def _attacks(raw: Any, problems: list[str]) -> list[AttackSpec]:
             problems.append(f"{where}.name: missing attack name")
             continue
         name = name.strip()
-        if not name.startswith((GENERATOR_PREFIX, UAP_PREFIX)):
-            name = name.lower()  # a generator's or perturbation's path keeps its case
+        kind, _, file_part = name.partition(":")
+        if not (file_part and standalone_key(name)):
+            name = name.lower()  # the path of a generator or a universal perturbation keeps its case
         if standalone_key(name) is None:
             try:
                 parse(name)
@@ -92,9 +92,8 @@ def _attacks(raw: Any, problems: list[str]) -> list[AttackSpec]:
         if not isinstance(settings, dict):
             problems.append(f"{where}.settings: expected a mapping of attack settings, got {settings!r}")
             settings = {}
-        kind, _, where = name.partition(":")
-        default = name if kind not in ("generator", "uap") or not where else \
-            f"{kind}-" + re.sub(r"[^A-Za-z0-9_.+\-]", "_", Path(where).stem)
+        default = name if not (file_part and standalone_key(name)) else \
+            f"{kind}-" + re.sub(r"[^A-Za-z0-9_.+\-]", "_", Path(file_part).stem)
         label = item.get("label", default)
         if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9_.+\-]+", label):
             problems.append(f"{where}.label: use letters, digits and _ . + - only, got {label!r}")
