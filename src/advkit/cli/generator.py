@@ -64,7 +64,6 @@ def train_generator(
 
 
 def train_uap(
-    ctx: typer.Context,
     source: Annotated[str, typer.Option(help="Source model: zoo name or .safetensors path.")],
     out: Annotated[Path, typer.Option(help="File to write (.safetensors; the card goes beside it).")],
     dataset: Annotated[str, typer.Option(help="Images the perturbation is computed on (train split).")]
@@ -75,53 +74,32 @@ def train_uap(
     images: Annotated[int, typer.Option(help="Training images used (the paper: 10 per class suffice).")] = 1000,
     max_passes: Annotated[int, typer.Option(help="Passes over the images at most.")] = 10,
     delta: Annotated[float, typer.Option(help="Stop once 1 - delta of the images are fooled.")] = 0.2,
-    seed: Annotated[int, typer.Option(help="Seed of the image order.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the image order (and of the images with --subset random).")]
+    = 0,
+    subset: Annotated[str, typer.Option(help="first (the first --images training images) or random (drawn with "
+                                             "--seed).")] = "first",
     force: Annotated[bool, typer.Option(help="Overwrite an existing file at --out.")] = False,
 ) -> None:
     """Compute a universal adversarial perturbation (Moosavi-Dezfooli et al. 2017) for --source; use as uap:PATH."""
-    import time
-
-    import torch
-
-    import advkit
-    from advkit.attacks.deepfool import universal_perturbation
-    from advkit.cli.common import invocation
-    from advkit.data import load as load_data
-    from advkit.models import load as load_model
     from advkit.models.universal import save_universal
+    from advkit.train.universal import check_uap_settings
+    from advkit.train.universal import train_uap as compute
 
     _check_out(out, force)
-    if norm not in ("linf", "l2"):
-        fail(f"--norm must be linf or l2, got {norm!r}")
     xi = parse_number(eps, "--eps")
-    if xi <= 0 or (norm == "linf" and xi > 1):
-        fail(f"eps must be in (0, 1] for an L-inf radius in pixel units (e.g. 0.1), or > 0 for an L2 one; got {xi}")
-    if images < 1 or max_passes < 1:
-        fail("--images and --max-passes must be >= 1")
     try:
-        model = load_model(source, dataset=dataset)
-        data = load_data(dataset, "train", limit=images)
-        t0 = time.perf_counter()
+        check_uap_settings(xi, norm, images, max_passes, delta)
+        if subset not in ("first", "random"):
+            raise ValueError(f"--subset must be first or random, got {subset!r}")
         with console.status("computing the universal perturbation") as status:
-            v, fooling = universal_perturbation(
-                model, data.x, xi=xi, norm=norm, delta=delta, max_passes=max_passes, seed=seed,
-                on_pass=lambda p, r: status.update(f"pass {p}: fools {100 * r:.1f}% of the images"))
-        test = load_data(dataset, "test", limit=1000)
-        with torch.no_grad():
-            clean = model(test.x).argmax(1)
-            test_rate = float((model((test.x + v).clamp(0, 1)).argmax(1) != clean).float().mean())
+            v, card = compute(source, dataset, eps=xi, norm=norm, images=images, max_passes=max_passes, delta=delta,
+                              seed=seed, subset=subset, out=str(out),
+                              on_pass=lambda p, r: status.update(f"pass {p}: fools {100 * r:.1f}% of the images"))
     except ValueError as e:
         fail(str(e))
-    card = {"name": f"uap-{model.name}", "paper": "Moosavi-Dezfooli et al. 2017", "dataset": dataset,
-            "data_note": data.note, "images": len(data.x), "eps": xi, "norm": norm, "delta": delta,
-            "max_passes": max_passes, "seed": seed,
-            "source": {"spec": source, "name": model.name, "sha256": model.card.get("sha256")},
-            "fooling_rate_train_per_pass": [round(r, 4) for r in fooling],
-            "fooling_rate_test": round(test_rate, 4), "fooling_rate_images": len(test.x),
-            "seconds": round(time.perf_counter() - t0, 1), "advkit_version": advkit.__version__,
-            "command": invocation(ctx)}
     path = save_universal(v, out, card)
-    console.print(f"universal perturbation for {model.name} (eps {xi:g} {norm}, {len(fooling)} pass(es) over "
-                  f"{len(data.x)} images): the kept pass fools {100 * max(fooling):.1f}% of them and "
-                  f"{100 * test_rate:.1f}% of the first {len(test.x)} test images; saved {path}; attack with "
-                  f"uap:{path}")
+    fooling = card["fooling_rate_train_per_pass"]
+    console.print(f"universal perturbation for {card['source']['name']} (eps {xi:g} {norm}, {len(fooling)} pass(es) "
+                  f"over {card['images']} images): the kept pass fools {100 * max(fooling):.1f}% of them and "
+                  f"{100 * card['fooling_rate_test']:.1f}% of the first {card['fooling_rate_images']} test images; "
+                  f"saved {path}; attack with uap:{path}")

@@ -4,6 +4,8 @@
 * :func:`curves`: mean transfer success against a swept value (eps or gamma), one line per attack, error bars
   = std over seeds.
 * :func:`example_grid`: clean image, amplified perturbation, adversarial image, with the labels predicted.
+* :func:`perturbation_gallery`: learned perturbations (rows) shown at a common scale, one column per panel.
+* :func:`interval_bars`: horizontal bars of means with their intervals and a dashed reference line.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["curves", "example_grid", "heatmap"]
+__all__ = ["curves", "example_grid", "heatmap", "interval_bars", "perturbation_gallery"]
 
 
 def _png(fig: Any) -> bytes:
@@ -112,5 +114,59 @@ def example_grid(x: torch.Tensor, x_adv: torch.Tensor, labels: Sequence[str], pr
         lines = [f"{m}: {p}" for m, p in zip(model_names, preds[i], strict=True)]
         axes[i][2].set_xlabel("\n".join(lines[:4]), fontsize=6.5)
     fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def perturbation_gallery(rows: Sequence[tuple[str, Sequence[torch.Tensor | None]]], columns: Sequence[str],
+                         eps: float, title: str) -> bytes:
+    """A grid of perturbations ``(C, H, W)`` in ``[-eps, eps]``, each shown as ``0.5 + delta / (2 eps)`` (mid grey
+    is zero); ``rows[i] = (label, panels)``, a ``None`` panel is left blank. A row whose label starts with
+    ``"image"`` holds clean images in ``[0, 1]``, shown as they are."""
+    nr, nc = len(rows), len(columns)
+    fig, axes = plt.subplots(nr, nc, figsize=(1.35 * nc + 1.6, 1.45 * nr + 0.6), squeeze=False)
+    scale = 2 * eps if eps > 0 else 1.0
+    for i, (label, panels) in enumerate(rows):
+        for j in range(nc):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            t = panels[j] if j < len(panels) else None
+            if t is not None:
+                img = t if label.startswith("image") else t / scale + 0.5
+                grey = t.shape[0] == 1
+                ax.imshow(_show(img), cmap="gray" if grey else None, vmin=0, vmax=1, interpolation="nearest")
+            if i == 0:
+                ax.set_title(columns[j], fontsize=7)
+        axes[i][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def interval_bars(labels: Sequence[str], means: Sequence[float], lows: Sequence[float | None],
+                  highs: Sequence[float | None], title: str, xlabel: str, reference: float | None = None,
+                  reference_label: str = "", colours: Sequence[str] | None = None) -> bytes:
+    """Horizontal bars of rates in ``[0, 1]`` (shown in percent) with interval whiskers where known, top to bottom
+    in the order given; ``reference`` draws a dashed vertical line (a control's mean)."""
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(7.0, 0.32 * n + 1.2))
+    ys = np.arange(n)[::-1]
+    m = np.array([100 * v for v in means])
+    lo = np.array([100 * (v if a is None else a) for v, a in zip(means, lows, strict=True)])
+    hi = np.array([100 * (v if h is None else h) for v, h in zip(means, highs, strict=True)])
+    ax.barh(ys, m, color=list(colours) if colours else "tab:blue", alpha=0.8)
+    ax.errorbar(m, ys, xerr=[np.clip(m - lo, 0, None), np.clip(hi - m, 0, None)], fmt="none", ecolor="black",
+                capsize=2.5, lw=1)
+    if reference is not None:
+        ax.axvline(100 * reference, ls="--", lw=1, color="grey")
+        ax.annotate(reference_label, (100 * reference, ys[0] + 0.6), fontsize=7, color="grey", ha="left")
+    ax.set_yticks(ys, labels=list(labels), fontsize=7)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return _png(fig)
