@@ -627,8 +627,9 @@ def report(result: dict[str, Any], pngs: dict[str, bytes]) -> Document:
     if st["quick"]:
         doc.add(Para(f"**Quick run**: {st['images']} evaluation images per domain and seed, generators trained on "
                      f"{st['generator_images']} images, universal perturbations from {st['uap_images']} images, "
-                     f"hosts {', '.join(st['hosts'])}, 6 targets per domain. A smoke test of the pipeline; the full "
-                     f"run (the default) is the measurement."))
+                     f"hosts {', '.join(st['hosts'])}, "
+                     + ", ".join(f"{len(t)} {d} targets" for d, t in st["targets"].items())
+                     + ". A smoke test of the pipeline; the full run (the default) is the measurement."))
     doc.add(Para(f"Domains: {', '.join(st['datasets'])}. eps {st['eps']:g} (L-inf, pixels in [0, 1]) for every "
                  f"method. Seeds {st['seeds']}: each seed trains its own generators (Naseer et al. 2019, "
                  f"relativistic loss, {st['generator_epochs']} epoch(s) on the first "
