@@ -139,3 +139,22 @@ def test_shipped_generators_load_and_resolve_by_name(lenet, lenet_batch):
     assert r.success_rate >= 0.5 and float((r.x_adv - x).abs().max()) <= 0.1 + 1e-6
     with pytest.raises(CheckpointError, match="no generator 'nope'.*fashion-mnist-lenet"):
         A.create("generator:nope")
+
+
+def test_zoo_ships_a_generator_and_a_universal_perturbation_per_domain_for_residual_and_plain_hosts():
+    import advkit.models
+    from advkit.models.generator import generator_path, read_generator_card, shipped_generators
+    from advkit.models.universal import load_universal, shipped_universal, universal_path
+
+    for dataset in ("fashion-mnist", "mnist"):
+        kinds = set()
+        for host in ("lenet", "resnet20"):
+            name = f"{dataset}-{host}"
+            assert name in shipped_generators() and name in shipped_universal(), name
+            gen_card = read_generator_card(generator_path(name))
+            _, uap_card = load_universal(universal_path(name))   # checks the hash
+            assert gen_card["dataset"] == uap_card["dataset"] == dataset
+            source = advkit.models.load(host, dataset=dataset)
+            assert gen_card["sources"][0]["sha256"] == uap_card["source"]["sha256"] == source.card["sha256"]
+            kinds.add(source.card["connections"])
+        assert kinds == {"none", "residual"}, (dataset, kinds)
