@@ -16,7 +16,7 @@ def fmnist_test():
     import advkit.data
 
     try:
-        return advkit.data.load("fashion-mnist", "test", limit=512, download_ok=False)
+        return advkit.data.load("fashion-mnist", "test", limit=512, subset="first", download_ok=False)
     except advkit.data.DataNotFoundError as e:
         pytest.skip(f"Fashion-MNIST not available: {e}")
 

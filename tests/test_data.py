@@ -219,12 +219,33 @@ def test_discovery_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toy_sp
     assert (ds.source, ds.y[0].item()) == (str(cache / "toy"), 4)
 
 
-def test_incomplete_folder_is_skipped(tmp_path: Path, toy_spec: reg.DatasetSpec) -> None:
+def test_incomplete_folder_is_skipped(tmp_path: Path, toy_spec: reg.DatasetSpec,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "env"
+    make_split(cache / "toy", 2)
+    (cache / "toy" / TEST_FILES[1]).unlink()  # images without labels: not a copy
+    make_split(tmp_path / "system", 2, label_shift=5)
+    monkeypatch.setenv("ADVKIT_DATA", str(cache))
+    assert data.load("toy", "test", download_ok=False).source == str(tmp_path / "system")
+
+
+def test_explicit_data_dir_is_never_replaced_by_another_copy(tmp_path: Path, toy_spec: reg.DatasetSpec) -> None:
+    """A mistyped, empty or incomplete --data-dir is an error naming what is missing, never a silent fallback to
+    the system's copy (which exists here)."""
+    make_split(tmp_path / "system", 2, label_shift=5)
     explicit = tmp_path / "explicit"
+    with pytest.raises(DataNotFoundError, match="no such folder"):
+        data.load("toy", "test", data_dir=explicit, download_ok=False)
+    explicit.mkdir()
+    with pytest.raises(DataNotFoundError, match=f"holds no copy of toy: expected {TEST_FILES[0]}"):
+        data.load("toy", "test", data_dir=explicit, download_ok=False)
     make_split(explicit, 2)
     (explicit / TEST_FILES[1]).unlink()  # images without labels: not a copy
-    make_split(tmp_path / "system", 2, label_shift=5)
-    assert data.load("toy", "test", data_dir=explicit, download_ok=False).source == str(tmp_path / "system")
+    with pytest.raises(DataNotFoundError, match=TEST_FILES[1]):
+        data.load("toy", "test", data_dir=explicit, download_ok=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataNotFoundError, match="a file, not a folder"):
+        data.load("toy", "test", data_dir=tmp_path / "file", download_ok=False)
 
 
 def test_data_dir_subfolder_named_after_dataset(tmp_path: Path) -> None:
@@ -235,11 +256,10 @@ def test_data_dir_subfolder_named_after_dataset(tmp_path: Path) -> None:
 
 def test_missing_files_lists_every_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ADVKIT_DATA", str(tmp_path / "env"))
-    explicit = tmp_path / "explicit"
     with pytest.raises(DataNotFoundError) as e:
-        data.load("cifar10", "test", data_dir=explicit, download_ok=False)
+        data.load("cifar10", "test", download_ok=False)
     msg = str(e.value)
-    expected = [explicit, explicit / "cifar10", tmp_path / "env" / "cifar10", tmp_path / "env",
+    expected = [tmp_path / "env" / "cifar10", tmp_path / "env",
                 Path("/usr/share/datasets/cifar10"), tmp_path / "xdg" / "advkit" / "cifar10"]
     for place in expected:
         assert f"\n  {place}\n" in msg, place
@@ -250,9 +270,10 @@ def test_missing_files_lists_every_place(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_locate_missing_mnist(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
     with pytest.raises(DataNotFoundError, match="no copy of mnist") as e:
         data.locate("mnist", "train", data_dir=tmp_path / "d", download_ok=False)
-    assert "/usr/share/datasets/mnist" in str(e.value) and "train-labels-idx1-ubyte.gz" in str(e.value)
+    assert "train-images-idx3-ubyte.gz" in str(e.value) and "train-labels-idx1-ubyte.gz" in str(e.value)
 
 
 # ---- the real Fashion-MNIST (Debian's dataset-fashion-mnist) ------------------------------------------------
@@ -281,7 +302,7 @@ def test_real_fashion_mnist_train_split() -> None:
 @needs_fashion
 def test_real_fashion_mnist_limit_and_random_subset() -> None:
     full = data.load("fashion-mnist", "test", download_ok=False)
-    first = data.load("fashion-mnist", "test", limit=7, download_ok=False)
+    first = data.load("fashion-mnist", "test", limit=7, subset="first", download_ok=False)
     assert len(first) == 7 and torch.equal(first.images, full.images[:7]) and torch.equal(first.y, full.y[:7])
     a = data.load("fashion-mnist", "test", limit=50, subset="random", seed=3, download_ok=False)
     b = data.load("fashion-mnist", "test", limit=50, subset="random", seed=3, download_ok=False)

@@ -74,8 +74,13 @@ def test_classes_pick_and_order(tmp_path: Path) -> None:
 def test_limit_decodes_only_kept_images(tmp_path: Path) -> None:
     class_tree(tmp_path / "pets")
     (tmp_path / "pets" / "emu" / "zz.png").write_bytes(b"not a png")  # never decoded with limit=3
-    ds = load_imagefolder(tmp_path / "pets", limit=3)
+    ds = load_imagefolder(tmp_path / "pets", limit=3, subset="first")
     assert len(ds) == 3 and ds.indices is not None and ds.indices.tolist() == [0, 1, 2]
+    assert ds.selection == "the first 3"
+    (tmp_path / "pets" / "emu" / "zz.png").unlink()
+    balanced = load_imagefolder(tmp_path / "pets", limit=3)  # the default: one image of each class
+    assert sorted(set(balanced.y.tolist())) == sorted(set(load_imagefolder(tmp_path / "pets").y.tolist()))[:3]
+    assert balanced.selection == "3 class-balanced (seed 0)"
     a = load_imagefolder(tmp_path / "pets", limit=2, subset="random", seed=1)
     b = load_imagefolder(tmp_path / "pets", limit=2, subset="random", seed=1)
     assert a.files == b.files and torch.equal(a.images, b.images)

@@ -287,3 +287,17 @@ def test_advkit_never_imports_the_optional_packages() -> None:
             "sys.exit(f'imported: {bad}' if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_public_loader_gives_random_weights_offline(tv: ModuleType) -> None:
+    import advkit.models
+
+    for model in (advkit.models.load("torchvision:inception_v3", weights=None),
+                  advkit.models.load("torchvision:inception_v3@random")):
+        assert tv.models.DOWNLOADS == []  # nothing fetched: works offline
+        assert model.card["pretrained"] is False and model.card["weights"] is None
+        assert model.input_shape == (3, 299, 299)
+    with pytest.raises(ValueError, match="weights="):
+        advkit.models.load("torchvision:inception_v3@random", weights="IMAGENET1K_V1")
+    with pytest.raises(ValueError, match="torchvision:/timm: models only"):
+        advkit.models.load("lenet", weights=None)

@@ -212,6 +212,47 @@ def test_resume_after_kill(tiny_run, tiny_zoo, tmp_path, mode):
     assert _strip(res.records) == _strip(tiny_run.records)
 
 
+RANDOM_KILLER = textwrap.dedent("""
+    import json, os, signal, sys, torch
+    torch.set_num_threads(1)
+    from advkit.study.runner import run_study
+    cfg, out, at, burn = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    torch.rand(burn)   # use the global random state first, differently in each process
+    torch.manual_seed(burn)
+    def progress(stage, done, total, detail):
+        if stage == "cells" and done == at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    run_study(cfg, out, progress=progress)
+""")
+
+RANDOMISED = ["mi+di", "pgd", "vmi", "admix"]  # DI's resize/pad, PGD's random start, VMI's and Admix's samples
+
+
+def test_resume_of_randomised_cells_gives_identical_tensors(tiny_zoo, tmp_path):
+    """Kill a study of randomised attacks twice at different points (in processes whose global random state was
+    used differently) and resume it: every shard's examples are bit-identical to an uninterrupted run's."""
+    cfg = tiny_config(tiny_zoo, attacks=RANDOMISED, batch_size=2, shard_size=4, save_png=0)
+    ref = run_study(cfg, tmp_path / "ref")
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for at, burn in ((3, 7), (9, 1234)):
+        proc = subprocess.run([sys.executable, "-c", RANDOM_KILLER, json.dumps(cfg), str(out), str(at), str(burn)],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert len(list((out / "cells").glob("*/shard-*.safetensors"))) == 9
+    torch.rand(99)
+    res = run_study(cfg, out)
+    assert (res.reused, res.computed) == (9, 7)
+    one, two = RunDir(ref.run_dir), RunDir(res.run_dir)
+    for c in ref.records["cells"]:
+        for shard in range(2):
+            a, _ = one.read_shard(c["id"], shard)
+            b, _ = two.read_shard(c["id"], shard)
+            for key in ("x_adv", "x_8bit", "pred", "l2", "l0"):
+                assert torch.equal(a[key], b[key]), (c["id"], shard, key)
+    assert _strip(res.records) == _strip(ref.records)
+
+
 def test_damaged_shard_is_recomputed(tiny_run, tiny_zoo, tmp_path):
     cfg = tiny_config(tiny_zoo)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "check_writable_dir"]
 
 
 @contextmanager
@@ -49,3 +49,26 @@ def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = 0o644) 
 def atomic_write_text(path: str | Path, text: str, mode: int | None = 0o644) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"), mode)
+
+
+def check_writable_dir(path: str | Path, what: str = "--out") -> None:
+    """``ValueError`` naming the problem when the folder ``path`` could not be created or written: a file in the
+    way (at ``path`` or above it), or a folder without write permission. Creates and writes nothing, so a command
+    checks its output folder before the work, not after it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} is a file, not a folder; choose another {what} or remove the file")
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{what} {path}: {probe} is a file, so no folder can be made under it; choose another "
+                         f"{what}")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise ValueError(f"{what} {path}: cannot write in {probe} ({e.strerror or e}); choose a folder you can "
+                         f"write to") from None

@@ -49,6 +49,16 @@ def query_attacks() -> list[str]:
     return sorted(n for n, cls in standalone().items() if cls.black_box)
 
 
+def check_budget(eps: float, norm: str = "linf", *, allow_large: bool = False, flag: str = "--allow-large-eps") -> None:
+    """``ValueError`` for an L-inf budget above 1 unless ``allow_large``: on pixels in ``[0, 1]`` it covers the
+    whole range, and it is almost always a budget on the 0-255 scale (``8`` meant as ``8/255``). L2 radii above 1
+    are ordinary and pass."""
+    if norm == "linf" and eps > 1 and not allow_large:
+        raise ValueError(f"eps {eps:g} is larger than the whole pixel range: advkit's budgets are in pixel units of "
+                         f"[0, 1], so 8 on the 0-255 scale is 8/255 ({8 / 255:.4f}). If you mean {eps:g}, pass "
+                         f"{flag}")
+
+
 def standalone_key(name: str) -> str | None:
     """The registry name of a standalone attack (``"generator"`` for ``generator:PATH``), else ``None``."""
     kind, sep, _ = name.strip().partition(":")
@@ -66,6 +76,7 @@ def needs_skip_connections(name: str) -> bool:
 
 
 __all__ = ["COMBINATIONS", "Attack", "AttackResult", "BlackBoxError", "Counter", "Iterative", "Oracle", "Part",
-           "QueryAttack", "QueryBudgetError", "attack_batched", "attack_loss", "batch_seed", "create", "label",
-           "macros", "names", "needs_skip_connections", "parse", "parts", "project", "query_attacks", "standalone_key",
-           "register_attack", "register_macro", "register_part", "resolve_gamma", "standalone", "validate_inputs"]
+           "QueryAttack", "QueryBudgetError", "attack_batched", "attack_loss", "batch_seed", "check_budget", "create",
+           "label", "macros", "names", "needs_skip_connections", "parse", "parts", "project", "query_attacks",
+           "standalone_key", "register_attack", "register_macro", "register_part", "resolve_gamma", "standalone",
+           "validate_inputs"]

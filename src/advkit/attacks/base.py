@@ -129,6 +129,8 @@ class Attack(ABC):
         black_box: the attack reaches the model only through a query oracle (:mod:`advkit.attacks.oracle`),
             under ``no_grad``; it takes ``start=`` and reports ``AttackResult.queries``.
         takes_path: the attack applies a file (``generator:PATH``, ``uap:PATH``): ``create`` passes ``path=``.
+        unused: inherited settings the attack does not use; ``create`` refuses them rather than record a value
+            that changed nothing.
     """
 
     name: ClassVar[str] = "attack"
@@ -136,6 +138,7 @@ class Attack(ABC):
     targeted_only: ClassVar[bool] = False
     black_box: ClassVar[bool] = False
     takes_path: ClassVar[bool] = False  # named ``NAME:PATH`` (a trained generator, a universal perturbation)
+    unused: ClassVar[frozenset[str]] = frozenset()  # inherited settings the attack ignores (JSMA: eps)
 
     eps: float = field(default=8 / 255)
 

@@ -11,6 +11,7 @@ Each part brings its paper's defaults; keyword arguments override them and must 
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from advkit.attacks.base import Attack
@@ -66,6 +67,21 @@ def label(name: str) -> str:
     return "+".join(t for t in tokens if not (t == "ifgsm" and len(tokens) > 1))
 
 
+def settings_of(cls: type[Attack]) -> list[str]:
+    """The settings a standalone attack class takes: its dataclass fields, less the ones it does not use."""
+    return sorted(f.name for f in fields(cls) if f.init and f.name not in cls.unused and f.name != "path")
+
+
+def _check_standalone(name: str, cls: type[Attack], kwargs: dict[str, Any]) -> None:
+    allowed = settings_of(cls)
+    for k in kwargs:
+        if k in cls.unused:
+            raise ValueError(f"{name!r} does not use {k!r} (an L0 attack bounded by its own settings); drop it. "
+                             f"Its settings: {', '.join(allowed)}")
+        if k not in allowed:
+            raise ValueError(f"{k!r} does not apply to {name!r} (its settings: {', '.join(allowed)})")
+
+
 def create(name: str, **kwargs: Any) -> Attack:
     """Build an attack from its name and keyword arguments.
 
@@ -83,10 +99,12 @@ def create(name: str, **kwargs: Any) -> Attack:
     kind, sep, path = name.strip().partition(":")
     file_attack = standalone().get(kind.lower())
     if sep and file_attack is not None and file_attack.takes_path:
+        _check_standalone(name, file_attack, kwargs)
         return file_attack(path=path, **kwargs)
     key = name.strip().lower()
     solo = standalone()
     if key in solo:
+        _check_standalone(key, solo[key], kwargs)
         return solo[key](**kwargs)
     tokens = parse(key)
     classes = [parts()[t] for t in tokens]

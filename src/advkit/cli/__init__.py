@@ -12,11 +12,16 @@ One module per command group: :mod:`~advkit.cli.data`, :mod:`~advkit.cli.models`
 
 from __future__ import annotations
 
+import os
+import warnings
+
+import click
 import typer
+from typer.core import TyperGroup
 
 from advkit.cli import attacks, data, models
 from advkit.cli.attack import attack
-from advkit.cli.common import console, err, invocation, make_console, parse_number
+from advkit.cli.common import console, describe_error, err, fail, invocation, make_console, parse_number, warn
 from advkit.cli.evaluate import evaluate
 from advkit.cli.generator import train_generator, train_uap
 from advkit.cli.study import register_cli
@@ -24,8 +29,39 @@ from advkit.cli.train import train
 
 __all__ = ["app", "console", "err", "invocation", "main", "make_console", "parse_number"]
 
-app = typer.Typer(help="advkit: craft adversarial examples and measure how they transfer between models.",
-                  no_args_is_help=True, add_completion=False)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    """Library warnings (a train/test leak, a failed model sanity check) as ``warning: ...`` lines on stderr."""
+    if issubclass(category, UserWarning):
+        warn(str(message))
+
+
+class _Commands(TyperGroup):
+    """The top-level group: every error a bad input raises in any command (a wrong value, a file that is missing,
+    unreadable, unwritable or not text) ends as ``error: ...`` with exit status 2 and no traceback; Ctrl-C ends
+    with status 130 and says how to go on. ``ADVKIT_TRACEBACK=1`` shows the traceback of the former."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            err.print("interrupted. A study or training run keeps what it finished: rerun the same command to "
+                      "resume it.", markup=False, highlight=False)
+            raise typer.Exit(130) from None
+        except Exception as e:
+            msg = describe_error(e)
+            if msg is None or os.environ.get("ADVKIT_TRACEBACK"):
+                raise
+            fail(msg)
+
+
+app = typer.Typer(cls=_Commands, no_args_is_help=True, add_completion=False,
+                  help="advkit: craft adversarial examples and measure how they transfer between models.")
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.add_typer(attacks.app, name="attacks")

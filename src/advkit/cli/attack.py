@@ -9,9 +9,11 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from advkit.cli.common import console, fail, invocation, parse_number
+from advkit.cli.common import console, fail, invocation, parse_number, warn
 
 __all__ = ["attack"]
+
+STEPS_WARN = 10_000_000  # gradient passes (images x steps) above which the command says what it will cost
 
 
 def _value(text: str) -> object:
@@ -38,16 +40,16 @@ def attack(
     dataset: Annotated[str, typer.Option(help="Dataset (test split).")] = "fashion-mnist",
     eps: Annotated[str | None, typer.Option(help="Budget in pixel units of [0,1] (L-inf radius, or L2 with "
                                                     "--norm l2); fractions like 16/255 accepted.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Iterations.")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Iterations.")] = None,
     alpha: Annotated[str | None, typer.Option(help="Step size in pixel units (default eps/steps; PGD "
                                                       "2.5*eps/steps).")] = None,
     norm: Annotated[str | None, typer.Option(help="linf or l2.")] = None,
     gamma: Annotated[float | None, typer.Option(help="SGM decay in (0, 1] on residual gradients.")] = None,
     variant: Annotated[str | None, typer.Option(help="SGM variant: formula or original.")] = None,
     decay: Annotated[float | None, typer.Option(help="MI momentum decay mu.")] = None,
-    ti_kernel: Annotated[int | None, typer.Option(help="TI Gaussian kernel size (odd).")] = None,
+    ti_kernel: Annotated[int | None, typer.Option(min=1, help="TI Gaussian kernel size (odd).")] = None,
     loss: Annotated[str | None, typer.Option(help="ce (cross-entropy) or margin (logit margin).")] = None,
-    max_queries: Annotated[int | None, typer.Option(help="Query attacks: the per-image query budget.")] = None,
+    max_queries: Annotated[int | None, typer.Option(min=1, help="Query attacks: the per-image query budget.")] = None,
     start: Annotated[str | None, typer.Option(help="Query attacks: start from a transfer example crafted with "
                                                    "this attack (e.g. sgm+mi) on --surrogate.")] = None,
     surrogate: Annotated[str | None, typer.Option(help="Query attacks: the model --start is crafted on.")] = None,
@@ -57,18 +59,25 @@ def attack(
                                                       "(repeatable), e.g. --set p_init=0.8 --set basis=pixel.")]
     = None,
     targeted: Annotated[bool, typer.Option(help="Attack toward a random other class (seeded).")] = False,
-    limit: Annotated[int, typer.Option(help="Test images loaded (only correctly classified ones are attacked).")]
+    limit: Annotated[int, typer.Option(min=1, help="Test images loaded (only correctly classified ones are attacked).")]
     = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the attack's randomness and of the targets.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the attack's randomness and of the targets.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Run directory: config, results, float tensors, PNGs.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite a finished run in --out.")] = False,
+    allow_large_eps: Annotated[bool, typer.Option(help="Accept an L-inf --eps above 1 (budgets are in pixel units "
+                                                       "of [0, 1]: 8 on the 0-255 scale is 8/255).")] = False,
 ) -> None:
     """Craft adversarial examples on one model, save them, and print white-box success and distortion."""
+    from advkit.attacks import check_budget
     from advkit.study.attack_run import run_attack
 
     kw: dict[str, object] = {}
     if eps is not None:
         kw["eps"] = parse_number(eps, "--eps")
+        check_budget(float(kw["eps"]), norm or "linf", allow_large=allow_large_eps)
+    if steps is not None and limit * steps > STEPS_WARN:
+        warn(f"--steps {steps} on up to {limit} images is up to {limit * steps:,} forward and backward passes, "
+             f"which can take days; the usual is 10 to 1,000 steps. Ctrl-C stops it")
     if alpha is not None:
         kw["alpha"] = parse_number(alpha, "--alpha")
     for key, val in (("steps", steps), ("norm", norm), ("gamma", gamma), ("sgm_variant", variant),
@@ -95,6 +104,9 @@ def attack(
                   f"{s['clean_n']}; attacked {s['attacked']} {s['success_over']}")
     console.print(f"white-box success {100 * succ['k'] / max(succ['n'], 1):.2f}% [{100 * succ['low']:.2f}, "
                   f"{100 * succ['high']:.2f}]; after 8-bit rounding {100 * succ8['k'] / max(succ8['n'], 1):.2f}%")
+    if s["attack_config"].get("norm") == "l2":
+        console.print(f"L2 max {s['l2_max']:.4f} (8-bit {s['l2_max_8bit']:.4f}; rounded images are re-projected "
+                      f"into the radius)")
     console.print(f"distortion: Linf max {s['linf_max']:.4f} (8-bit {s['linf_max_8bit']:.4f}), L2 mean "
                   f"{s['l2_mean']:.3f}, L0 mean {100 * s['l0_mean']:.1f}% of features; {s['forward_passes']} "
                   f"forward / {s['backward_passes']} backward passes in {s['seconds']:.1f}s")

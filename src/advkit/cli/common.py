@@ -11,9 +11,11 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-__all__ = ["Bars", "bars", "command_line", "console", "err", "fail", "invocation", "make_console", "parse_number"]
+__all__ = ["Bars", "bars", "command_line", "console", "describe_error", "err", "fail", "invocation", "make_console",
+           "parse_number", "warn"]
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -37,9 +39,39 @@ def parse_number(text: str, what: str = "value") -> float:
 
 
 def fail(msg: str) -> NoReturn:
-    """Print ``error: msg`` on stderr and exit with status 2."""
-    err.print(f"[bold red]error:[/] {msg}")
+    """Print ``error: msg`` on stderr and exit with status 2. ``msg`` is plain text: brackets in it (``[16/255``,
+    ``attacks[0]``) are printed as they are, never read as rich markup."""
+    err.print(f"[bold red]error:[/] {escape(str(msg))}", highlight=False)
     raise typer.Exit(2)
+
+
+def warn(msg: str) -> None:
+    """Print ``warning: msg`` on stderr (plain text, as :func:`fail`)."""
+    err.print(f"[bold yellow]warning:[/] {escape(str(msg))}", highlight=False)
+
+
+def describe_error(e: BaseException) -> str | None:
+    """The message for an error that a bad input raises (a wrong value, a missing, unreadable or unwritable file,
+    a file that is not text); ``None`` for anything else, which is a bug in advkit and keeps its traceback."""
+    name = getattr(e, "filename", None)
+    if isinstance(e, UnicodeDecodeError):
+        return (f"a file is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8, or check that the path "
+                f"names the intended file")
+    if isinstance(e, IsADirectoryError):
+        return f"{name} is a folder, not a file; give the path of the file itself"
+    if isinstance(e, NotADirectoryError):
+        return f"{name}: part of this path is a file, not a folder; choose another path"
+    if isinstance(e, FileExistsError):
+        return f"{name} already exists and is not a run folder; choose another --out or remove it"
+    if isinstance(e, PermissionError):
+        return f"permission denied: {name}; choose a folder you can write to (or read), e.g. under your home folder"
+    if isinstance(e, FileNotFoundError) and name is not None and not str(e).startswith(str(name)):
+        return f"{name} not found; check the path"
+    if isinstance(e, OSError) and e.errno is not None and name is not None:
+        return f"{name}: {e.strerror}"
+    if isinstance(e, (ValueError, FileNotFoundError)):
+        return str(e)
+    return None
 
 
 def invocation(ctx: typer.Context) -> str:

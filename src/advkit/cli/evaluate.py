@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from advkit.cli.common import console, err, fail, invocation
+from advkit.cli.common import console, fail, invocation
 
 __all__ = ["evaluate"]
 
@@ -20,14 +20,13 @@ def evaluate(
     dataset: Annotated[str, typer.Option(help="Dataset to evaluate on.")] = "fashion-mnist",
     all_models: Annotated[bool, typer.Option("--all", help="Evaluate every shipped checkpoint for --dataset.")] = False,
     split: Annotated[str, typer.Option(help="train or test.")] = "test",
-    limit: Annotated[int | None, typer.Option(help="Use at most this many images.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 500,
+    limit: Annotated[int | None, typer.Option(min=1, help="Use at most this many images.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 500,
     data_dir: Annotated[Path | None, typer.Option(help="A folder searched first for the dataset.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write results.json, results.csv and report.md here.")] = None,
 ) -> None:
     """Clean top-1 accuracy of a model (or of the whole zoo with --all), with 95% Wilson intervals."""
     from advkit import data, models
-    from advkit.data.builtin import seen_in_training
     from advkit.evaluate import predict, rate
     from advkit.report.accuracy import write_accuracy_report
 
@@ -45,12 +44,9 @@ def evaluate(
     for col in t.columns[:2]:
         col.no_wrap = True
     for name in names:
-        try:
-            m = models.load(name, dataset=dataset)
-        except ValueError as e:
-            fail(str(e))
-        if (leak := seen_in_training(m.card, ds.note)) is not None:
-            err.print(f"warning: {leak}")
+        m = models.load(name, dataset=dataset)
+        models.check_input_shape(m, ds.images.shape[1:], f"{dataset} ({ds.source})")
+        data.warn_if_seen_in_training(m, ds)
         r = rate(predict(m, ds.x, batch_size) == ds.y)
         rows.append({"model": m.name, "arch": m.card.get("arch", "?"), "dataset": dataset, "split": split,
                      "n": r.n, "correct": r.k, "accuracy": r.value, "ci_low": r.low, "ci_high": r.high,

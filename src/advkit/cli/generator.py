@@ -28,15 +28,15 @@ def train_generator(
     dataset: Annotated[str, typer.Option(help="Training domain (its train split).")] = "fashion-mnist",
     eps: Annotated[str, typer.Option(help="L-inf budget in pixel units of [0,1]; fractions like 16/255 "
                                           "accepted.")] = "0.1",
-    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 1,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training split.")] = 1,
     loss: Annotated[str, typer.Option(help="relativistic (Naseer et al. 2019) or ce (GAP, without the "
                                            "relativistic term).")] = "relativistic",
-    ngf: Annotated[int, typer.Option(help="Generator width (filters of its first convolution).")] = 16,
-    blocks: Annotated[int, typer.Option(help="Residual blocks of the generator.")] = 6,
-    batch_size: Annotated[int, typer.Option(help="Images per Adam step.")] = 64,
+    ngf: Annotated[int, typer.Option(min=1, help="Generator width (filters of its first convolution).")] = 16,
+    blocks: Annotated[int, typer.Option(min=1, help="Residual blocks of the generator.")] = 6,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per Adam step.")] = 64,
     lr: Annotated[float, typer.Option(help="Adam learning rate (betas 0.5, 0.999).")] = 2e-4,
-    seed: Annotated[int, typer.Option(help="Seed of the initialisation, shuffling and dropout.")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Train on the first N training images only.")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the initialisation, shuffling and dropout.")] = 0,
+    limit: Annotated[int | None, typer.Option(min=1, help="Train on the first N training images only.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing generator at --out.")] = False,
 ) -> None:
     """Train a perturbation generator (Naseer et al. 2019) against --source models; use it as generator:PATH."""
@@ -71,10 +71,10 @@ def train_uap(
     eps: Annotated[str, typer.Option(help="Radius xi in pixel units of [0,1] (L-inf, or L2 with --norm l2); "
                                           "fractions like 16/255 accepted.")] = "0.1",
     norm: Annotated[str, typer.Option(help="linf or l2.")] = "linf",
-    images: Annotated[int, typer.Option(help="Training images used (the paper: 10 per class suffice).")] = 1000,
-    max_passes: Annotated[int, typer.Option(help="Passes over the images at most.")] = 10,
+    images: Annotated[int, typer.Option(min=1, help="Training images used (the paper: 10 per class suffice).")] = 1000,
+    max_passes: Annotated[int, typer.Option(min=1, help="Passes over the images at most.")] = 10,
     delta: Annotated[float, typer.Option(help="Stop once 1 - delta of the images are fooled.")] = 0.2,
-    seed: Annotated[int, typer.Option(help="Seed of the image order (and of the images with --subset random).")]
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the image order (and of the images with --subset random).")]
     = 0,
     subset: Annotated[str, typer.Option(help="first (the first --images training images) or random (drawn with "
                                              "--seed).")] = "first",

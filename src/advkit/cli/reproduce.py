@@ -30,7 +30,7 @@ def reproduce_jsma_cmd(
                                               "are present) or fashion-mnist.")] = "mnist",
     model: Annotated[str, typer.Option(help="Model to attack (default: the JSMA paper's LeNet from the zoo).")]
     = "lenet",
-    samples: Annotated[int | None, typer.Option(help="Test samples, each attacked toward the 9 other classes "
+    samples: Annotated[int | None, typer.Option(min=1, help="Test samples, each attacked toward the 9 other classes "
                                                         "(default: the whole test split).")] = None,
     theta: Annotated[float, typer.Option(help="Feature change per iteration: +1 increase, -1 decrease.")] = 1.0,
     upsilon: Annotated[float, typer.Option(help="Largest share of features changed, in (0, 1].")] = 0.145,
@@ -155,7 +155,7 @@ def reproduce_cross_domain_cmd(
     target: Annotated[list[str] | None, typer.Option(help="DATASET=MODEL[,MODEL...]: the models measured on a "
                                                           "domain (repeatable; default: every shipped one).")]
     = None,
-    images: Annotated[int | None, typer.Option(help="Evaluation images per domain and seed (default 1,000; "
+    images: Annotated[int | None, typer.Option(min=1, help="Evaluation images per domain and seed (default 1,000; "
                                                     "--quick 200).")] = None,
     resize: Annotated[bool, typer.Option(help="Allow domains of different shapes: carry each host's perturbation "
                                               "to the other shape (bilinear; grey <-> colour).")] = False,

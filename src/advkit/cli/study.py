@@ -29,7 +29,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise typer.BadParameter(f"--set expects KEY=VALUE (e.g. sample.n=50), got {item!r}")
-        parsed = yaml.safe_load(value) if value.strip() else None
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or "not valid YAML"
+            raise typer.BadParameter(f"--set {item!r}: the value is not valid YAML ({problem}); write lists as "
+                                     f"[8/255, 16/255] and quote text with brackets") from None
         if isinstance(parsed, str) and "," in parsed:
             parsed = [p.strip() for p in parsed.split(",") if p.strip()]
         out[key.strip()] = parsed

@@ -17,10 +17,10 @@ def train(
     ctx: typer.Context,
     arch: Annotated[str, typer.Argument(help="Architecture name (see `advkit models list`).")],
     dataset: Annotated[str, typer.Option(help="Dataset to train on.")] = "fashion-mnist",
-    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 5,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training split.")] = 5,
     lr: Annotated[float, typer.Option(help="Learning rate: the peak of the one-cycle schedule, or the constant rate "
                                            "(SGD).")] = 0.1,
-    batch_size: Annotated[int, typer.Option(help="Images per optimiser step.")] = 128,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per optimiser step.")] = 128,
     momentum: Annotated[float, typer.Option(help="SGD momentum (the JSMA paper's LeNet: 0.5).")] = 0.9,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay (0 turns it off).")] = 5e-4,
     schedule: Annotated[str, typer.Option(help="one-cycle, or constant (the JSMA paper's LeNet).")] = "one-cycle",
@@ -28,7 +28,7 @@ def train(
                                                 "--no-nesterov).")] = True,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast where the CPU has AVX512-BF16 or AMX (--no-bf16: "
                                             "float32 throughout).")] = True,
-    seed: Annotated[int, typer.Option(help="Seed for initialisation, shuffling and augmentation.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for initialisation, shuffling and augmentation.")] = 0,
     augment: Annotated[bool, typer.Option(help="Random crops with padding and flips.")] = True,
     out: Annotated[Path | None, typer.Option(help="Write NAME.safetensors and its JSON card here "
                                                      "(default: ./ARCH.safetensors).")] = None,

@@ -8,6 +8,7 @@ dataset available locally; ``describe()`` says what is registered and where it w
 
 from advkit.data import builtin as _builtin  # noqa: F401  (registers the built-in datasets)
 from advkit.data import imagefolder as _imagefolder  # noqa: F401  (registers "imagefolder")
+from advkit.data.builtin import TrainTestLeakWarning, warn_if_seen_in_training  # noqa: E402
 from advkit.data.catalog import DatasetInfo, describe, fetch, info
 from advkit.data.download import RemoteFile, download, sha256_of
 from advkit.data.errors import DataError, DataNotFoundError
@@ -18,6 +19,7 @@ from advkit.data.registry import (
     DatasetSpec,
     cache_root,
     candidate_dirs,
+    describe_selection,
     fetch_files,
     find_local,
     get_spec,
@@ -32,5 +34,5 @@ __all__ = [
     "DataError", "DataNotFoundError", "Dataset", "DatasetInfo", "DatasetSpec", "RemoteFile", "cache_root",
     "candidate_dirs", "describe", "download", "fetch", "fetch_files", "find_local", "get_spec", "info", "load",
     "load_imagefolder", "locate", "names", "read_idx", "read_labels_file", "register", "sha256_of",
-    "subset_indices",
+    "TrainTestLeakWarning", "describe_selection", "subset_indices", "warn_if_seen_in_training",
 ]

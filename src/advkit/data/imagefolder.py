@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from advkit.data.errors import DataError, DataNotFoundError
-from advkit.data.registry import Dataset, DatasetSpec, locate, register, subset_indices
+from advkit.data.registry import Dataset, DatasetSpec, describe_selection, locate, register, subset_indices
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def _auto_labels_file(root: Path) -> Path | None:
 
 def load_imagefolder(root: str | Path, size: int | None = None, limit: int | None = None,
                      labels_file: str | Path | None = None, classes: Sequence[str] | None = None, *,
-                     resize: int | None = None, subset: str = "first", seed: int = 0,
+                     resize: int | None = None, subset: str = "balanced", seed: int = 0,
                      split: str | None = None, name: str = "imagefolder") -> Dataset:
     """Load a folder of images (a folder per class, or flat images with a labels file) as a :class:`Dataset`.
 
@@ -231,8 +231,9 @@ def load_imagefolder(root: str | Path, size: int | None = None, limit: int | Non
         classes: class names in label order: which class folders to read and in what order, or the names of a
             labels file's integer labels / the map for its name labels.
         resize: the shorter side before the centre crop (default ``size``); must be at least ``size``.
-        subset: ``"first"`` or ``"random"`` (seeded) choice of the ``limit`` images.
-        seed: seed of the ``"random"`` subset.
+        subset: ``"balanced"`` (per class, seeded), ``"random"`` (seeded) or ``"first"`` choice of the ``limit``
+            images (see :func:`advkit.data.subset_indices`).
+        seed: seed of the ``"balanced"`` / ``"random"`` choice.
         split: recorded in the dataset (default: the folder's name).
         name: recorded in the dataset.
 
@@ -267,7 +268,7 @@ def load_imagefolder(root: str | Path, size: int | None = None, limit: int | Non
             raise DataError(f"{root}: {len(files)} images but no class subfolders and no labels file; pass "
                             f"labels_file= or write {root / 'labels.txt'} (one 'filename label' per line).")
         labels, names = read_labels_file(lf, files, classes)
-    idx = subset_indices(len(files), limit, subset, seed)
+    idx = subset_indices(len(files), limit, subset, seed, np.asarray(labels))
     chosen = [files[i] for i in idx]
     images: np.ndarray | None = None
     for row, path in enumerate(chosen):
@@ -285,6 +286,7 @@ def load_imagefolder(root: str | Path, size: int | None = None, limit: int | Non
         name=name, split=split or root.name, images=torch.from_numpy(images),
         y=torch.tensor([labels[i] for i in idx], dtype=torch.int64), classes=names, source=str(root),
         indices=torch.from_numpy(idx), files=tuple(str(p) for p in chosen),
+        selection=describe_selection(len(files), limit, subset, seed),
     )
 
 

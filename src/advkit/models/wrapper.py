@@ -67,3 +67,24 @@ class Classifier(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, input_shape={self.input_shape}, num_classes={self.num_classes}"
+
+
+def check_input_shape(model: object, shape: tuple[int, ...] | torch.Size, data: str = "the data") -> None:
+    """``ValueError`` naming both shapes and what to change when ``model`` (a :class:`Classifier`, or any module
+    with an ``input_shape``) expects images of another shape than ``shape`` (``(C, H, W)``); a model without a
+    stated shape passes. Called before any work, so that a grey folder on an RGB model never reaches the forward
+    pass."""
+    want = getattr(model, "input_shape", None)
+    if want is None or tuple(shape) == tuple(want):
+        return
+    got, need = tuple(int(v) for v in shape), tuple(int(v) for v in want)
+    name = getattr(model, "name", None) or type(model).__name__
+    hint = []
+    if got[0] != need[0]:
+        hint.append(f"{'colour' if need[0] == 3 else 'grey'} images ({need[0]} channel(s)): use a dataset of that "
+                    f"kind, or an image folder loaded with the model's channel count")
+    if got[1:] != need[1:]:
+        hint.append(f"{need[1]}x{need[2]} pixels: resize the images (an image folder's `size` option) or use a "
+                    f"model trained at {got[1]}x{got[2]}")
+    raise ValueError(f"model {name} expects {'x'.join(map(str, need))} images (its card's input_shape), but "
+                     f"{data} is {'x'.join(map(str, got))}; it needs " + "; ".join(hint))

@@ -48,10 +48,26 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[
     if not (root / "results.json").is_file():
         raise FileNotFoundError(f"{root} holds no finished run (results.json is missing); run or resume the study "
                                 f"first")
-    records = json.loads((root / "results.json").read_text())
-    config = json.loads((root / "config.json").read_text()) if (root / "config.json").is_file() else {}
-    manifest = json.loads((root / "manifest.json").read_text()) if (root / "manifest.json").is_file() else {}
+    records = _read_json(root / "results.json", ("meta", "sanity"))
+    config = _read_json(root / "config.json", ()) if (root / "config.json").is_file() else {}
+    manifest = _read_json(root / "manifest.json", ()) if (root / "manifest.json").is_file() else {}
     return records, config, manifest
+
+
+def _read_json(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    """A run file that must hold a JSON mapping with ``keys``; ``ValueError`` naming the file otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); the run's files are damaged: rerun the study with "
+                         f"--force into this folder, or into a new one") from None
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+    if not isinstance(data, dict) or missing:
+        what = (f"a JSON {type(data).__name__} where a mapping belongs" if not isinstance(data, dict)
+                else f"a mapping without {', '.join(missing)}")
+        raise ValueError(f"{path} holds {what}, not the results of an advkit transfer run; check the folder, or "
+                         f"rerun the study with --force")
+    return data
 
 
 def _save(run: RunDir, name: str, png: bytes, caption: str) -> Figure:

@@ -213,7 +213,7 @@ def quantization_table(records: dict[str, Any]) -> Table:
 
 
 def sanity_table(records: dict[str, Any]) -> Table:
-    """The sanity checks: largest perturbation per eps, NaN count, pixel range, SGM hooks."""
+    """The sanity checks: largest perturbation per eps, NaN count, pixel range, SGM hooks, the models' checks."""
     s = records["sanity"]
     rows = []
     for e in s["per_eps"]:
@@ -228,6 +228,11 @@ def sanity_table(records: dict[str, Any]) -> Table:
         conns = sorted({x["connections"] for x in s["sgm"]})
         rows.append([f"SGM hooks fired ({len(fired)} cells; connections found: {', '.join(map(str, conns))})",
                      f"min {min(fired)}, max {max(fired)} per cell", "ok" if min(fired) > 0 else "FAILED"])
+    for name, checks in (s.get("models") or {}).items():  # advkit.evaluate.check_model, once per model
+        failed = [c for c in checks if not c["ok"]]
+        rows.append([f"model {name}: eval mode, logits, deterministic, input gradients",
+                     "; ".join(c["detail"] for c in failed) if failed else "all passed",
+                     "WARNING" if failed else "ok"])
     return Table(["check", "value", "status"], rows, align="lll")
 
 

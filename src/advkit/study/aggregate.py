@@ -129,7 +129,7 @@ def aggregate(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[str
         "clean": _clean(cfg, smeta, names), "success": success, "summary": _summary(success), "paired": paired,
         "paired_summary": _paired_summary(paired), "paired_mean": _paired_mean(paired), "distortion": distortion,
         "cells": cell_rows,
-        "sanity": _sanity(cfg, distortion, cell_rows),
+        "sanity": _sanity(cfg, distortion, cell_rows, smeta.get("model_checks") or {}, names),
     }
 
 
@@ -213,7 +213,8 @@ def _paired_mean(paired: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _sanity(cfg: StudyConfig, distortion: list[dict[str, Any]], cells: list[dict[str, Any]]) -> dict[str, Any]:
+def _sanity(cfg: StudyConfig, distortion: list[dict[str, Any]], cells: list[dict[str, Any]],
+            model_checks: dict[str, list[dict[str, Any]]], names: dict[str, str]) -> dict[str, Any]:
     per_eps = []
     for eps in cfg.eps:
         rows = [d for d in distortion if d["eps"] == eps]
@@ -238,7 +239,9 @@ def _sanity(cfg: StudyConfig, distortion: list[dict[str, Any]], cells: list[dict
     silent = [c for c in sgm_expected if c not in fired]
     if silent:
         problems.append(f"SGM hooks did not fire in {len(silent)} SGM cell(s), e.g. {silent[0]}")
-    return {"per_eps": per_eps, "nan_count": nan, "pixel_min": lo, "pixel_max": hi, "sgm": sgm,
+    models = {names.get(spec, spec): checks for spec, checks in model_checks.items()}
+    problems += [f"model {m}: {c['detail']}" for m, checks in models.items() for c in checks if not c["ok"]]
+    return {"per_eps": per_eps, "nan_count": nan, "pixel_min": lo, "pixel_max": hi, "sgm": sgm, "models": models,
             "ok": not problems, "problems": problems}
 
 

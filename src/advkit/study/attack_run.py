@@ -21,13 +21,16 @@ import torch
 from safetensors.torch import save_file
 
 import advkit
-from advkit._files import atomic_write_text
+from advkit._files import atomic_write_text, check_writable_dir
 from advkit.attacks import Oracle, attack_batched, create, query_attacks
 from advkit.attacks.oracle import OUTPUTS
 from advkit.data import load as load_data
+from advkit.data import warn_if_seen_in_training
+from advkit.evaluate.checks import check_model
 from advkit.evaluate.metrics import distortion, predict, rate
 from advkit.evaluate.quantize import quantize, save_pngs
 from advkit.evaluate.queries import query_stats
+from advkit.models import check_input_shape
 from advkit.models import load as load_model
 from advkit.study.errors import RunExistsError
 
@@ -67,6 +70,10 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
     if out is not None and (out / "results.json").exists() and not force:
         raise RunExistsError(f"{out} already holds a finished run (results.json); pass --force to overwrite it "
                              f"or choose another --out")
+    if out is not None:
+        check_writable_dir(out)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1 image, got {limit}")
     atk = create(attack, **attack_kwargs)
     if not atk.black_box and (start is not None or oracle is not None):
         raise ValueError(f"{attack} is not a query attack: --start, --surrogate and --oracle apply to the query "
@@ -87,12 +94,19 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
                              f"attack (pgd, mi, sgm+mi, ...), not a query attack")
     m = load_model(model, dataset=dataset)
     ds = load_data(dataset, "test", limit=limit)
+    check_input_shape(m, ds.images.shape[1:], f"{dataset} ({ds.source})")
+    warn_if_seen_in_training(m, ds)
     x, y, idx = ds.x, ds.y, ds.indices
+    checks = check_model(m, x[:32], y[:32])  # warns (AdvkitSanityWarning) for each failed check
     clean_pred = predict(m, x)
     clean = rate(clean_pred == y)
     if only_correct:
         keep = clean_pred == y
         x, y, idx = x[keep], y[keep], idx[keep] if idx is not None else None
+        if not len(y):
+            raise ValueError(f"{m.name} classifies none of the {len(ds)} loaded {dataset} images correctly, so "
+                             f"none is left to attack; raise --limit, or check that the model belongs to "
+                             f"{dataset}")
     g = torch.Generator().manual_seed(seed)
     target = None
     if targeted:
@@ -114,19 +128,22 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
     x_adv, success, fw, bw, info = r.x_adv, r.success, r.forward_passes, r.backward_passes, r.info
     eps = float(getattr(atk, "eps", 0.0))
     norm = str(getattr(atk, "norm", "linf"))
-    x_q = quantize(x_adv, x, eps if norm == "linf" else None, norm)
+    x_q = quantize(x_adv, x, eps if norm in ("linf", "l2") else None, norm)
     pred_q = predict(m, x_q)
     success_q = pred_q == target if target is not None else pred_q != y
     dist, dist_q = distortion(x_adv, x), distortion(x_q, x)
     summary: dict[str, Any] = {
         "attack": attack, "attack_config": atk.config() if hasattr(atk, "config") else dict(attack_kwargs),
         "model": m.name, "model_sha256": m.card.get("sha256"), "dataset": dataset, "data_note": ds.note,
+        "data_selection": ds.selection, "model_checks": [c.as_dict() for c in checks],
         "targeted": targeted, "seed": seed, "clean_accuracy": clean.value, "clean_n": clean.n,
         "attacked": int(len(y)), "success_over": "clean-correct images" if only_correct else "all images",
         "success": rate(success).__dict__, "success_8bit": rate(success_q).__dict__,
         "linf_max": float(dist["linf"].max()) if len(y) else 0.0,
         "linf_max_8bit": float(dist_q["linf"].max()) if len(y) else 0.0,
         "l2_mean": float(dist["l2"].mean()) if len(y) else 0.0,
+        "l2_max": float(dist["l2"].max()) if len(y) else 0.0,
+        "l2_max_8bit": float(dist_q["l2"].max()) if len(y) else 0.0,
         "l0_mean": float(dist["l0"].mean()) if len(y) else 0.0,
         "nan_count": int(torch.isnan(x_adv).sum()),
         "pixel_range": [float(x_adv.min()), float(x_adv.max())] if len(y) else [0.0, 0.0],

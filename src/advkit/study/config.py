@@ -47,7 +47,13 @@ def load_config(source: str | Path | dict[str, Any] | StudyConfig,
         raw = source
     else:
         path = Path(source)
-        text = path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise ConfigError([f"(file {path}): a folder, not an experiment file; give the YAML file's path"])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError([f"(file {path}): not UTF-8 text (byte {e.start}: {e.reason}); save the experiment "
+                               f"file as UTF-8"]) from None
         try:
             raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:

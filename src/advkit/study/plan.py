@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from advkit.attacks import parse, resolve_gamma, standalone_key
+from advkit.attacks import parse, resolve_gamma, standalone, standalone_key
 from advkit.backprop import find_connections
 from advkit.study.runstate import cell_id
 from advkit.study.schema import AttackSpec, StudyConfig, parse_alpha, parse_fraction
@@ -58,8 +58,9 @@ def display_names(models: dict[str, nn.Module]) -> dict[str, str]:
 
 def attack_kwargs(cfg: StudyConfig, attack: AttackSpec, eps: str, gamma: float | None) -> dict[str, Any]:
     """The keyword arguments of :func:`advkit.attacks.create` for one cell (settings override the study's)."""
-    kw: dict[str, Any] = {"eps": cfg.eps_value(eps)}
-    if standalone_key(attack.name) is None:
+    solo = standalone_key(attack.name)
+    kw: dict[str, Any] = {} if solo is not None and "eps" in standalone()[solo].unused else {"eps": cfg.eps_value(eps)}
+    if solo is None:
         base = parse(attack.name)[0]
         kw["steps"] = 1 if base == "fgsm" else cfg.steps
         if cfg.alpha is not None and base != "fgsm":

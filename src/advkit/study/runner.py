@@ -25,6 +25,7 @@ from torch import nn
 import advkit
 from advkit._files import atomic_write_text
 from advkit.attacks import resolve_gamma
+from advkit.evaluate.checks import check_model
 from advkit.study.aggregate import aggregate, write_records
 from advkit.study.cells import ShardTask, load_models, resolve_device, run_shard, task_key
 from advkit.study.config import StudyConfig, load_config
@@ -81,6 +82,15 @@ def _manifest(cfg: StudyConfig, run: RunDir, models: dict[str, nn.Module], sampl
         "sessions": sessions,
     }
     atomic_write_text(run.manifest, json.dumps(manifest, indent=2, default=str) + "\n")
+
+
+def _check_models(models: dict[str, nn.Module], sample: dict[str, torch.Tensor], device: str
+                  ) -> dict[str, list[dict[str, Any]]]:
+    """:func:`advkit.evaluate.check_model` on every model with the sample's first 32 images (each failure is also
+    an ``AdvkitSanityWarning``); the records go into ``results.json``'s sanity checks and the report."""
+    x = sample["images"][:32].float().div(255.0).to(device)
+    y = sample["y"][:32].long()
+    return {spec: [c.as_dict() for c in check_model(m, x, y, name=spec)] for spec, m in models.items()}
 
 
 def _tasks(cfg: StudyConfig, cells: list[Cell], sample: dict[str, torch.Tensor], device: str) -> list[ShardTask]:
@@ -168,29 +178,38 @@ def run_study(config: StudyConfig | str | Path | dict[str, Any], out: str | Path
     if backend not in ("local", "ray"):
         raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
     cfg = load_config(config, overrides) if overrides or not isinstance(config, StudyConfig) else config
-    run = RunDir.prepare(out, cfg, force=force)
+    # everything that can be refused is checked before the run directory is written: the directory itself, the
+    # models, the plan (SGM on a source without skip connections) and, for a new run, the sample
+    run = RunDir.check(out, cfg, force=force)
     device = resolve_device(cfg.device)
     models = load_models(list(dict.fromkeys((*cfg.sources, *cfg.targets))), cfg.dataset, device)
+    cells = plan_cells(cfg, {s: connection_kind(models[s]) for s in cfg.sources},
+                       auto=lambda src: float(resolve_gamma("auto", models[src]) or 0.2))
     skey = sample_key(cfg)
     reuse_dirs = [RunDir(r) for r in (reuse or []) if Path(r).resolve() != run.root.resolve()]
-    if not run.sample_file.is_file():
-        for other in reuse_dirs:
-            if other.sample_file.is_file() and read_tensors(other.sample_file)[1].get("key") == skey:
-                run.adopt(other.sample_file, run.sample_file)
-                log.info("sample reused from %s", other.root)
-                break
-    if run.sample_file.is_file():
+    fresh: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+    if force or not run.sample_file.is_file():
+        adoptable = any(o.sample_file.is_file() and read_tensors(o.sample_file)[1].get("key") == skey
+                        for o in reuse_dirs)
+        if not adoptable:
+            fresh = select_sample(cfg, models, device, progress)
+    run = RunDir.prepare(out, cfg, force=force)
+    if fresh is not None:
+        sample, smeta = fresh
+        smeta["key"] = skey
+        atomic_save_tensors(run.sample_file, sample, smeta)
+    else:
+        if not run.sample_file.is_file():
+            for other in reuse_dirs:
+                if other.sample_file.is_file() and read_tensors(other.sample_file)[1].get("key") == skey:
+                    run.adopt(other.sample_file, run.sample_file)
+                    log.info("sample reused from %s", other.root)
+                    break
         sample, smeta = read_tensors(run.sample_file)
         if list(smeta.get("seeds", [])) != list(cfg.seeds):  # adopted from a run with other seeds
             sample["picks"], smeta["seeds"] = seed_picks(cfg, int(sample["y"].numel())), list(cfg.seeds)
             atomic_save_tensors(run.sample_file, sample, smeta)
-    else:
-        sample, smeta = select_sample(cfg, models, device, progress)
-        smeta["key"] = skey
-        atomic_save_tensors(run.sample_file, sample, smeta)
-    smeta = {**smeta, "names": display_names(models)}
-    cells = plan_cells(cfg, {s: connection_kind(models[s]) for s in cfg.sources},
-                       auto=lambda src: float(resolve_gamma("auto", models[src]) or 0.2))
+    smeta = {**smeta, "names": display_names(models), "model_checks": _check_models(models, sample, device)}
     atomic_write_text(run.state / "cells.json", json.dumps(
         [{"id": c.id, "source": c.source, "attack": c.attack.label, "eps": c.eps, "gamma": c.gamma, "seed": c.seed}
          for c in cells], indent=1) + "\n")

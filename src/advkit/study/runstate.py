@@ -33,7 +33,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from advkit._files import atomic_path, atomic_write_text
+from advkit._files import atomic_path, atomic_write_text, check_writable_dir
 from advkit.study.errors import RunConfigMismatchError, RunExistsError
 from advkit.study.schema import StudyConfig
 
@@ -116,6 +116,32 @@ class RunDir:
 
     # life cycle -----------------------------------------------------------------------------------------------
     @classmethod
+    def check(cls, root: str | Path, config: StudyConfig, force: bool = False) -> RunDir:
+        """What :meth:`prepare` refuses, found without writing anything: a file where the folder should be, a
+        folder that cannot be written, a finished run (without ``force``), an unfinished run of another
+        experiment (without ``force``)."""
+        run = cls(root)
+        check_writable_dir(run.root)
+        if force:
+            return run
+        if run.finished:
+            if not (run.root / "report.md").is_file():
+                raise RunExistsError(f"{run.root} holds a finished run whose report is missing (the run was stopped "
+                                     f"while writing it?): `advkit report {run.root}` writes it; pass --force to "
+                                     f"run the study again")
+            raise RunExistsError(f"{run.root} already holds a finished run (results.json); pass force=True "
+                                 f"(--force) to overwrite it, or choose another output directory")
+        plan = run.state / "plan.json"
+        if plan.is_file():
+            old, digest = json.loads(plan.read_text()).get("digest"), config.digest()
+            if old != digest:
+                raise RunConfigMismatchError(
+                    f"{run.root} holds an unfinished run of a different experiment (config digest {str(old)[:12]} "
+                    f"vs {digest[:12]}); resume it with its own config ({run.root / 'config.yaml'}), pass "
+                    f"force=True (--force) to start over, or choose another output directory")
+        return run
+
+    @classmethod
     def prepare(cls, root: str | Path, config: StudyConfig, force: bool = False) -> RunDir:
         """Open ``root`` for ``config``: start a new run, or resume an unfinished run of the same experiment.
 
@@ -124,21 +150,12 @@ class RunDir:
             RunConfigMismatchError: ``root`` holds an unfinished run of a different experiment and ``force`` is
                 false.
         """
-        run = cls(root)
-        digest = config.digest()
+        run = cls.check(root, config, force)
         plan = run.state / "plan.json"
+        digest = config.digest()
         if force:
             run.clear()
-        elif run.finished:
-            raise RunExistsError(f"{run.root} already holds a finished run (results.json); pass force=True "
-                                 f"(--force) to overwrite it, or choose another output directory")
         elif plan.is_file():
-            old = json.loads(plan.read_text()).get("digest")
-            if old != digest:
-                raise RunConfigMismatchError(
-                    f"{run.root} holds an unfinished run of a different experiment (config digest {str(old)[:12]} "
-                    f"vs {digest[:12]}); resume it with its own config ({run.root / 'config.yaml'}), pass "
-                    f"force=True (--force) to start over, or choose another output directory")
             log.info("resuming the run in %s", run.root)
         elif run.root.is_dir() and any(run.root.iterdir()) and not any((run.root / n).exists() for n in OWNED):
             log.warning("%s is not empty; the run's files are written beside what is there", run.root)

@@ -55,10 +55,15 @@ def select_sample(cfg: StudyConfig, models: dict[str, nn.Module], device: str,
         ValueError: fewer eligible images than ``sample.pool``.
     """
     from advkit.data import load as load_data
+    from advkit.data import warn_if_seen_in_training
+    from advkit.models import check_input_shape
 
     s = cfg.sample
     ds = load_data(cfg.dataset, s.split, subset=s.order, seed=s.seed, data_dir=cfg.data_dir, **cfg.data_options)
     names = list(models)
+    for m in names:
+        check_input_shape(models[m], ds.images.shape[1:], f"dataset {cfg.dataset} ({ds.source})")
+        warn_if_seen_in_training(models[m], ds)
     want = None if s.pool_all else s.pool  # None: every eligible image in the range
     chunk = max(256, s.pool)
     keep: list[torch.Tensor] = []

@@ -11,15 +11,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from advkit.attacks import create, parse, standalone_key
+from advkit.attacks import check_budget, create, parse, standalone, standalone_key
 from advkit.study.errors import ConfigError
 from advkit.study.schema import AttackSpec, SampleSpec, StudyConfig, eps_label, parse_alpha, parse_fraction
 
 __all__ = ["validate"]
 
 TOP_KEYS = {"title", "dataset", "data_dir", "data_options", "sources", "targets", "attacks", "eps", "steps", "alpha",
-            "gamma", "seeds", "sample", "baseline", "batch_size", "shard_size", "device", "save_png", "save_tensors",
-            "reference", "notes"}
+            "allow_large_eps", "gamma", "seeds", "sample", "baseline", "batch_size", "shard_size", "device",
+            "save_png", "save_tensors", "reference", "notes"}
 SAMPLE_KEYS = {"n", "pool", "split", "only_correct", "seed", "order", "range", "draw"}
 ATTACK_KEYS = {"name", "label", "settings"}
 CONNECTION_KEYS = ("residual", "dense", "none")
@@ -192,6 +192,15 @@ def validate(raw: dict[str, Any]) -> StudyConfig:
             problems.append(str(err))
     for e in sorted({x for x in eps if eps.count(x) > 1}):
         problems.append(f"eps: {e} is listed twice")
+    allow_large = raw.get("allow_large_eps", False)
+    if not isinstance(allow_large, bool):
+        problems.append(f"allow_large_eps: expected true or false, got {allow_large!r}")
+    elif not allow_large and any(a.settings.get("norm", "linf") == "linf" for a in attacks):
+        for i, e in enumerate(eps):
+            try:
+                check_budget(parse_fraction(e, f"eps[{i}]"), flag="allow_large_eps: true in the experiment file")
+            except ValueError as err:
+                problems.append(f"eps[{i}]: {err}")
     steps = _int(raw.get("steps", 10), "steps", problems, 1)
     alpha = raw.get("alpha")
     if alpha is not None:
@@ -255,8 +264,11 @@ def validate(raw: dict[str, Any]) -> StudyConfig:
     if not problems:  # build each attack once so that its settings are checked by the attack itself
         alpha_v = None if alpha is None else parse_alpha(alpha, "alpha", eps[0])
         for i, a in enumerate(attacks):
-            kw: dict[str, Any] = {"eps": parse_fraction(eps[0], "eps")}
-            if standalone_key(a.name) is None:
+            solo = standalone_key(a.name)
+            kw: dict[str, Any] = {}
+            if solo is None or "eps" not in standalone()[solo].unused:
+                kw["eps"] = parse_fraction(eps[0], "eps")
+            if solo is None:
                 kw["steps"] = 1 if parse(a.name)[0] == "fgsm" else steps
                 if alpha_v is not None and parse(a.name)[0] != "fgsm":
                     kw["alpha"] = alpha_v

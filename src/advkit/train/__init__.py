@@ -9,7 +9,7 @@ training of Goodfellow, Shlens & Szegedy 2015 (FGSM crafted on the fly, the mixe
 """
 
 from advkit.train.adversarial import adversarial_objective, fgsm_accuracy, fgsm_craft
-from advkit.train.loop import NO_FLIP, accuracy, augment_batch, bf16_supported, train
+from advkit.train.loop import NO_FLIP, TrainingDivergedError, accuracy, augment_batch, bf16_supported, train
 from advkit.train.recipe import (
     ADVERSARIAL_DEFAULTS,
     OBJECTIVE,
@@ -21,6 +21,7 @@ from advkit.train.recipe import (
     train_command,
 )
 
-__all__ = ["ADVERSARIAL_DEFAULTS", "NO_FLIP", "OBJECTIVE", "SCHEDULES", "SCHEDULE_NOTES", "Recipe", "accuracy",
+__all__ = ["ADVERSARIAL_DEFAULTS", "NO_FLIP", "OBJECTIVE", "SCHEDULES", "SCHEDULE_NOTES", "Recipe",
+           "TrainingDivergedError", "accuracy",
            "adversarial_objective", "adversarial_settings", "augment_batch", "bf16_supported", "card_recipe_notes",
            "fgsm_accuracy", "fgsm_craft", "train", "train_command"]

@@ -30,7 +30,7 @@ from advkit.train.recipe import OBJECTIVE, Recipe, card_recipe_notes, train_comm
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NO_FLIP", "accuracy", "augment_batch", "bf16_supported", "train"]
+__all__ = ["NO_FLIP", "TrainingDivergedError", "accuracy", "augment_batch", "bf16_supported", "train"]
 
 NO_FLIP = {"mnist"}
 
@@ -84,6 +84,10 @@ def bf16_supported() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class TrainingDivergedError(ValueError):
+    """The training loss became NaN or infinite; nothing was written."""
 
 
 def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = None, seed: int = 0,
@@ -163,6 +167,12 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
                 else:
                     loss, _ = adversarial_objective(model, xb, yb, eps=adv["eps"], alpha=adv["alpha"],
                                                     craft=adv["craft"])
+            if not torch.isfinite(loss.detach()):
+                raise TrainingDivergedError(
+                    f"{arch} on {dataset}: the loss became {float(loss.detach())} at epoch {epoch + 1}, step "
+                    f"{step + 1} of {steps} (learning rate {recipe.lr:g}); training stopped and no checkpoint was "
+                    f"written. Lower the learning rate (--lr, e.g. {recipe.lr / 10:g})"
+                    + (" or turn off --bf16" if use_bf16 else ""))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
