@@ -308,3 +308,29 @@ def test_sgm_auto_gamma_follows_card_then_authors_rule(tiny_resnet):
     assert resolve_gamma(0.3, tiny_resnet) == 0.3 and resolve_gamma(None, tiny_resnet) is None
     with pytest.raises(ValueError, match="gamma"):
         A.create("sgm", gamma=1.5)
+
+
+def test_8bit_rounding_keeps_an_l2_budget():
+    """Rounding an L2 example to 8 bits can push it past its radius; quantize re-projects it onto the grid within
+    the radius, and leaves examples that were already inside unchanged."""
+    from advkit.evaluate.quantize import quantize
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (200, 1, 28, 28), generator=g).float() / 255
+    d = torch.randn(x.shape, generator=g)
+    eps = 1.0
+    x_adv = x + eps * d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)  # dense, on the sphere
+    # sparse ones, as L2 attacks often make: 60 pixels moved by 3.6 levels each, exactly on the sphere
+    x[100:] = 128 / 255
+    sparse = torch.zeros(100, 784)
+    sparse[:, :60] = 3.6 / 255 * torch.where(torch.rand(100, 60, generator=g) < 0.5, -1.0, 1.0)
+    sparse *= eps / sparse.norm(dim=1, keepdim=True)
+    x_adv[100:] = x[100:] + sparse.view(100, 1, 28, 28)
+    x_adv = x_adv.clamp(0, 1)
+    naive = torch.round(x_adv * 255) / 255
+    assert int(((naive - x).flatten(1).norm(dim=1) > eps + 1e-6).sum()) > 0  # the problem is real
+    q = quantize(x_adv, x, eps, "l2")
+    assert float((q - x).flatten(1).norm(dim=1).max()) <= eps + 1e-6
+    assert torch.equal(torch.round(q * 255), q * 255) and 0 <= float(q.min()) and float(q.max()) <= 1
+    inside = (naive - x).flatten(1).norm(dim=1) <= eps + 1e-6
+    assert torch.equal(q[inside], naive[inside])

