@@ -27,6 +27,7 @@ def evaluate(
 ) -> None:
     """Clean top-1 accuracy of a model (or of the whole zoo with --all), with 95% Wilson intervals."""
     from advkit import data, models
+    from advkit._files import check_writable_dir
     from advkit.evaluate import predict, rate
     from advkit.report.accuracy import write_accuracy_report
 
@@ -35,6 +36,8 @@ def evaluate(
     names = [p.stem for p in models.shipped(dataset)] if all_models else [str(model)]
     if not names:
         fail(f"no shipped checkpoints for {dataset}")
+    if out is not None:
+        check_writable_dir(out)  # before any work
     try:
         ds = data.load(dataset, split, limit=limit, data_dir=data_dir)
     except ValueError as e:
@@ -50,10 +53,13 @@ def evaluate(
         r = rate(predict(m, ds.x, batch_size) == ds.y)
         rows.append({"model": m.name, "arch": m.card.get("arch", "?"), "dataset": dataset, "split": split,
                      "n": r.n, "correct": r.k, "accuracy": r.value, "ci_low": r.low, "ci_high": r.high,
-                     "card_accuracy": m.card.get("test_accuracy"), "data_note": ds.note})
+                     "card_accuracy": m.card.get("test_accuracy"), "data_note": ds.note,
+                     "data_selection": ds.selection})
         t.add_row(m.name, rows[-1]["arch"], f"{100 * r.value:.2f}%", f"[{100 * r.low:.2f}, {100 * r.high:.2f}]",
                   str(r.n))
     console.print(t)
+    if ds.selection != "all":
+        console.print(f"images: {ds.selection} of the {split} split")
     if ds.note:
         console.print(f"note: {ds.note}")
     if out is not None:

@@ -37,6 +37,9 @@ def write_accuracy_report(rows: list[dict[str, Any]], out: Path, command: str = 
         card = f"{100 * r['card_accuracy']:.2f}%" if r.get("card_accuracy") is not None else "-"
         lines.append(f"| {r['model']} | {r['arch']} | {100 * r['accuracy']:.2f}% | "
                      f"[{100 * r['ci_low']:.2f}, {100 * r['ci_high']:.2f}] | {r['n']} | {card} |")
+    picked = {r["data_selection"] for r in rows if r.get("data_selection") not in (None, "all")}
+    if picked:
+        lines += ["", *[f"Images: {p} of the split (advkit.data.load's limit)." for p in sorted(picked)]]
     notes = {r["data_note"] for r in rows if r.get("data_note")}
     if notes:
         lines += ["", *[f"Note: {n}" for n in sorted(notes)]]
