@@ -45,7 +45,9 @@ def test_adversarial_training_is_deterministic_and_recorded(fmnist_test, tmp_pat
 
 def test_adversarial_settings_validate() -> None:
     assert adversarial_settings({"eps": 0.1}) == {"attack": "fgsm", "eps": 0.1, "alpha": 0.5, "craft": "eval"}
-    for bad in ({"attack": "pgd"}, {"alpha": 1.5}, {"eps": -0.1}, {"eps": float("nan")}, {"craft": "x"},
+    for bad in ({"attack": "cw"}, {"alpha": 1.5}, {"attack": "pgd", "steps": 0}, {"attack": "ensemble"},
+                {"attack": "fgsm", "steps": 3}, {"attack": "pgd", "static": ["lenet"]}, {"eps": -0.1},
+                {"eps": float("nan")}, {"craft": "x"},
                 {"epsilon": 0.1}):
         with pytest.raises(ValueError):
             Recipe(adversarial=bad)

@@ -42,7 +42,7 @@ def _pixels(n: int, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
 
 
 def test_registry_is_complete_and_rejects_duplicates() -> None:
-    assert len(arch_names()) == 17
+    assert len(arch_names()) == 18
     for name in arch_names():
         spec = get_arch(name)
         assert spec.connections in ("residual", "dense", "none") and spec.paper and spec.description

@@ -79,8 +79,9 @@ def invocation(ctx: typer.Context) -> str:
     parts = ["advkit", *ctx.command_path.split()[1:]]
     for param in ctx.command.params:
         value = ctx.params.get(param.name or "")
-        if value is None or (param.name in ("adversarial_alpha", "adversarial_craft")
-                             and ctx.params.get("adversarial_eps") is None):
+        adversarial_off = ctx.params.get("adversarial_eps") is None and ctx.params.get("adversarial") is None
+        pgd_only = param.name == "adversarial_random_init" and ctx.params.get("adversarial") != "pgd"
+        if value is None or pgd_only or (adversarial_off and (param.name or "").startswith("adversarial_")):
             continue
         if param.param_type_name == "argument":
             parts.append(shlex.quote(str(value)))

@@ -1,13 +1,14 @@
-"""``advkit models list`` and ``advkit sgm inspect``."""
+"""``advkit models list``, ``advkit models import`` and ``advkit sgm inspect``."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from advkit.cli.common import console, fail
+from advkit.cli.common import console, fail, invocation, parse_number
 
 app = typer.Typer(help="Models: the architecture registry and the shipped zoo.", no_args_is_help=True)
 sgm_app = typer.Typer(help="The Skip Gradient Method: inspect what it finds in a model.", no_args_is_help=True)
@@ -50,6 +51,56 @@ def models_list(dataset: Annotated[str | None, typer.Option(help="Only checkpoin
             u.add_row(f"uap:{n}", c.get("dataset", "-"), (c.get("source") or {}).get("name", "-"),
                       f"{c['eps']:g} {c['norm']}", f"{100 * c.get('fooling_rate_test', 0):.1f}%")
         console.print(u)
+
+
+def _numbers(text: str, what: str) -> tuple[float, ...]:
+    return tuple(parse_number(v, what) for v in text.split(",") if v.strip())
+
+
+@app.command("import")
+def models_import(
+    ctx: typer.Context,
+    source: Annotated[Path, typer.Argument(help="A torch.save file holding a state dict (.pt, .pth).")],
+    arch: Annotated[str, typer.Option(help="The architecture the weights belong to (advkit models list), e.g. "
+                                           "lenet5 for AdverTorch's MNIST LeNet-5.")],
+    dataset: Annotated[str, typer.Option(help="The dataset it was trained on (sets the input shape and class "
+                                              "count for mnist, fashion-mnist, cifar10).")],
+    out: Annotated[Path, typer.Option(help="Folder for NAME.safetensors and NAME.json.")],
+    name: Annotated[str | None, typer.Option(help="The model's name (default: the file's stem).")] = None,
+    mean: Annotated[str, typer.Option(help="Per-channel mean the model subtracts, comma-separated (0: it takes "
+                                           "raw pixels in [0, 1]).")] = "0",
+    std: Annotated[str, typer.Option(help="Per-channel std the model divides by, comma-separated.")] = "1",
+    input_shape: Annotated[str | None, typer.Option(help="C,H,W for datasets advkit does not know.")] = None,
+    num_classes: Annotated[int | None, typer.Option(min=2, help="Class count for such datasets.")] = None,
+    description: Annotated[str, typer.Option(help="Where the checkpoint came from, for the card.")] = "",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing NAME.safetensors.")] = False,
+) -> None:
+    """Convert an outside PyTorch state dict, once, into safetensors plus a model card (source SHA-256 recorded).
+
+    The file is read with torch.load(weights_only=True), never a full unpickle: a file holding anything but
+    tensors and plain containers is refused with the reason. advkit.models.load then reads the safetensors file."""
+    from advkit.models.importer import import_state_dict
+
+    shape = None
+    if input_shape is not None:
+        parts = input_shape.split(",")
+        if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+            raise typer.BadParameter(f"--input-shape must be C,H,W (three positive integers), got {input_shape!r}")
+        shape = tuple(int(p) for p in parts)
+    path, card = import_state_dict(source, arch, out, dataset=dataset, name=name, input_shape=shape,  # type: ignore[arg-type]
+                                   num_classes=num_classes, mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"),
+                                   description=description, command=invocation(ctx), force=force)
+    acc = card.get("test_accuracy")
+    console.print(f"imported {source} ({card['imported']['sha256'][:12]}...) as {path}")
+    if acc is not None:
+        from advkit.evaluate import wilson_interval
+
+        lo, hi = wilson_interval(card["test_correct"], card["test_images"])
+        console.print(f"clean accuracy on the {dataset} test split: {100 * acc:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}] "
+                      f"over {card['test_images']} images")
+    else:
+        console.print(card.get("test_accuracy_note", "clean accuracy not measured"))
+    console.print(f"use it as: --model {path}")
 
 
 @sgm_app.command("inspect")

@@ -34,11 +34,24 @@ def train(
                                                      "(default: ./ARCH.safetensors).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="A folder searched first for the dataset.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
+    adversarial: Annotated[str | None, typer.Option(
+        help="Adversarial training: fgsm (Goodfellow et al. 2015), pgd (Madry et al. 2018) or ensemble (Tramer et "
+             "al. 2018: FGSM from --adversarial-static models too). Default fgsm when --adversarial-eps is given.")
+    ] = None,
     adversarial_eps: Annotated[str | None, typer.Option(
-        help="Adversarial training (Goodfellow et al. 2015): FGSM radius in pixel units of [0,1], crafted on the "
-             "fly against the current model; fractions like 16/255 accepted. Off when not given.")] = None,
-    adversarial_alpha: Annotated[float, typer.Option(
-        help="Weight of the clean term in alpha*J(x,y) + (1-alpha)*J(x_adv,y) (the paper: 0.5).")] = 0.5,
+        help="Adversarial training's L-inf radius in pixel units of [0,1] (fgsm: 0.25, pgd and ensemble: 0.3 by "
+             "default); fractions like 16/255 accepted.")] = None,
+    adversarial_alpha: Annotated[float | None, typer.Option(
+        help="Weight of the clean term in alpha*J(x,y) + (1-alpha)*J(x_adv,y) (fgsm and ensemble: 0.5; pgd: 0, "
+             "Madry et al.'s adversarial loss alone).")] = None,
+    adversarial_steps: Annotated[int | None, typer.Option(
+        min=1, help="pgd: PGD steps per training batch (Madry et al. on MNIST: 40).")] = None,
+    adversarial_step_size: Annotated[str | None, typer.Option(
+        help="pgd: step size in pixel units (Madry et al. on MNIST: 0.01).")] = None,
+    adversarial_random_init: Annotated[bool, typer.Option(
+        help="pgd: start from a random point in the eps ball.")] = True,
+    adversarial_static: Annotated[str | None, typer.Option(
+        help="ensemble: the static pre-trained models, comma-separated zoo names or paths.")] = None,
     adversarial_craft: Annotated[str, typer.Option(
         help="eval: craft with dropout off (default); train: craft through the training-mode network.")] = "eval",
 ) -> None:
@@ -51,13 +64,28 @@ def train(
         fail(f"--out must end in .safetensors, got {out}")
     if out.exists() and not force:
         fail(f"{out} exists; pass --force to overwrite it")
-    adversarial = None
-    if adversarial_eps is not None:
-        adversarial = {"attack": "fgsm", "eps": parse_number(adversarial_eps, "--adversarial-eps"),
-                       "alpha": adversarial_alpha, "craft": adversarial_craft}
+    adv_spec: dict[str, object] | None = None
+    if adversarial is not None or adversarial_eps is not None:
+        adv_spec = {"attack": adversarial or "fgsm", "craft": adversarial_craft}
+        if adversarial_eps is not None:
+            adv_spec["eps"] = parse_number(adversarial_eps, "--adversarial-eps")
+        if adversarial_alpha is not None:
+            adv_spec["alpha"] = adversarial_alpha
+        if adv_spec["attack"] == "pgd":
+            if adversarial_steps is not None:
+                adv_spec["steps"] = adversarial_steps
+            if adversarial_step_size is not None:
+                adv_spec["step_size"] = parse_number(adversarial_step_size, "--adversarial-step-size")
+            adv_spec["random_init"] = adversarial_random_init
+        elif adversarial_steps is not None or adversarial_step_size is not None:
+            fail("--adversarial-steps and --adversarial-step-size apply to --adversarial pgd only")
+        if adv_spec["attack"] == "ensemble":
+            adv_spec["static"] = adversarial_static or ""
+        elif adversarial_static is not None:
+            fail("--adversarial-static applies to --adversarial ensemble only")
     try:
         recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
-                        augment=augment, adversarial=adversarial, schedule=schedule, nesterov=nesterov, bf16=bf16)
+                        augment=augment, adversarial=adv_spec, schedule=schedule, nesterov=nesterov, bf16=bf16)
     except ValueError as e:
         fail(str(e))
     command = invocation(ctx)
@@ -79,3 +107,11 @@ def train(
     if "fgsm_test_accuracy" in card:
         console.print(f"accuracy on FGSM examples (eps {card['fgsm_test_eps']:g}, crafted against itself): "
                       f"{100 * card['fgsm_test_accuracy']:.2f}%")
+    if "robust_test_accuracy" in card:
+        from advkit.evaluate import wilson_interval
+
+        r = card["robust_test_accuracy"]
+        lo, hi = wilson_interval(r["correct"], r["n"])
+        console.print(f"robust accuracy under PGD (eps {r['eps']:g}, {r['steps']} steps of {r['step_size']:.4g}, "
+                      f"{r['restarts']} random start(s)) on {r['images']} test images: {100 * r['accuracy']:.2f}% "
+                      f"[{100 * lo:.2f}, {100 * hi:.2f}]")

@@ -87,16 +87,18 @@ def _refuse_pickle(path: Path) -> None:
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise CheckpointError(
             f"{path}: refusing to load a '{path.suffix}' file. PyTorch pickle checkpoints can run arbitrary code "
-            f"when unpickled, so advkit loads safetensors only. Convert it once, in an environment you trust: "
-            f"`from safetensors.torch import save_file; save_file(torch.load(p, weights_only=True), "
-            f"'model.safetensors')`, and write a model card (see `advkit train --help`)."
+            f"when unpickled, so advkit loads safetensors only. Convert a state dict once with `advkit models "
+            f"import {path} --arch ARCH --dataset DATASET --out DIR` (it reads tensors only, through "
+            f"torch.load(weights_only=True), and writes .safetensors with a model card)."
         )
     with open(path, "rb") as f:
-        head = f.read(4)
+        head = f.read(9)
+    if head[8:9] == b"{":  # safetensors: an 8-byte header length, then the JSON header (its length may start 0x80)
+        return
     if head[:2] == b"PK" or head[:1] == b"\x80":
         raise CheckpointError(
             f"{path}: this file is a pickle or a zip archive (a torch.save checkpoint), not safetensors; advkit "
-            f"never unpickles. Convert it to .safetensors first."
+            f"never unpickles. Convert it with `advkit models import {path} --arch ARCH --dataset DATASET --out DIR`."
         )
 
 

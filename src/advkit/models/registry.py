@@ -72,6 +72,8 @@ for _spec in [
     ArchSpec("mlp", simple.MLP, "mlp", "none", "-", "multilayer perceptron, 2 x 512 ReLU units"),
     ArchSpec("lenet", simple.LeNet, "lenet", "none", "Papernot et al. 2016",
              "the JSMA paper's MNIST LeNet (conv32-conv32-pool-conv64-conv64-pool-fc200-fc200)"),
+    ArchSpec("lenet5", simple.LeNet5, "lenet", "none", "Ding et al. 2019 (AdverTorch)",
+             "AdverTorch's MNIST LeNet-5 (conv32-pool-conv64-pool-fc200); imports its checkpoints as they are"),
     ArchSpec("vgg11_bn", simple.VGG, "vgg", "none", "Simonyan & Zisserman 2015",
              "VGG-11 layout with batch norm at half width"),
     ArchSpec("resnet20", resnet.resnet(20), "resnet", "residual", "He et al. 2016",

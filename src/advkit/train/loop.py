@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 
 import advkit
-from advkit.data import Dataset, get_spec, load
+from advkit.data import Dataset, describe_selection, get_spec, load, subset_indices
 from advkit.models.checkpoint import save_checkpoint
 from advkit.models.frozen import frozen_eval
 from advkit.models.registry import get_arch
 from advkit.models.wrapper import Classifier
-from advkit.train.adversarial import adversarial_objective, fgsm_accuracy
-from advkit.train.recipe import OBJECTIVE, Recipe, card_recipe_notes, train_command
+from advkit.train.adversarial import adversarial_objective, craft_adversarial, fgsm_accuracy, robust_accuracy
+from advkit.train.recipe import OBJECTIVES, PAPERS, Recipe, card_recipe_notes, train_command
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
           on_step: Callable[[int, int, int, float], None] | None = None,
           on_epoch: Callable[[int, Classifier], None] | None = None,
           train_data: Dataset | None = None, test_data: Dataset | None = None,
-          command: str | None = None) -> tuple[Classifier, dict[str, Any]]:
+          command: str | None = None, robust_images: int = 1000) -> tuple[Classifier, dict[str, Any]]:
     """Train ``arch`` on ``dataset`` from ``seed`` and optionally write ``out`` (``.safetensors`` + card).
 
     Args:
@@ -110,12 +110,15 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
             gradients are restored afterwards, so the callback may evaluate or even freeze the model.
         train_data, test_data: preloaded splits (otherwise loaded from ``dataset``).
         command: the command line recorded in the card (default: :func:`train_command`).
+        robust_images: adversarial training: test images (class-balanced) the card's PGD-20 robust accuracy is
+            measured on.
 
     Returns:
         The trained, frozen classifier and its card. With ``recipe.adversarial`` set, each step minimises the
         mixed objective of :func:`adversarial_objective`, and the card gains ``adversarial_training`` (the
-        settings, the objective, how examples were crafted) and ``fgsm_test_accuracy`` (accuracy on FGSM examples
-        at the training eps crafted against the final model).
+        settings, the objective, the paper, how examples were crafted), ``fgsm_test_accuracy`` (accuracy on FGSM
+        examples at the training eps crafted against the final model) and ``robust_test_accuracy`` (under PGD, 20
+        steps, one random restart, at the training eps, with its interval).
     """
     recipe = recipe or Recipe()
     adv = recipe.adversarial
@@ -148,6 +151,11 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps,
                                                     pct_start=0.25)
     use_bf16 = recipe.bf16 and bf16_supported()
+    static = []
+    if adv is not None and adv["attack"] == "ensemble":  # Tramer et al.: the static pre-trained sources
+        from advkit.models import load as load_model
+
+        static = [load_model(s, dataset=dataset) for s in adv["static"]]
     pad = 2 if h <= 28 else 4
     flip = dataset not in NO_FLIP
     images = tr.images
@@ -165,8 +173,9 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
                 if adv is None:
                     loss = F.cross_entropy(model(xb), yb)
                 else:
+                    x_adv = craft_adversarial(model, xb, yb, adv, static=static, generator=g)
                     loss, _ = adversarial_objective(model, xb, yb, eps=adv["eps"], alpha=adv["alpha"],
-                                                    craft=adv["craft"])
+                                                    craft=adv["craft"], x_adv=x_adv)
             if not torch.isfinite(loss.detach()):
                 raise TrainingDivergedError(
                     f"{arch} on {dataset}: the loss became {float(loss.detach())} at epoch {epoch + 1}, step "
@@ -216,17 +225,31 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         "python": sys.version.split()[0],
     }
     if adv is not None:
+        method = adv["attack"]
+        how = {"fgsm": "FGSM on the fly against the current parameters",
+               "pgd": (f"PGD on the fly against the current parameters, {adv.get('steps')} steps of "
+                       f"{adv.get('step_size', 0):g}{' from a random start' if adv.get('random_init') else ''}"),
+               "ensemble": (f"FGSM from a source drawn per batch among the current model and the static models "
+                            f"{', '.join(adv.get('static', []))}")}[method]
         card["adversarial_training"] = {
             **adv,
-            "objective": OBJECTIVE,
-            "paper": "Goodfellow, Shlens & Szegedy 2015, Explaining and Harnessing Adversarial Examples, section 6",
-            "crafted": (f"FGSM on the fly against the current parameters, {adv['craft']} mode "
-                        f"({'dropout off' if adv['craft'] == 'eval' else 'dropout on'}), gradient by "
-                        f"torch.autograd.grad w.r.t. the input, {'bf16 autocast' if use_bf16 else 'float32'}, "
-                        f"clipped to [0, 1], held constant in the parameter update"),
+            "objective": OBJECTIVES[method],
+            "paper": PAPERS[method],
+            "crafted": (f"{how}, {adv['craft']} mode ({'dropout off' if adv['craft'] == 'eval' else 'dropout on'}), "
+                        f"gradient by torch.autograd.grad w.r.t. the input, "
+                        f"{'bf16 autocast' if use_bf16 else 'float32'}, clipped to [0, 1], held constant in the "
+                        f"parameter update"),
         }
+        if method == "ensemble":
+            card["adversarial_training"]["static_sha256"] = {s: m.card.get("sha256") for s, m in
+                                                             zip(adv["static"], static, strict=True)}
         card["fgsm_test_accuracy"] = round(fgsm_accuracy(model, x_test, te.y, adv["eps"]), 4)
         card["fgsm_test_eps"] = adv["eps"]
+        # the robust figure a card states: PGD, 20 steps, 1 random restart, on 1,000 class-balanced test images
+        sub = subset_indices(len(te), robust_images, labels=te.y.numpy())
+        card["robust_test_accuracy"] = {**robust_accuracy(model, x_test[sub], te.y[sub], adv["eps"], steps=20,
+                                                          restarts=1), "images": describe_selection(
+                                                              len(te), robust_images, "balanced", 0)}
     if out is not None:
         save_checkpoint(model, out, card)
     return model, card

@@ -15,43 +15,84 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ADVERSARIAL_DEFAULTS", "OBJECTIVE", "SCHEDULES", "SCHEDULE_NOTES", "Recipe", "adversarial_settings",
-           "card_recipe_notes", "train_command"]
+__all__ = ["ADVERSARIAL_DEFAULTS", "ADVERSARIAL_METHODS", "OBJECTIVE", "OBJECTIVES", "PAPERS", "SCHEDULES",
+           "SCHEDULE_NOTES", "Recipe", "adversarial_settings", "card_recipe_notes", "train_command"]
 
 ADVERSARIAL_DEFAULTS: dict[str, Any] = {"attack": "fgsm", "eps": 0.25, "alpha": 0.5, "craft": "eval"}
 OBJECTIVE = "alpha * J(x, y) + (1 - alpha) * J(clip01(x + eps * sign(grad_x J(x, y))), y)"
+
+# Defaults of each adversarial-training method; a recipe names one with "attack".
+ADVERSARIAL_METHODS: dict[str, dict[str, Any]] = {
+    # Goodfellow, Shlens & Szegedy 2015, section 6: FGSM on the fly, alpha = 0.5, eps 0.25 on MNIST
+    "fgsm": ADVERSARIAL_DEFAULTS,
+    # Madry et al. 2018: the loss on PGD examples only (alpha 0); MNIST: eps 0.3, 40 steps of 0.01, random start
+    "pgd": {"attack": "pgd", "eps": 0.3, "alpha": 0.0, "steps": 40, "step_size": 0.01, "random_init": True,
+            "craft": "eval"},
+    # Tramer et al. 2018: each batch's adversarial half from the current model or one of the static pre-trained
+    # models, picked at random per batch; one-step (FGSM) examples, eps 0.3 on MNIST, alpha 0.5
+    "ensemble": {"attack": "ensemble", "eps": 0.3, "alpha": 0.5, "static": [], "craft": "eval"},
+}
+OBJECTIVES = {
+    "fgsm": OBJECTIVE,
+    "pgd": "alpha * J(x, y) + (1 - alpha) * J(PGD(x), y), PGD: steps sign-gradient steps of step_size from a random "
+           "start inside the eps ball (Madry et al.: alpha = 0)",
+    "ensemble": "alpha * J(x, y) + (1 - alpha) * J(FGSM_s(x), y), s drawn per batch from {the current model} + "
+                "the static models",
+}
+PAPERS = {
+    "fgsm": "Goodfellow, Shlens & Szegedy 2015, Explaining and Harnessing Adversarial Examples, section 6",
+    "pgd": "Madry, Makelov, Schmidt, Tsipras & Vladu 2018, Towards Deep Learning Models Resistant to Adversarial "
+           "Attacks",
+    "ensemble": "Tramer, Kurakin, Papernot, Goodfellow, Boneh & McDaniel 2018, Ensemble Adversarial Training",
+}
 
 
 def adversarial_settings(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Check and complete an adversarial-training specification (see :class:`Recipe`).
 
     Args:
-        spec: ``None`` (plain training) or a mapping with any of ``attack`` (only ``"fgsm"``), ``eps`` (L-inf
-            radius in pixel units of ``[0, 1]``, >= 0), ``alpha`` (weight of the clean term, in ``[0, 1]``) and
-            ``craft`` (``"eval"``: craft with dropout off, the model the attacker faces at test time; ``"train"``:
-            craft through the training-mode network, dropout on).
+        spec: ``None`` (plain training) or a mapping with ``attack`` (``"fgsm"``, the default; ``"pgd"``;
+            ``"ensemble"``) and that method's settings (:data:`ADVERSARIAL_METHODS`): ``eps`` (L-inf radius in
+            pixel units of ``[0, 1]``, >= 0), ``alpha`` (weight of the clean term, in ``[0, 1]``), ``craft``
+            (``"eval"``: craft with dropout off, the model the attacker faces at test time; ``"train"``: craft
+            through the training-mode network); PGD's ``steps``, ``step_size`` and ``random_init``; the ensemble's
+            ``static`` models (zoo names or paths, at least one).
 
     Returns:
-        ``None`` or a new dict with every key filled in from :data:`ADVERSARIAL_DEFAULTS`.
+        ``None`` or a new dict with every key of the method filled in.
 
     Raises:
-        ValueError: an unknown key or attack, or a value out of range.
+        ValueError: an unknown method or key, or a value out of range.
     """
     if spec is None:
         return None
-    unknown = set(spec) - set(ADVERSARIAL_DEFAULTS)
+    method = spec.get("attack", "fgsm")
+    if method not in ADVERSARIAL_METHODS:
+        raise ValueError(f"adversarial training supports {', '.join(ADVERSARIAL_METHODS)} (Goodfellow et al. 2015, "
+                         f"Madry et al. 2018, Tramer et al. 2018), got {method!r}")
+    defaults = ADVERSARIAL_METHODS[method]
+    unknown = set(spec) - set(defaults)
     if unknown:
-        raise ValueError(f"unknown adversarial-training setting(s) {sorted(unknown)}; known: "
-                         f"{', '.join(ADVERSARIAL_DEFAULTS)}")
-    out = {**ADVERSARIAL_DEFAULTS, **spec}
-    if out["attack"] != "fgsm":
-        raise ValueError(f"adversarial training supports attack 'fgsm' (Goodfellow et al. 2015), got "
-                         f"{out['attack']!r}")
-    for key, lo, hi in (("eps", 0.0, math.inf), ("alpha", 0.0, 1.0)):
+        raise ValueError(f"unknown setting(s) {sorted(unknown)} for {method} adversarial training; known: "
+                         f"{', '.join(defaults)}")
+    out = {**defaults, **spec}
+    for key, lo, hi in (("eps", 0.0, math.inf), ("alpha", 0.0, 1.0), ("step_size", 0.0, math.inf)):
+        if key not in out:
+            continue
         v = out[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
             raise ValueError(f"adversarial {key} must be a finite number in [{lo}, {hi}], got {v!r}")
         out[key] = float(v)
+    if "steps" in out and (isinstance(out["steps"], bool) or not isinstance(out["steps"], int) or out["steps"] < 1):
+        raise ValueError(f"adversarial steps must be an integer >= 1, got {out['steps']!r}")
+    if method == "ensemble":
+        static = out["static"]
+        if isinstance(static, str):
+            static = [s for s in static.split(",") if s.strip()]
+        if not static or not all(isinstance(s, str) and s.strip() for s in static):
+            raise ValueError("ensemble adversarial training needs at least one static pre-trained model "
+                             "(--adversarial-static lenet,mlp: zoo names or .safetensors paths)")
+        out["static"] = [s.strip() for s in static]
     if out["craft"] not in ("eval", "train"):
         raise ValueError(f"adversarial craft must be 'eval' or 'train', got {out['craft']!r}")
     return out
@@ -70,9 +111,11 @@ class Recipe:
     """Training hyper-parameters (recorded in the model card).
 
     Attributes:
-        adversarial: ``None`` for plain training, or the adversarial-training settings of Goodfellow et al. 2015,
-            e.g. ``{"attack": "fgsm", "eps": 0.25, "alpha": 0.5}`` (the paper's MNIST values); missing keys are
-            filled in by :func:`adversarial_settings` when the recipe is built.
+        adversarial: ``None`` for plain training, or adversarial-training settings: Goodfellow et al. 2015
+            (``{"attack": "fgsm", "eps": 0.25, "alpha": 0.5}``, the paper's MNIST values), Madry et al. 2018
+            (``{"attack": "pgd", "eps": 0.3, "steps": 40, "step_size": 0.01}``) or Tramer et al. 2018
+            (``{"attack": "ensemble", "static": ["lenet", "mlp"]}``); missing keys are filled in by
+            :func:`adversarial_settings` when the recipe is built.
         schedule: one of :data:`SCHEDULES`. With ``"constant"``, a run of N epochs is exactly the first N epochs
             of a longer run from the same seed, so per-epoch snapshots (``on_epoch``) are reproducible.
         nesterov: Nesterov momentum (only when ``momentum > 0``); the papers' recipes use plain momentum.
@@ -109,7 +152,8 @@ def train_command(arch: str, dataset: str, recipe: Recipe, seed: int, out: str |
     """The ``advkit train`` command line that reproduces a training run (recorded in the card).
 
     Adversarial training maps to ``--adversarial-eps EPS --adversarial-alpha ALPHA`` (and
-    ``--adversarial-craft train`` when not the default).
+    ``--adversarial-craft train`` when not the default), with ``--adversarial pgd|ensemble`` and those methods'
+    settings for the other methods.
     """
     parts = ["advkit", "train", arch, "--dataset", dataset, "--epochs", str(recipe.epochs), "--lr", f"{recipe.lr:g}",
              "--batch-size", str(recipe.batch_size), "--seed", str(seed)]
@@ -128,7 +172,15 @@ def train_command(arch: str, dataset: str, recipe: Recipe, seed: int, out: str |
         parts.append("--no-augment")
     adv = recipe.adversarial
     if adv is not None:
+        if adv["attack"] != "fgsm":
+            parts += ["--adversarial", adv["attack"]]
         parts += ["--adversarial-eps", f"{adv['eps']:g}", "--adversarial-alpha", f"{adv['alpha']:g}"]
+        if adv["attack"] == "pgd":
+            parts += ["--adversarial-steps", str(adv["steps"]), "--adversarial-step-size", f"{adv['step_size']:g}"]
+            if not adv["random_init"]:
+                parts.append("--no-adversarial-random-init")
+        if adv["attack"] == "ensemble":
+            parts += ["--adversarial-static", ",".join(adv["static"])]
         if adv["craft"] != ADVERSARIAL_DEFAULTS["craft"]:
             parts += ["--adversarial-craft", str(adv["craft"])]
     if out is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class LinearSoftmax(nn.Module):
@@ -98,6 +99,26 @@ class LeNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+class LeNet5(nn.Module):
+    """The MNIST LeNet-5 of AdverTorch (Ding et al. 2019; ``advertorch.test_utils.LeNet5``): conv 32 and conv 64
+    (3x3, padding 1), each followed by ReLU and 2x2 max-pooling, then fully connected 200 and the classes. The
+    attribute names are AdverTorch's, so its state dicts (its clean and PGD-trained MNIST checkpoints) load as they
+    are through ``advkit models import``; it takes pixels in [0, 1] (mean 0, std 1 on its card)."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 32, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)
+        side = image_size // 4
+        self.linear1 = nn.Linear(64 * side * side, 200)
+        self.linear2 = nn.Linear(200, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        out = F.max_pool2d(F.relu(self.conv2(out)), 2)
+        return self.linear2(F.relu(self.linear1(out.flatten(1))))
 
 
 class VGG(nn.Module):
