@@ -19,7 +19,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from advkit.cli import attacks, data, models
+from advkit.cli import analyze, attacks, data, models
 from advkit.cli.attack import attack
 from advkit.cli.common import console, describe_error, err, fail, invocation, make_console, parse_number, warn
 from advkit.cli.evaluate import evaluate
@@ -66,6 +66,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.add_typer(attacks.app, name="attacks")
 app.add_typer(models.sgm_app, name="sgm")
+app.add_typer(analyze.app, name="analyze")
 app.command()(train)
 app.command("train-generator")(train_generator)
 app.command("train-uap")(train_uap)
