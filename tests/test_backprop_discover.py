@@ -12,7 +12,7 @@ from advkit.backprop.connection import Connection
 
 # residual (or dense) connections and projection shortcuts per zoo architecture; None: no skip connection
 EXPECTED: dict[str, tuple[str, int, int] | None] = {
-    "linear": None, "maxout": None, "mlp": None, "lenet": None, "vgg11_bn": None, "inception": None,
+    "linear": None, "maxout": None, "mlp": None, "lenet": None, "lenet5": None, "vgg11_bn": None, "inception": None,
     "resnet20": ("residual", 9, 2), "resnet56": ("residual", 27, 2), "resnet110": ("residual", 54, 2),
     "resnet29_bottleneck": ("residual", 9, 3), "preact_resnet20": ("residual", 9, 2),
     "wrn16_2": ("residual", 6, 3), "resnext29_4x8d": ("residual", 9, 3), "se_resnet20": ("residual", 9, 2),

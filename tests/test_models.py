@@ -289,3 +289,25 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path: Path) ->
         raise RuntimeError("killed")
     assert p.read_text() == "old" and sorted(f.name for f in tmp_path.iterdir()) == ["card.json"]
     assert p.stat().st_mode & 0o777 == 0o644
+
+
+_ROBUST = [p for p in _SHIPPED if "robust_test_accuracy" in read_card(p)]
+
+
+@pytest.mark.skipif(not _ROBUST, reason="no adversarially trained checkpoints shipped")
+@pytest.mark.parametrize("path", _ROBUST, ids=[f"{p.parent.name}/{p.stem}" for p in _ROBUST])
+def test_shipped_robust_member_resists_pgd_better_than_its_clean_twin(path: Path) -> None:
+    """A robust zoo member's card states its PGD-20 robust accuracy; on 100 test images, under that attack, it keeps
+    at least 20 points more images than the plainly trained model of the same architecture."""
+    from advkit.train.adversarial import robust_accuracy
+
+    card = read_card(path)
+    r = card["robust_test_accuracy"]
+    assert (r["attack"], r["restarts"]) == ("pgd", 1) and r["steps"] >= 20 and r["n"] >= 500
+    data = _test_split(card["dataset"])
+    x, y = data.x[:100], data.y[:100]
+    robust = advkit.models.load(path.stem, dataset=card["dataset"])
+    twin = advkit.models.load(card["arch"], dataset=card["dataset"])
+    got = robust_accuracy(robust, x, y, r["eps"], steps=20)["accuracy"]
+    base = robust_accuracy(twin, x, y, r["eps"], steps=20)["accuracy"]
+    assert got >= base + 0.20, (got, base)
