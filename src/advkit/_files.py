@@ -7,13 +7,16 @@ renamed onto the destination; on any error the temporary file is removed.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "check_writable_dir"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "check_writable_dir", "csv_text"]
 
 
 @contextmanager
@@ -72,3 +75,16 @@ def check_writable_dir(path: str | Path, what: str = "--out") -> None:
     except OSError as e:
         raise ValueError(f"{what} {path}: cannot write in {probe} ({e.strerror or e}); choose a folder you can "
                          f"write to") from None
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """Records as CSV text: the columns are every key in first-seen order, ``None`` is empty, and values that are
+    dicts are left out (serialise them first to keep them)."""
+    buf = io.StringIO()
+    if rows:
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None else v) for k, v in r.items() if not isinstance(v, dict)})
+    return buf.getvalue()

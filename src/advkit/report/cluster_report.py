@@ -3,7 +3,6 @@ manifest, under ``RUN_DIR/analysis/clusters`` (or ``--out``)."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 
 import advkit
-from advkit._files import atomic_write_bytes, atomic_write_text
+from advkit._files import atomic_write_bytes, atomic_write_text, csv_text
 from advkit.analysis.clusters import ClusterResult
 
 __all__ = ["write_cluster_report"]
@@ -70,15 +69,6 @@ def _means_png(r: ClusterResult) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    return buf.getvalue()
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
     return buf.getvalue()
 
 
@@ -137,8 +127,8 @@ def write_cluster_report(results: list[ClusterResult], run_dir: Path, out: Path,
         md += ["", f"![silhouette](figures/silhouette_{s}.png) "
                    f"![mean perturbations](figures/mean_perturbation_{s}.png)", ""]
     atomic_write_text(out / "clusters.json", json.dumps(records, indent=1) + "\n")
-    atomic_write_text(out / "silhouette.csv", _csv(sil_rows))
-    atomic_write_text(out / "clusters.csv", _csv(cl_rows))
+    atomic_write_text(out / "silhouette.csv", csv_text(sil_rows))
+    atomic_write_text(out / "clusters.csv", csv_text(cl_rows))
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     atomic_write_text(out / "manifest.json", json.dumps({
         "command": command, "run_dir": str(run_dir), "settings": settings, "advkit_version": advkit.__version__,

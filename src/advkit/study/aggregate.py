@@ -20,8 +20,6 @@ Tables (each a list of flat dicts, written to ``results/NAME.csv`` and together 
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections import defaultdict
 from collections.abc import Callable
@@ -29,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from advkit._files import atomic_write_text
+from advkit._files import atomic_write_text, csv_text
 from advkit.evaluate.metrics import wilson_interval
 from advkit.evaluate.queries import query_stats
 from advkit.evaluate.stats import mcnemar, summarize_seeds
@@ -245,19 +243,8 @@ def _sanity(cfg: StudyConfig, distortion: list[dict[str, Any]], cells: list[dict
             "ok": not problems, "problems": problems}
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    if rows:
-        fields = list(dict.fromkeys(k for r in rows for k in r))
-        w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if v is None else v) for k, v in r.items() if not isinstance(v, dict)})
-    return buf.getvalue()
-
-
 def write_records(run: RunDir, records: dict[str, Any]) -> None:
     """Write each table of ``records`` to ``results/NAME.csv`` (atomically)."""
     for name, rows in records.items():
         if isinstance(rows, list) and rows and isinstance(rows[0], dict):
-            atomic_write_text(run.results_dir / f"{name}.csv", _csv(rows))
+            atomic_write_text(run.results_dir / f"{name}.csv", csv_text(rows))
