@@ -139,6 +139,7 @@ class Attack(ABC):
     black_box: ClassVar[bool] = False
     takes_path: ClassVar[bool] = False  # named ``NAME:PATH`` (a trained generator, a universal perturbation)
     unused: ClassVar[frozenset[str]] = frozenset()  # inherited settings the attack ignores (JSMA: eps)
+    unused_reason: ClassVar[str] = ""  # why, for the error that refuses them
 
     eps: float = field(default=8 / 255)
 

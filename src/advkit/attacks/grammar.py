@@ -76,8 +76,8 @@ def _check_standalone(name: str, cls: type[Attack], kwargs: dict[str, Any]) -> N
     allowed = settings_of(cls)
     for k in kwargs:
         if k in cls.unused:
-            raise ValueError(f"{name!r} does not use {k!r} (an L0 attack bounded by its own settings); drop it. "
-                             f"Its settings: {', '.join(allowed)}")
+            why = f" ({cls.unused_reason})" if cls.unused_reason else ""
+            raise ValueError(f"{name!r} does not use {k!r}{why}; drop it. Its settings: {', '.join(allowed)}")
         if k not in allowed:
             raise ValueError(f"{k!r} does not apply to {name!r} (its settings: {', '.join(allowed)})")
 

@@ -99,6 +99,7 @@ class JSMA(Attack):
     name: ClassVar[str] = "jsma"
     norm: ClassVar[str] = "l0"
     unused: ClassVar[frozenset[str]] = frozenset({"eps"})
+    unused_reason: ClassVar[str] = "an L0 attack bounded by its own settings: upsilon, the share of features changed"
 
     eps: float = field(default=8 / 255, repr=False)  # inherited, unused: upsilon bounds this L0 attack
     theta: float = 1.0

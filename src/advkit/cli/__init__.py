@@ -30,7 +30,6 @@ from advkit.cli.train import train
 __all__ = ["app", "console", "err", "invocation", "main", "make_console", "parse_number"]
 
 
-
 def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
     """Library warnings (a train/test leak, a failed model sanity check) as ``warning: ...`` lines on stderr."""
     if issubclass(category, UserWarning):

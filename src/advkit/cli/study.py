@@ -12,8 +12,9 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.markup import escape
 
-from advkit.cli.common import Bars, bars, command_line, console, err, fail
+from advkit.cli.common import Bars, bars, command_line, console, describe_error, err, fail
 
 __all__ = ["parse_overrides", "register_cli", "report_cmd", "transfer"]
 
@@ -56,10 +57,11 @@ def transfer(
     from advkit.report.tables import text_matrix
     from advkit.study import ConfigError, load_config, run_study
 
+    # caught here as well as by advkit's app: register_cli also adds these commands to other Typer apps
     try:
         cfg = load_config(config, parse_overrides(set_ or []))
     except (ConfigError, FileNotFoundError) as e:
-        fail(str(e))
+        fail(describe_error(e) or str(e))
     with bars() as bar:
         try:
             res = run_study(cfg, out, force=force, backend=backend, address=address, progress=Bars(bar),
@@ -69,7 +71,7 @@ def transfer(
     for eps in res.records["meta"]["eps"]:
         console.print(text_matrix(res.records, eps), soft_wrap=True, markup=False, highlight=False)
     if not res.records["sanity"]["ok"]:
-        err.print("[bold red]sanity problems:[/] " + "; ".join(res.records["sanity"]["problems"]))
+        err.print("[bold red]sanity problems:[/] " + escape("; ".join(res.records["sanity"]["problems"])))
     console.print(f"{res.computed} shard(s) computed, {res.reused} reused; results in {res.run_dir}")
     if report:
         paths = write_report(res.run_dir)
@@ -83,7 +85,7 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A finished run dire
     try:
         paths = write_report(run_dir)
     except (FileNotFoundError, ValueError) as e:
-        fail(str(e))
+        fail(describe_error(e) or str(e))
     console.print(f"report: {paths['markdown']}\nreport: {paths['html']}")
 
 

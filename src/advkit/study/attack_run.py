@@ -128,7 +128,7 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
     x_adv, success, fw, bw, info = r.x_adv, r.success, r.forward_passes, r.backward_passes, r.info
     eps = float(getattr(atk, "eps", 0.0))
     norm = str(getattr(atk, "norm", "linf"))
-    x_q = quantize(x_adv, x, eps if norm in ("linf", "l2") else None, norm)
+    x_q = quantize(x_adv, x, eps, norm)
     pred_q = predict(m, x_q)
     success_q = pred_q == target if target is not None else pred_q != y
     dist, dist_q = distortion(x_adv, x), distortion(x_q, x)

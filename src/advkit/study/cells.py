@@ -132,7 +132,7 @@ def run_shard(task: ShardTask, models: Mapping[str, nn.Module]) -> tuple[dict[st
     seconds_attack = time.perf_counter() - t0
     eps = float(getattr(atk, "eps", 0.0))
     norm = str(getattr(atk, "norm", "linf"))
-    x_q = quantize(x_adv, x_all, eps if norm in ("linf", "l2") else None, norm)
+    x_q = quantize(x_adv, x_all, eps, norm)
     with torch.no_grad():
         preds = [predict(models[s], x_adv, batch_size=max(task.batch_size, 256), device=str(dev)) for s in task.models]
         preds8 = [predict(models[s], x_q, batch_size=max(task.batch_size, 256), device=str(dev)) for s in task.models]

@@ -131,9 +131,8 @@ class RunDir:
                                      f"run the study again")
             raise RunExistsError(f"{run.root} already holds a finished run (results.json); pass force=True "
                                  f"(--force) to overwrite it, or choose another output directory")
-        plan = run.state / "plan.json"
-        if plan.is_file():
-            old, digest = json.loads(plan.read_text()).get("digest"), config.digest()
+        old, digest = run.config_digest(), config.digest()
+        if old is not None:
             if old != digest:
                 raise RunConfigMismatchError(
                     f"{run.root} holds an unfinished run of a different experiment (config digest {str(old)[:12]} "
