@@ -57,8 +57,8 @@ def test_samples_are_evenly_spaced():
 def test_save_is_atomic_and_complete(study, tmp_path, monkeypatch):
     out = save_study(study, tmp_path / "run", extra={"detector": {"auc_jsma": float("nan")}})
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["distortion_heatmap.png", "pairs.csv", "records.csv", "results.json", "success_heatmap.png",
-                     "summary.md"]
+    assert names == ["adversarial.safetensors", "distortion_heatmap.png", "pairs.csv", "records.csv",
+                     "results.json", "success_heatmap.png", "summary.md"]
     res = json.loads((out / "results.json").read_text())  # strict JSON: NaN written as null
     assert res["success"][0][0] is None and res["extra"]["detector"]["auc_jsma"] is None
     assert res["summary"]["n_attacks"] == 24

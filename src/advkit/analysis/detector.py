@@ -44,11 +44,14 @@ def _as_array(v: Any, what: str) -> np.ndarray:
     return a
 
 
-def roc_auc(negative: Any, positive: Any) -> float:
-    """Area under the ROC curve of a score that should be larger for ``positive`` samples.
+def _labelled(negative: Any, positive: Any) -> tuple[np.ndarray, np.ndarray]:
+    neg, pos = _as_array(negative, "negative"), _as_array(positive, "positive")
+    return np.concatenate([np.zeros(neg.size), np.ones(pos.size)]), np.concatenate([neg, pos])
 
-    Equal to ``P(s_pos > s_neg) + 0.5 * P(s_pos == s_neg)`` over all (positive, negative) pairs, computed from
-    mid-ranks (ties share the average of their ranks) in ``O(n log n)``.
+
+def roc_auc(negative: Any, positive: Any) -> float:
+    """Area under the ROC curve of a score that should be larger for ``positive`` samples (scikit-learn's
+    ``roc_auc_score``): ``P(s_pos > s_neg) + 0.5 * P(s_pos == s_neg)`` over all (positive, negative) pairs.
 
     Args:
         negative: scores of the negative class (clean images), any array-like or tensor.
@@ -57,28 +60,22 @@ def roc_auc(negative: Any, positive: Any) -> float:
     Returns:
         AUC in ``[0, 1]``; 0.5 is chance, below 0.5 means the score ranks the classes the wrong way round.
     """
-    neg, pos = _as_array(negative, "negative"), _as_array(positive, "positive")
-    scores = np.concatenate([neg, pos])
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    before = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    midrank = before + (counts + 1) / 2.0  # 1-based average rank of each distinct value
-    rank_pos = midrank[inverse[neg.size:]].sum()
-    return float((rank_pos - pos.size * (pos.size + 1) / 2.0) / (pos.size * neg.size))
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(*_labelled(negative, positive)))
 
 
 def roc_curve(negative: Any, positive: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC points for "flag when score >= threshold", thresholds decreasing (ties move together).
+    """ROC points for "flag when score >= threshold", thresholds decreasing (scikit-learn's ``roc_curve``, every
+    threshold kept).
 
     Returns:
         ``(fpr, tpr, thresholds)``, starting at ``(0, 0)`` (threshold ``+inf``) and ending at ``(1, 1)``.
     """
-    neg, pos = _as_array(negative, "negative"), _as_array(positive, "positive")
-    thresholds = np.unique(np.concatenate([neg, pos]))[::-1]
-    neg_sorted, pos_sorted = np.sort(neg), np.sort(pos)
-    fpr = (neg.size - np.searchsorted(neg_sorted, thresholds, side="left")) / neg.size
-    tpr = (pos.size - np.searchsorted(pos_sorted, thresholds, side="left")) / pos.size
-    return (np.concatenate([[0.0], fpr]), np.concatenate([[0.0], tpr]),
-            np.concatenate([[np.inf], thresholds]))
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
+    fpr, tpr, thresholds = sk_roc_curve(*_labelled(negative, positive), drop_intermediate=False)
+    return fpr, tpr, thresholds
 
 
 def detection_auc(clean: torch.Tensor, adversarial: torch.Tensor) -> float:

@@ -84,12 +84,15 @@ def invocation(ctx: typer.Context) -> str:
         if value is None or pgd_only or (adversarial_off and (param.name or "").startswith("adversarial_")):
             continue
         if param.param_type_name == "argument":
-            parts.append(shlex.quote(str(value)))
+            parts += [shlex.quote(str(v)) for v in (value if isinstance(value, (list, tuple)) else [value])]
         elif getattr(param, "is_flag", False):
             if param.secondary_opts:
                 parts.append(param.opts[0] if value else param.secondary_opts[0])
             elif value:
                 parts.append(param.opts[0])
+        elif isinstance(value, (list, tuple)):  # a repeatable option
+            for v in value:
+                parts += [param.opts[0], shlex.quote(str(v))]
         else:
             parts += [param.opts[0], shlex.quote(str(value))]
     return " ".join(parts)

@@ -54,6 +54,10 @@ def train(
         help="ensemble: the static pre-trained models, comma-separated zoo names or paths.")] = None,
     adversarial_craft: Annotated[str, typer.Option(
         help="eval: craft with dropout off (default); train: craft through the training-mode network.")] = "eval",
+    train_split: Annotated[str, typer.Option(
+        help="Rows trained on: train, or a range such as 'train[:50000]' (the JSMA paper's LeNet).")] = "train",
+    val_split: Annotated[str | None, typer.Option(
+        help="Rows held out and scored for the card's validation accuracy, e.g. 'train[50000:]'.")] = None,
 ) -> None:
     """Train an architecture deterministically and write a safetensors checkpoint with its model card."""
     from advkit.train import Recipe
@@ -99,11 +103,15 @@ def train(
 
         try:
             _, card = train_model(arch, dataset, recipe=recipe, seed=seed, out=out, name=out.stem,
-                                  data_dir=str(data_dir) if data_dir else None, on_step=on_step, command=command)
+                                  data_dir=str(data_dir) if data_dir else None, on_step=on_step, command=command,
+                                  train_split=train_split, val_split=val_split)
         except ValueError as e:
             fail(str(e))
     console.print(f"test accuracy {100 * card['test_accuracy']:.2f}% on {card['test_size']} images; wrote {out} "
                   f"and {out.with_suffix('.json')}")
+    if "validation_accuracy" in card:
+        console.print(f"validation accuracy {100 * card['validation_accuracy']:.2f}% on {card['validation_size']} "
+                      f"held-out images ({card['validation_split']})")
     if "fgsm_test_accuracy" in card:
         console.print(f"accuracy on FGSM examples (eps {card['fgsm_test_eps']:g}, crafted against itself): "
                       f"{100 * card['fgsm_test_accuracy']:.2f}%")

@@ -29,7 +29,7 @@ import torch
 
 from advkit.data.download import RemoteFile, download, verify
 from advkit.data.errors import DataError, DataNotFoundError
-from advkit.data.subset import check_subset, describe_selection, subset_indices
+from advkit.data.subset import check_subset, describe_selection, parse_split, split_rows, subset_indices
 
 log = logging.getLogger(__name__)
 
@@ -338,8 +338,10 @@ def load(name: str, split: str = "test", limit: int | None = None, *, subset: st
 
     Args:
         name: registry name (``advkit.data.names()``).
-        split: ``"train"`` or ``"test"`` (an image folder's split folder, e.g. ``"val"``).
-        limit: keep at most this many images (kept in the split's order).
+        split: ``"train"`` or ``"test"`` (an image folder's split folder, e.g. ``"val"``), optionally with a
+            range of rows in slice syntax: ``"train[:50000]"`` (the JSMA paper's training set), ``"train[50000:]"``
+            (its validation set). ``Dataset.indices`` are then rows of the whole split.
+        limit: keep at most this many images (of the range; kept in the split's order).
         subset: which ones: ``"balanced"`` (default: the same number of each class, drawn from ``seed``),
             ``"random"`` (drawn from ``seed``) or ``"first"`` (the first ``limit``; one class only on a file sorted
             by class). The choice is recorded in ``Dataset.selection``.
@@ -360,24 +362,28 @@ def load(name: str, split: str = "test", limit: int | None = None, *, subset: st
     """
     spec = get_spec(name)
     check_subset(limit, subset)
+    base, start, stop = parse_split(split)
     if spec.loader is not None:
+        if (start, stop) != (None, None):
+            raise ValueError(f"{name}: a row range ({split!r}) needs a dataset with fixed split files; "
+                             f"use limit/subset with {base!r} instead")
         return spec.loader(split, limit=limit, subset=subset, seed=seed, data_dir=data_dir, **options)
     if options:
         raise TypeError(f"{name} takes no loader options, got {', '.join(sorted(options))}")
-    _check_splits(spec, split)
+    _check_splits(spec, base)
     reader = spec.reader
     if reader is None:  # register() refuses such a spec; a hand-made one may still reach here
         raise ValueError(f"dataset {name!r} has neither a reader nor a loader")
     note = None
     try:
-        directory = locate(name, split, data_dir, download_ok=download_ok)
-        images, labels = reader(directory, split)
+        directory = locate(name, base, data_dir, download_ok=download_ok)
+        images, labels = reader(directory, base)
         source = str(directory)
     except DataNotFoundError as e:
         if spec.fallback is None or data_dir is not None:
             raise
         try:
-            images, labels, source, note = spec.fallback(split)
+            images, labels, source, note = spec.fallback(base)
         except DataNotFoundError as fe:
             raise DataNotFoundError(f"{e}\nThe fallback is unavailable too: {fe}") from fe
         log.warning("%s: canonical files not found; using %s (%s)", name, source, note)
@@ -392,11 +398,12 @@ def load(name: str, split: str = "test", limit: int | None = None, *, subset: st
     if labels.size and int(labels.max()) >= len(spec.classes):
         raise DataError(f"{name} {split} in {source}: label {int(labels.max())} out of range for "
                         f"{len(spec.classes)} classes.")
-    idx = subset_indices(images.shape[0], limit, subset, seed, labels)
+    rows = split_rows(images.shape[0], split)
+    idx = rows[subset_indices(rows.size, limit, subset, seed, labels[rows])]
     return Dataset(
         name=name, split=split,
         images=torch.from_numpy(np.ascontiguousarray(images[idx])),
         y=torch.from_numpy(labels[idx].astype(np.int64)),
         classes=spec.classes, source=source, note=note, indices=torch.from_numpy(idx),
-        selection=describe_selection(images.shape[0], limit, subset, seed),
+        selection=describe_selection(rows.size, limit, subset, seed),
     )

@@ -7,9 +7,11 @@ is the sentence results repeat (``Dataset.selection``).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
-__all__ = ["SUBSETS", "check_subset", "describe_selection", "subset_indices"]
+__all__ = ["SUBSETS", "check_subset", "describe_selection", "parse_split", "split_rows", "subset_indices"]
 
 SUBSETS = ("balanced", "random", "first")
 
@@ -58,3 +60,39 @@ def describe_selection(n: int, limit: int | None, subset: str, seed: int) -> str
         return "all"
     return {"first": f"the first {limit}", "random": f"{limit} random (seed {seed})",
             "balanced": f"{limit} class-balanced (seed {seed})"}[subset]
+
+
+_SLICE = re.compile(r"^(?P<base>[A-Za-z0-9_.-]+)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
+
+
+def parse_split(split: str) -> tuple[str, int | None, int | None]:
+    """``"train[:50000]"`` -> ``("train", None, 50000)``; a plain ``"test"`` -> ``("test", None, None)``.
+
+    A split may name a contiguous range of its rows with Python's slice syntax (as Hugging Face datasets and
+    TFDS write it): ``train[:50000]`` is the JSMA paper's training set, ``train[50000:]`` its validation set,
+    ``test[-1000:]`` the last 1,000 test images. Steps are not accepted.
+
+    Raises:
+        ValueError: brackets that are not ``[start:stop]`` with integers.
+    """
+    if "[" not in split and "]" not in split:
+        return split, None, None
+    m = _SLICE.match(split.strip())
+    if m is None:
+        raise ValueError(f"split {split!r} is not a split name or a range such as 'train[:50000]' or "
+                         f"'train[50000:]' (integers, no step)")
+    start, stop = m["start"], m["stop"]
+    return m["base"], int(start) if start else None, int(stop) if stop else None
+
+
+def split_rows(n: int, split: str) -> np.ndarray:
+    """The rows of a split of ``n`` rows that ``split``'s range keeps (all of them without a range).
+
+    Raises:
+        ValueError: the range keeps no row.
+    """
+    _, start, stop = parse_split(split)
+    rows = np.arange(n)[slice(start, stop)]
+    if rows.size == 0:
+        raise ValueError(f"split {split!r} keeps no rows: the split has {n}")
+    return rows

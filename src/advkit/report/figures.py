@@ -31,8 +31,10 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str) -> bytes:
-    """A rows x cols heatmap of success rates in ``[0, 1]`` (NaN cells blank), annotated in percent."""
+def heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str,
+            label: str = "success") -> bytes:
+    """A rows x cols heatmap of rates in ``[0, 1]`` (NaN cells blank), annotated in percent; ``label`` names the
+    colour bar."""
     h = max(2.2, 0.38 * len(rows) + 1.4)
     w = max(4.0, 0.85 * len(cols) + 2.8)
     fig, ax = plt.subplots(figsize=(w, h))
@@ -47,7 +49,7 @@ def heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title:
                 ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
                         color="white" if v > 0.6 else "black")
     ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label="success")
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label=label)
     return _png(fig)
 
 

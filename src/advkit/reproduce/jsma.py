@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from advkit.analysis.detector import detection_study
@@ -59,7 +60,8 @@ class JSMAStudy:
     """Results of :func:`reproduce_jsma`.
 
     Attributes:
-        records: one dict per targeted attack: ``index`` (row in the split), ``source`` (true class), ``target``,
+        records: one dict per targeted attack: ``index`` (row in the whole split, also for a range such as
+            ``train[50000:]``), ``source`` (true class), ``target``,
             ``clean_pred``, ``pred``, ``success``, ``modified`` (features changed), ``share`` (``modified / D``).
         success: ``(K, K)`` success rate by (source, target); NaN on the diagonal.
         distortion: ``(K, K)`` mean share of features modified over the *successful* attacks of each pair
@@ -151,8 +153,9 @@ def reproduce_jsma(model: nn.Module, data: Any, n_samples: int | None = None, *,
     x_adv, pred, success = res.x_adv, res.pred, res.success
     modified = modified_features(x_adv, x[rows])
     share = modified.double() / n_features
+    rows_of_split = data.indices[idx] if getattr(data, "indices", None) is not None else idx
     records = [
-        {"index": int(idx[r]), "source": int(y[r]), "target": int(t), "clean_pred": int(clean[r]),
+        {"index": int(rows_of_split[r]), "source": int(y[r]), "target": int(t), "clean_pred": int(clean[r]),
          "pred": int(p), "success": bool(s), "modified": int(m), "share": float(sh)}
         for r, t, p, s, m, sh in zip(rows.tolist(), targets.tolist(), pred.tolist(), success.tolist(),
                                      modified.tolist(), share.tolist(), strict=True)
@@ -205,8 +208,8 @@ def study_markdown(study: JSMAStudy) -> str:
     lo, hi = s["success_ci95"]
     lines = [
         f"# JSMA reproduction: {s['model']} on {s['dataset']}", "",
-        f"{s['n_samples']} test samples x {len(study.classes) - 1} targets = {s['n_attacks']} targeted attacks "
-        f"({s['attack']}).", "",
+        f"{s['n_samples']} samples of the {s.get('split') or 'given'} split x {len(study.classes) - 1} targets = "
+        f"{s['n_attacks']} targeted attacks ({s['attack']}).", "",
         "| metric | advkit | paper |", "| --- | --- | --- |",
         f"| success rate (all attacks) | {100 * s['success_rate']:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}] | "
         f"{100 * PAPER['success_rate']:.0f}% |",
@@ -285,7 +288,9 @@ def save_study(study: JSMAStudy, out_dir: str | Path, extra: dict[str, Any] | No
     place at the end, so ``out_dir`` either holds a complete result or does not exist.
 
     Files: ``results.json`` (summary, tables, ``extra``), ``records.csv``, ``pairs.csv``,
-    ``success_heatmap.png``, ``distortion_heatmap.png``, ``summary.md``.
+    ``success_heatmap.png``, ``distortion_heatmap.png``, ``summary.md``, and ``adversarial.safetensors``: the
+    examples as 8-bit pixels (``x_adv``, uint8, in the order of ``records.csv``; exact for theta = +-1, which sets
+    features to the bounds) with ``index`` and ``target`` per row, for later analyses (the perception proxy).
 
     Raises:
         FileExistsError: ``out_dir`` exists and is not empty (finished work is never overwritten).
@@ -317,6 +322,11 @@ def save_study(study: JSMAStudy, out_dir: str | Path, extra: dict[str, Any] | No
         if extra:
             md += "\n## Extra\n\n```json\n" + json.dumps(_jsonable(extra), indent=2) + "\n```\n"
         (tmp / "summary.md").write_text(md)
+        save_file({"x_adv": torch.round(study.x_adv.clamp(0, 1) * 255).to(torch.uint8).contiguous(),
+                   "index": torch.tensor([r["index"] for r in study.records], dtype=torch.int64),
+                   "target": torch.tensor([r["target"] for r in study.records], dtype=torch.int64)},
+                  str(tmp / "adversarial.safetensors"), metadata={"split": str(s.get("split")),
+                                                                 "dataset": str(s.get("dataset"))})
         if out.exists():
             out.rmdir()
         tmp.rename(out)
@@ -339,7 +349,8 @@ class JSMARun:
 
 
 def run_jsma(out: str | Path, dataset: str = "mnist", model: str = "lenet", samples: int | None = None, *,
-             theta: float = 1.0, upsilon: float = 0.145, output: str = "softmax", command: str = "",
+             split: str = "test", theta: float = 1.0, upsilon: float = 0.145, output: str = "softmax",
+             command: str = "",
              progress: Callable[[int, int], None] | None = None, say: Callable[[str], None] | None = None,
              warn: Callable[[str], None] | None = None) -> JSMARun:
     """``advkit reproduce jsma``: attack every test sample toward every other class, run the paper's
@@ -351,8 +362,10 @@ def run_jsma(out: str | Path, dataset: str = "mnist", model: str = "lenet", samp
 
     Args:
         out: the run folder (must be empty or absent: finished work is never overwritten).
-        dataset, model: what is attacked (test split).
-        samples: test samples (evenly spaced), each attacked toward the other classes; ``None``: all.
+        dataset, model: what is attacked (a zoo name or a checkpoint path).
+        samples: samples of the split (evenly spaced), each attacked toward the other classes; ``None``: all.
+        split: the rows attacked: ``"test"`` (default), or a range such as ``"train[:10000]"`` (the paper's
+            larger protocol attacks 10,000 images of each of the training, validation and test sets).
         theta, upsilon, output: the JSMA settings (:class:`advkit.attacks.jsma.JSMA`).
         command: the command line, recorded in ``results.json``.
         progress: ``progress(done, total)`` over the targeted attacks.
@@ -361,7 +374,7 @@ def run_jsma(out: str | Path, dataset: str = "mnist", model: str = "lenet", samp
         ValueError: the data, the model or the attack settings cannot be used.
         FileExistsError: ``out`` is not empty (checked before any attack).
     """
-    ds = load_data(dataset, "test")
+    ds = load_data(dataset, split)
     if model == "lenet" and dataset == "mnist" and ds.note and zoo_path("lenet_subset", "mnist").exists():
         model = "lenet_subset"
         if say is not None:

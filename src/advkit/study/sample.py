@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -59,7 +60,12 @@ def select_sample(cfg: StudyConfig, models: dict[str, nn.Module], device: str,
     from advkit.models import check_input_shape
 
     s = cfg.sample
-    ds = load_data(cfg.dataset, s.split, subset=s.order, seed=s.seed, data_dir=cfg.data_dir, **cfg.data_options)
+    ds = load_data(cfg.dataset, s.split, data_dir=cfg.data_dir, **cfg.data_options)
+    # the scan order: a permutation drawn from sample.seed, or the split's own order
+    order = (torch.arange(len(ds)) if s.order == "first"
+             else torch.from_numpy(np.random.default_rng(s.seed).permutation(len(ds))))
+    images, labels = ds.images[order], ds.y[order]
+    rows = ds.indices[order] if ds.indices is not None else order
     names = list(models)
     for m in names:
         check_input_shape(models[m], ds.images.shape[1:], f"dataset {cfg.dataset} ({ds.source})")
@@ -74,8 +80,8 @@ def select_sample(cfg: StudyConfig, models: dict[str, nn.Module], device: str,
     if s.start >= total:
         raise ValueError(f"sample.range: starts at {s.start}, but {cfg.dataset} {s.split} has {len(ds)} images")
     for start in range(s.start, total, chunk):
-        x = ds.images[start:min(start + chunk, total)].float().div_(255.0)
-        y = ds.y[start:min(start + chunk, total)]
+        x = images[start:min(start + chunk, total)].float().div_(255.0)
+        y = labels[start:min(start + chunk, total)]
         p = torch.stack([predict(models[m], x, device=device) for m in names])
         ok = (p == y).all(0) if s.only_correct else torch.ones_like(y, dtype=torch.bool)
         local = ok.nonzero().flatten()
@@ -98,8 +104,7 @@ def select_sample(cfg: StudyConfig, models: dict[str, nn.Module], device: str,
         raise ValueError(f"sample.pool: only {found} images{why} in {cfg.dataset} {s.split} ({total} scanned); "
                          f"lower sample.n / sample.pool or set sample.only_correct: false")
     pos = torch.cat(keep)
-    index = ds.indices[pos] if ds.indices is not None else pos
-    tensors = {"images": ds.images[pos].contiguous(), "y": ds.y[pos].contiguous(), "index": index.long(),
+    tensors = {"images": images[pos].contiguous(), "y": labels[pos].contiguous(), "index": rows[pos].long(),
                "clean_pred": torch.cat(preds, 1).long(), "picks": seed_picks(cfg, found)}
     meta = {"models": names, "examined": examined, "correct": correct, "dataset": cfg.dataset, "split": s.split,
             "source": ds.source, "note": ds.note, "classes": list(ds.classes), "seeds": list(cfg.seeds)}

@@ -95,7 +95,8 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
           on_step: Callable[[int, int, int, float], None] | None = None,
           on_epoch: Callable[[int, Classifier], None] | None = None,
           train_data: Dataset | None = None, test_data: Dataset | None = None,
-          command: str | None = None, robust_images: int = 1000) -> tuple[Classifier, dict[str, Any]]:
+          command: str | None = None, robust_images: int = 1000, train_split: str = "train",
+          val_split: str | None = None) -> tuple[Classifier, dict[str, Any]]:
     """Train ``arch`` on ``dataset`` from ``seed`` and optionally write ``out`` (``.safetensors`` + card).
 
     Args:
@@ -112,6 +113,10 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         command: the command line recorded in the card (default: :func:`train_command`).
         robust_images: adversarial training: test images (class-balanced) the card's PGD-20 robust accuracy is
             measured on.
+        train_split: the rows trained on: ``"train"`` (all), or a range such as ``"train[:50000]"`` (the JSMA
+            paper's LeNet: the first 50,000, the last 10,000 held out).
+        val_split: rows held out for validation (e.g. ``"train[50000:]"``); the card records their accuracy as
+            ``validation_accuracy``. Refused when they overlap the training rows.
 
     Returns:
         The trained, frozen classifier and its card. With ``recipe.adversarial`` set, each step minimises the
@@ -127,8 +132,15 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         raise ValueError(f"{dataset!r} has no fixed classes or image size; advkit trains on fashion-mnist, mnist or "
                          f"cifar10")
     arch_spec = get_arch(arch)
-    tr = train_data or load(dataset, "train", data_dir=data_dir)
+    tr = train_data or load(dataset, train_split, data_dir=data_dir)
     te = test_data or load(dataset, "test", data_dir=data_dir)
+    va = None
+    if val_split is not None:
+        va = load(dataset, val_split, data_dir=data_dir)
+        if va.split.split("[")[0] == tr.split.split("[")[0] and tr.indices is not None and va.indices is not None \
+                and bool(torch.isin(va.indices, tr.indices).any()):
+            raise ValueError(f"the validation rows {val_split!r} overlap the training rows {train_split!r}; hold out "
+                             f"a disjoint range, e.g. --train-split 'train[:50000]' --val-split 'train[50000:]'")
     c, h, w = spec.shape
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -214,6 +226,7 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
                    **card_recipe_notes(recipe)},
         "seed": seed,
         "epochs": recipe.epochs,
+        "train_split": tr.split,
         "train_size": n,
         "test_accuracy": round(acc, 4),
         "test_size": len(te),
@@ -221,9 +234,13 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         "advkit_version": advkit.__version__,
         "torch_version": torch.__version__,
         "machine": platform.machine(),
-        "command": command or train_command(arch, dataset, recipe, seed, out),
+        "command": command or train_command(arch, dataset, recipe, seed, out, train_split, val_split),
         "python": sys.version.split()[0],
     }
+    if va is not None:
+        card["validation_split"] = va.split
+        card["validation_size"] = len(va)
+        card["validation_accuracy"] = round(accuracy(model, va.x, va.y), 4)
     if adv is not None:
         method = adv["attack"]
         how = {"fgsm": "FGSM on the fly against the current parameters",

@@ -148,7 +148,8 @@ def card_recipe_notes(recipe: Recipe) -> dict[str, Any]:
     return {"schedule": SCHEDULE_NOTES[recipe.schedule], "nesterov": recipe.nesterov and recipe.momentum > 0}
 
 
-def train_command(arch: str, dataset: str, recipe: Recipe, seed: int, out: str | Path | None = None) -> str:
+def train_command(arch: str, dataset: str, recipe: Recipe, seed: int, out: str | Path | None = None,
+                  train_split: str = "train", val_split: str | None = None) -> str:
     """The ``advkit train`` command line that reproduces a training run (recorded in the card).
 
     Adversarial training maps to ``--adversarial-eps EPS --adversarial-alpha ALPHA`` (and
@@ -183,6 +184,10 @@ def train_command(arch: str, dataset: str, recipe: Recipe, seed: int, out: str |
             parts += ["--adversarial-static", ",".join(adv["static"])]
         if adv["craft"] != ADVERSARIAL_DEFAULTS["craft"]:
             parts += ["--adversarial-craft", str(adv["craft"])]
+    if train_split != "train":
+        parts += ["--train-split", f"'{train_split}'"]
+    if val_split is not None:
+        parts += ["--val-split", f"'{val_split}'"]
     if out is not None:
         parts += ["--out", str(out)]
     return " ".join(parts)
