@@ -401,3 +401,20 @@ def test_model_checks_are_in_the_records_and_the_report(tiny_run):
     assert [p for p in tiny_run.records["sanity"]["problems"] if p.startswith("model ")] == failed
     md = Path(write_report(tiny_run.run_dir)["markdown"]).read_text()
     assert md.count("eval mode, logits, deterministic, input gradients") == 2
+
+
+def test_the_transfer_command_reuses_another_runs_shards(tiny_zoo, tiny_run, tmp_path):
+    """`advkit transfer --reuse DIR` copies the finished shards and the sample of a matching run."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from advkit.cli import app
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(tiny_zoo)))
+    r = CliRunner().invoke(app, ["transfer", str(cfg), "--out", str(tmp_path / "b"), "--reuse", str(tiny_run.run_dir),
+                                 "--no-report"])
+    assert r.exit_code == 0, r.output
+    assert "0 shard(s) computed, 4 reused" in r.output
+    again = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert _strip(again) == _strip(tiny_run.records)

@@ -51,6 +51,9 @@ def transfer(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: KEY=VALUE, dotted keys "
                                                                    "allowed (sample.n=50, eps=[8/255]).")] = None,
     report: Annotated[bool, typer.Option(help="Write report.md / report.html at the end.")] = True,
+    reuse: Annotated[list[Path] | None, typer.Option(help="Another run directory (repeatable) whose finished "
+                                                          "shards and sample are copied instead of recomputed "
+                                                          "when their settings match.")] = None,
 ) -> None:
     """Craft on each source, evaluate every target on the same images, write tidy records and a report."""
     from advkit.report.run_report import write_report
@@ -65,7 +68,7 @@ def transfer(
     with bars() as bar:
         try:
             res = run_study(cfg, out, force=force, backend=backend, address=address, progress=Bars(bar),
-                            command=command_line())
+                            command=command_line(), reuse=list(reuse or []))
         except ValueError as e:
             fail(str(e))
     for eps in res.records["meta"]["eps"]:
