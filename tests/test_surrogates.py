@@ -111,3 +111,24 @@ def test_the_sample_scan_order_follows_the_seed(lenet):
     a, b, first = index(seed=0), index(seed=1), index(order="first", only_correct=False)
     assert a == index(seed=0) and a != b and len(set(a) & set(b)) < 5
     assert first == list(range(20)) and a != sorted(a)
+
+
+def test_reproduce_sgm_reports_the_robust_targets_next_to_their_plain_twins():
+    from advkit.reproduce.sgm import robust_section
+
+    cards = {"lenet": {"arch": "lenet", "name": "lenet"}, "resnet20": {"arch": "resnet20", "name": "resnet20"},
+             "lenet_pgd": {"arch": "lenet", "name": "lenet_pgd", "adversarial_training": {"attack": "pgd"}}}
+    row = {"eps": "16/255", "images": "float", "over": "all", "source": "resnet20"}
+    records = {"meta": {"targets": ["resnet20", "lenet", "lenet_pgd"]},
+               "summary": [{**row, "attack": a, "target": t, "mean": m, "pooled_low": m - 0.01,
+                            "pooled_high": m + 0.01}
+                           for a, t, m in (("ifgsm", "lenet_pgd", 0.02), ("sgm", "lenet_pgd", 0.05),
+                                           ("ifgsm", "lenet", 0.30), ("sgm", "lenet", 0.40),
+                                           ("ifgsm", "resnet20", 1.0))],
+               "paired_summary": [{"eps": "16/255", "baseline": "ifgsm", "source": "resnet20", "attack": "sgm",
+                                   "target": "lenet_pgd", "difference_mean": 0.03, "t_low": 0.01, "t_high": 0.05}]}
+    heading, _, table = robust_section(records, cards)
+    assert heading.text == "Robust targets"
+    assert table.rows[1] == ["lenet_pgd (pgd-trained)", "resnet20", "sgm", "5.0 [4.0, 6.0]", "+3.0 [+1.0, +5.0]"]
+    assert [r[0] for r in table.rows] == ["lenet_pgd (pgd-trained)"] * 2 + ["lenet (plain twin)"] * 2
+    assert robust_section({**records, "meta": {"targets": ["resnet20", "lenet"]}}, cards) == []

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from advkit.models import read_card, shipped
-from advkit.report.html import Document, Figure, Heading, Para
+from advkit.report.html import Document, Figure, Heading, Para, Table
 from advkit.report.run_report import build_report, load_run, save_document
 from advkit.report.tables import text_matrix
 from advkit.study.config import apply_overrides, load_config
@@ -232,12 +232,52 @@ def reproduce_sgm(out: str | Path, quick: bool = False, *, force: bool = False, 
         docs[name] = build_report(run_dir)
         save_document(docs[name], run_dir)
         runs[name] = run_dir
-    report = _combined_report(out, runs, docs["table"], quick)
     records, _, _ = load_run(runs["table"])
+    robust = robust_section(records, dict(_zoo(dataset, models_dir)))
+    report = _combined_report(out, runs, docs["table"], quick, robust)
     return SgmReproduction(out, runs, report, text_matrix(records, "16/255"), time.perf_counter() - t0)
 
 
-def _combined_report(out: Path, runs: dict[str, Path], table: Document, quick: bool) -> dict[str, Path]:
+def robust_section(records: dict[str, Any], cards: dict[str, dict[str, Any]], eps: str = "16/255") -> list[Any]:
+    """The table's transfer against the adversarially trained targets, next to their plainly trained twins (the
+    paper attacks ensemble-adversarially-trained ImageNet models the same way): success over all images with its
+    pooled Wilson interval, and each attack's paired difference from I-FGSM averaged over seeds."""
+    names = {spec: _name(spec, cards) for spec in cards}
+    robust = [spec for spec, c in cards.items() if "adversarial_training" in c or "robust_test_accuracy" in c]
+    targets = set(records["meta"]["targets"])
+    robust = [r for r in robust if r in targets or names[r] in targets]
+    if not robust:
+        return []
+    success = {(r["source"], r["attack"], r["target"]): r for r in records["summary"]
+               if r["eps"] == eps and r["images"] == "float" and r["over"] == "all"}
+    paired = {(r["source"], r["attack"], r["target"]): r for r in records.get("paired_summary", [])
+              if r["eps"] == eps and r["baseline"] == "ifgsm"}
+    rows = []
+    for spec in robust:
+        c = cards[spec]
+        twin = next((s for s, t in cards.items() if t.get("arch") == c.get("arch") and s != spec
+                     and "adversarial_training" not in t and "robust_test_accuracy" not in t), None)
+        method = (c.get("adversarial_training") or {}).get("attack", "adversarial")
+        for tgt in [spec] + ([twin] if twin is not None and (twin in targets or names[twin] in targets) else []):
+            for (src, atk, t), r in sorted(success.items()):
+                if t != names[tgt] or src == t:
+                    continue
+                d = paired.get((src, atk, t))
+                diff = "-" if d is None else f"{100 * d['difference_mean']:+.1f}" + (
+                    "" if d.get("t_low") is None else f" [{100 * d['t_low']:+.1f}, {100 * d['t_high']:+.1f}]")
+                rows.append([f"{names[tgt]}{' (' + method + '-trained)' if tgt == spec else ' (plain twin)'}", src,
+                             atk, f"{100 * r['mean']:.1f} [{100 * r['pooled_low']:.1f}, {100 * r['pooled_high']:.1f}]",
+                             diff])
+    return [Heading("Robust targets"),
+            Para("Transfer to the adversarially trained zoo members and to their plainly trained twins, at eps "
+                 f"{eps}: success over all images in % (pooled Wilson interval) and each attack's paired difference "
+                 "from I-FGSM in points (mean over seeds, t interval). The paper reports SGM's gains against "
+                 "ensemble-adversarially-trained ImageNet models in the same way; compare gains, not levels."),
+            Table(["target", "source", "attack", "success [95% CI]", "minus I-FGSM"], rows)]
+
+
+def _combined_report(out: Path, runs: dict[str, Path], table: Document, quick: bool,
+                     robust: list[Any] | None = None) -> dict[str, Path]:
     doc = Document(f"Skip Connections Matter (Wu et al., ICLR 2020) on Fashion-MNIST{' — quick' if quick else ''}")
     doc.add(Para("Three studies: the attack table (below), a gamma sweep and an eps sweep (further down); each has "
                  "its own full report in its folder (table/, gamma-sweep/, eps-sweep/)."))
@@ -250,8 +290,8 @@ def _combined_report(out: Path, runs: dict[str, Path], table: Document, quick: b
                                               f"{title}: see {name}/report.html for its tables and tests.")]
     for b in table.blocks:
         if isinstance(b, Heading) and b.text == "Provenance":  # the sweeps go before the table's provenance
-            doc.add(*sweeps)
-            sweeps = []
+            doc.add(*sweeps, *(robust or []))
+            sweeps, robust = [], []
         doc.add(Figure(f"table/{b.path}", b.png, b.caption) if isinstance(b, Figure) else b)
-    doc.add(*sweeps)
+    doc.add(*sweeps, *(robust or []))
     return save_document(doc, out)
