@@ -213,6 +213,22 @@ CASES = [
          "upsilon.*\\(0, 1\\]"),
     Case("jsma output probs", ["reproduce", "jsma", "--output", "probs", "--samples", "2", "--out", "{out}"],
          "output.*softmax.*logits"),
+    Case("jsma unknown protocol", ["reproduce", "jsma", "--protocol", "full", "--out", "{out}"],
+         "--protocol must be 'paper'"),
+    Case("jsma protocol and split", ["reproduce", "jsma", "--protocol", "paper", "--split", "test", "--out", "{out}"],
+         "--protocol paper fixes the sets"),
+    Case("jsma split with a step", ["reproduce", "jsma", "--split", "test[::2]", "--samples", "1", "--out", "{out}"],
+         "not a split name or a range"),
+    Case("jsma empty split range", ["reproduce", "jsma", "--split", "test[20000:]", "--samples", "1",
+                                    "--out", "{out}"], "keeps no rows"),
+    Case("train overlapping validation", ["train", "linear", "--epochs", "1", "--train-split", "train[:5000]",
+                                          "--val-split", "train[:100]", "--out", "{out}/x.safetensors"],
+         "overlap the training rows"),
+    # ---- analyze
+    Case("surrogates not a run", ["analyze", "surrogates", "{out}", "--out", "{out}/a"],
+         "not a finished transfer run"),
+    Case("perception not a jsma run", ["analyze", "perception", "{out}", "--out", "{out}/a"],
+         "not a finished `advkit reproduce jsma` run"),
 ]
 
 
