@@ -224,6 +224,8 @@ CASES = [
     Case("train overlapping validation", ["train", "linear", "--epochs", "1", "--train-split", "train[:5000]",
                                           "--val-split", "train[:100]", "--out", "{out}/x.safetensors"],
          "overlap the training rows"),
+    Case("train unknown device", ["train", "linear", "--epochs", "1", "--device", "tpu", "--out",
+                                  "{out}/x.safetensors"], "device must be cpu, cuda, cuda:N or auto"),
     # ---- analyze
     Case("surrogates not a run", ["analyze", "surrogates", "{out}", "--out", "{out}/a"],
          "not a finished transfer run"),

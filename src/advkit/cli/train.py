@@ -58,6 +58,7 @@ def train(
         help="Rows trained on: train, or a range such as 'train[:50000]' (the JSMA paper's LeNet).")] = "train",
     val_split: Annotated[str | None, typer.Option(
         help="Rows held out and scored for the card's validation accuracy, e.g. 'train[50000:]'.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, or auto (a GPU when one is visible).")] = "cpu",
 ) -> None:
     """Train an architecture deterministically and write a safetensors checkpoint with its model card."""
     from advkit.train import Recipe
@@ -104,7 +105,7 @@ def train(
         try:
             _, card = train_model(arch, dataset, recipe=recipe, seed=seed, out=out, name=out.stem,
                                   data_dir=str(data_dir) if data_dir else None, on_step=on_step, command=command,
-                                  train_split=train_split, val_split=val_split)
+                                  train_split=train_split, val_split=val_split, device=device)
         except ValueError as e:
             fail(str(e))
     console.print(f"test accuracy {100 * card['test_accuracy']:.2f}% on {card['test_size']} images; wrote {out} "

@@ -71,9 +71,11 @@ def _param_groups(net: torch.nn.Module, wd: float) -> list[dict[str, Any]]:
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
     """Top-1 accuracy of ``model`` (in eval mode) on pixels ``x`` ``(N, C, H, W)`` and labels ``y``."""
     correct = 0
+    dev = next(model.parameters()).device
     with frozen_eval(model):
         for i in range(0, len(y), batch_size):
-            correct += int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+            pred = model(x[i:i + batch_size].to(dev)).argmax(1).cpu()
+            correct += int((pred == y[i:i + batch_size]).sum())
     return correct / max(len(y), 1)
 
 
@@ -96,7 +98,7 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
           on_epoch: Callable[[int, Classifier], None] | None = None,
           train_data: Dataset | None = None, test_data: Dataset | None = None,
           command: str | None = None, robust_images: int = 1000, train_split: str = "train",
-          val_split: str | None = None) -> tuple[Classifier, dict[str, Any]]:
+          val_split: str | None = None, device: str = "cpu") -> tuple[Classifier, dict[str, Any]]:
     """Train ``arch`` on ``dataset`` from ``seed`` and optionally write ``out`` (``.safetensors`` + card).
 
     Args:
@@ -117,6 +119,9 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
             paper's LeNet: the first 50,000, the last 10,000 held out).
         val_split: rows held out for validation (e.g. ``"train[50000:]"``); the card records their accuracy as
             ``validation_accuracy``. Refused when they overlap the training rows.
+        device: ``"cpu"`` (default), ``"cuda"`` / ``"cuda:N"``, or ``"auto"`` (a GPU when one is visible). Batches
+            are drawn and augmented on the CPU from the seed, then moved, so the data order is the same on every
+            device; the arithmetic (and so the weights) differs between devices. The checkpoint is saved from CPU.
 
     Returns:
         The trained, frozen classifier and its card. With ``recipe.adversarial`` set, each step minimises the
@@ -142,10 +147,20 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
             raise ValueError(f"the validation rows {val_split!r} overlap the training rows {train_split!r}; hold out "
                              f"a disjoint range, e.g. --train-split 'train[:50000]' --val-split 'train[50000:]'")
     c, h, w = spec.shape
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: no GPU is visible to torch {torch.__version__}; use --device cpu")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     net = arch_spec.build(c, len(spec.classes), h)
-    model = Classifier(net, spec.mean, spec.std, spec.shape, len(spec.classes), name=name or arch)
+    model = Classifier(net, spec.mean, spec.std, spec.shape, len(spec.classes), name=name or arch).to(dev)
     model.train()
     nesterov = recipe.nesterov and recipe.momentum > 0
     opt = torch.optim.SGD(_param_groups(model.net, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum,
@@ -162,12 +177,12 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
                              f"more epochs, more images, a smaller batch or --schedule constant")
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps,
                                                     pct_start=0.25)
-    use_bf16 = recipe.bf16 and bf16_supported()
+    use_bf16 = recipe.bf16 and (torch.cuda.is_bf16_supported() if dev.type == "cuda" else bf16_supported())
     static = []
     if adv is not None and adv["attack"] == "ensemble":  # Tramer et al.: the static pre-trained sources
         from advkit.models import load as load_model
 
-        static = [load_model(s, dataset=dataset) for s in adv["static"]]
+        static = [load_model(s, dataset=dataset).to(dev) for s in adv["static"]]
     pad = 2 if h <= 28 else 4
     flip = dataset not in NO_FLIP
     images = tr.images
@@ -180,8 +195,8 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
             xb = images[idx].float().div_(255.0)
             if recipe.augment:
                 xb = augment_batch(xb, pad, flip, g)
-            yb = labels[idx]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            xb, yb = xb.to(dev, non_blocking=True), labels[idx].to(dev, non_blocking=True)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 if adv is None:
                     loss = F.cross_entropy(model(xb), yb)
                 else:
@@ -231,6 +246,7 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         "test_accuracy": round(acc, 4),
         "test_size": len(te),
         "train_seconds": round(train_seconds, 1),
+        "device": dev.type if dev.type == "cpu" else f"{dev.type} ({torch.cuda.get_device_name(dev)})",
         "advkit_version": advkit.__version__,
         "torch_version": torch.__version__,
         "machine": platform.machine(),
@@ -267,6 +283,7 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         card["robust_test_accuracy"] = {**robust_accuracy(model, x_test[sub], te.y[sub], adv["eps"], steps=20,
                                                           restarts=1), "images": describe_selection(
                                                               len(te), robust_images, "balanced", 0)}
+    model.cpu()
     if out is not None:
         save_checkpoint(model, out, card)
     return model, card
