@@ -46,8 +46,9 @@ KINDS = ("jsma", "fgsm")
 def _craft(model: Any, kind: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
     """Examples of ``kind`` against ``model``: JSMA toward a random other class, or FGSM at eps 0.25."""
     if kind == "jsma":
+        k = int(getattr(model, "num_classes", 10))
         g = torch.Generator().manual_seed(seed)
-        target = (y + torch.randint(1, 10, y.shape, generator=g)) % 10
+        target = (y + torch.randint(1, k, y.shape, generator=g)) % k  # uniform over the other classes
         r = attack_batched(create("jsma"), model, x, y, target=target, batch_size=256)
     else:
         target = torch.full_like(y, -1)
