@@ -32,9 +32,9 @@ def _png(fig: Any) -> bytes:
 
 
 def heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str,
-            label: str = "success") -> bytes:
+            label: str = "success", axes: tuple[str, str] | None = None) -> bytes:
     """A rows x cols heatmap of rates in ``[0, 1]`` (NaN cells blank), annotated in percent; ``label`` names the
-    colour bar."""
+    colour bar, ``axes`` the (row, column) axes."""
     h = max(2.2, 0.38 * len(rows) + 1.4)
     w = max(4.0, 0.85 * len(cols) + 2.8)
     fig, ax = plt.subplots(figsize=(w, h))
@@ -49,6 +49,9 @@ def heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title:
                 ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
                         color="white" if v > 0.6 else "black")
     ax.set_title(title, fontsize=10)
+    if axes is not None:
+        ax.set_ylabel(axes[0])
+        ax.set_xlabel(axes[1])
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label=label)
     return _png(fig)
 

@@ -49,6 +49,7 @@ def perception_markdown(p: PerceptionStudy, hard: list[tuple[int, int]], easy: l
              f"| the clean images' distance to their nearest other source-class image | "
              f"{s['mean_distance_clean']:.3f} |", "",
              "![share nearer the target class](nearer_target_heatmap.png)", "",
+             "![distance to the source class over distance to the target class](distance_ratio_heatmap.png)", "",
              "## Per pair", "", "| source | target | examples | to source class | to target class | nearer target |",
              "|---|---|---|---|---|---|"]
     for r in p.pair_rows():
@@ -70,15 +71,22 @@ def write_perception_report(p: PerceptionStudy, out: str | Path, *, command: str
     out.mkdir(parents=True, exist_ok=True)
     hard, easy = _extremes(p, extremes)
     paths = {"json": out / "results.json", "csv": out / "pairs.csv", "heatmap": out / "nearer_target_heatmap.png",
+             "ratio": out / "distance_ratio_heatmap.png",
              "grid": out / "extremes.png", "markdown": out / "report.md"}
     payload: dict[str, Any] = {"summary": p.summary, "classes": list(p.classes), "pairs": p.pair_rows(),
                                "hardest": [list(x) for x in hard], "easiest": [list(x) for x in easy],
                                "command": command}
     atomic_write_text(paths["json"], json.dumps(payload, indent=2) + "\n")
     atomic_write_text(paths["csv"], csv_text(p.pair_rows()))
+    axes = ("source class", "target class")
     atomic_write_bytes(paths["heatmap"], heatmap(p.nearer_target, list(p.classes), list(p.classes),
                                                  "JSMA examples nearer their target class (%)",
-                                                 label="share nearer the target class"))
+                                                 label="share nearer the target class", axes=axes))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.minimum(p.mean_d_source / p.mean_d_target, 1.0)
+    atomic_write_bytes(paths["ratio"], heatmap(ratio, list(p.classes), list(p.classes),
+                                               "distance to the source class / to the target class (%)",
+                                               label="100 = halfway (capped)", axes=axes))
     rows = _grid(p, hard, "hard") + _grid(p, easy, "easy")
     columns = [c for _ in range(4) for c in ("clean", "adversarial")]
     atomic_write_bytes(paths["grid"], perturbation_gallery(rows, columns, 1.0, "hardest and easiest pairs"))
