@@ -73,7 +73,9 @@ def test_a_finished_set_is_read_back_not_attacked_again(pooled, tmp_path, monkey
     monkeypatch.setattr(sets_module, "run_jsma", lambda sub, *a, **k: (calls.append(sub.name), real(sub, *a, **k)))
     r = run_jsma_sets(out, SPLITS, dataset="fashion-mnist", model="lenet", samples=3)
     assert calls == ["test_40-80"]
-    assert r.whole == {**pooled.whole, "command": r.whole["command"]}
+    assert r.whole == {**pooled.whole, "command": r.whole["command"], "provenance": r.whole["provenance"]}
+    got, was = r.whole["provenance"]["inputs"], pooled.whole["provenance"]["inputs"]
+    assert got["test_0-40"]["sha256"] == was["test_0-40"]["sha256"]  # the set read back, byte for byte
     with pytest.raises(FileExistsError, match="finished pooled run"):
         run_jsma_sets(out, SPLITS, dataset="fashion-mnist", model="lenet", samples=3)
 

@@ -65,7 +65,8 @@ def jsma_examples(run_dir: str | Path) -> dict[str, Any]:
         parts["share"].append(np.array([float(r["share"]) for r in rows])[ok])
     return {"x_adv": torch.cat(parts["x_adv"]), "x": torch.cat(parts["x"]),
             "source": np.concatenate(parts["source"]), "target": np.concatenate(parts["target"]),
-            "share": np.concatenate(parts["share"]), "dataset": dataset, "splits": splits}
+            "share": np.concatenate(parts["share"]), "dataset": dataset, "splits": splits,
+            "folders": [str(f) for f in folders]}
 
 
 def nearest_distance(queries: torch.Tensor, references: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
@@ -134,7 +135,8 @@ def perception_study(run_dir: str | Path, train_split: str = "train") -> Percept
     np.add.at(sums["near"], (ex["source"], ex["target"]), nearer)
     with np.errstate(invalid="ignore", divide="ignore"):
         tables = {name: np.where(count > 0, v / count, np.nan) for name, v in sums.items()}
-    summary = {"dataset": ex["dataset"], "splits": ex["splits"], "reference": ref.split, "reference_images": len(ref),
+    summary = {"dataset": ex["dataset"], "splits": ex["splits"], "folders": ex["folders"], "reference": ref.split,
+               "reference_images": len(ref),
                "examples": int(n), "share_nearer_target": float(nearer.mean()) if n else float("nan"),
                "mean_distance_source": float(np.mean(d_src)) if n else float("nan"),
                "mean_distance_target": float(np.mean(d_tgt)) if n else float("nan"),

@@ -3,20 +3,16 @@ manifest, under ``RUN_DIR/analysis/clusters`` (or ``--out``)."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import platform
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-import advkit
 from advkit._files import atomic_write_bytes, atomic_write_text, csv_text
 from advkit.analysis.clusters import ClusterResult
+from advkit.report.provenance import manifest, sha256_of
 
 __all__ = ["write_cluster_report"]
 
@@ -131,9 +127,6 @@ def write_cluster_report(results: list[ClusterResult], run_dir: Path, out: Path,
     atomic_write_text(out / "clusters.csv", csv_text(cl_rows))
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     atomic_write_text(out / "manifest.json", json.dumps({
-        "command": command, "run_dir": str(run_dir), "settings": settings, "advkit_version": advkit.__version__,
-        "torch_version": torch.__version__, "sklearn_version": sklearn.__version__,
-        "python": platform.python_version(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "run_results_sha256": hashlib.sha256((run_dir / "results.json").read_bytes()).hexdigest(),
-    }, indent=2) + "\n")
+        **manifest(command, settings, {"run_results": Path(run_dir) / "results.json"}), "run_dir": str(run_dir),
+        "run_results_sha256": sha256_of(Path(run_dir) / "results.json")}, indent=2) + "\n")
     return {"markdown": out / "report.md", "json": out / "clusters.json"}

@@ -12,6 +12,7 @@ import numpy as np
 from advkit._files import atomic_write_bytes, atomic_write_text, csv_text
 from advkit.analysis.perception import PerceptionStudy
 from advkit.report.figures import heatmap, perturbation_gallery
+from advkit.report.provenance import manifest
 
 __all__ = ["write_perception_report"]
 
@@ -75,7 +76,9 @@ def write_perception_report(p: PerceptionStudy, out: str | Path, *, command: str
              "grid": out / "extremes.png", "markdown": out / "report.md"}
     payload: dict[str, Any] = {"summary": p.summary, "classes": list(p.classes), "pairs": p.pair_rows(),
                                "hardest": [list(x) for x in hard], "easiest": [list(x) for x in easy],
-                               "command": command}
+                               "command": command, "provenance": manifest(command, {"extremes": extremes}, {
+                                   f"set{i}": Path(f) / "adversarial.safetensors"
+                                   for i, f in enumerate(p.summary.get("folders", []))})}
     atomic_write_text(paths["json"], json.dumps(payload, indent=2) + "\n")
     atomic_write_text(paths["csv"], csv_text(p.pair_rows()))
     axes = ("source class", "target class")

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import io
 import json
-import platform
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-import advkit
 from advkit._files import atomic_write_bytes, atomic_write_text, csv_text
 from advkit.analysis.surrogates import Outcomes, SurrogateChoice
+from advkit.report.provenance import manifest
 
 __all__ = ["surrogate_rows", "write_surrogate_report"]
 
@@ -108,8 +104,8 @@ def write_surrogate_report(choices: list[SurrogateChoice], outcomes: Outcomes, o
     cands = [r for c in choices for r in c.candidates]
     payload = {"eps": outcomes.eps, "runs": outcomes.runs, "models": outcomes.models, "family": outcomes.family,
                "settings": settings, "command": command, "targets": rows,
-               "provenance": {"advkit_version": advkit.__version__, "torch_version": torch.__version__,
-                              "platform": platform.platform(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
+               "provenance": manifest(command, settings, {f"run{i}": Path(r) / "results.json"
+                                                          for i, r in enumerate(outcomes.runs)})}
     paths = {"json": out / "results.json", "csv": out / "surrogates.csv", "candidates": out / "candidates.csv",
              "figure": out / "surrogates.png", "markdown": out / "report.md"}
     atomic_write_text(paths["json"], json.dumps(payload, indent=2, allow_nan=False) + "\n")

@@ -34,6 +34,7 @@ from advkit.data import load as load_data
 from advkit.data.registry import Dataset
 from advkit.evaluate.metrics import wilson_interval
 from advkit.models import load as load_model
+from advkit.report.provenance import manifest
 from advkit.reproduce.jsma import reproduce_jsma
 from advkit.train import Recipe
 from advkit.train import train as train_model
@@ -134,6 +135,7 @@ def run_jsma_defence(out: str | Path, *, model: str = "lenet_50k", dataset: str 
             atomic_write_text(f, json.dumps(_evaluate(m, test, eval_samples), indent=2) + "\n")
         results[name] = {"model": m.name, "test_accuracy": m.card.get("test_accuracy"), **json.loads(f.read_text())}
     payload = {"models": results, "training_sets": sets, "command": command,
+               "provenance": manifest(command, inputs={f"{k}_examples": out / t["file"] for k, t in sets.items()}),
                "settings": {"model": model, "dataset": dataset, "train_split": split, "craft_images": craft_images,
                             "eval_samples": eval_samples, "seed": seed, "fgsm_eps": 0.25,
                             "jsma": "theta +1, Upsilon 14.5%, softmax saliency, feature pairs"}}

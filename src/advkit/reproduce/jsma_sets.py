@@ -22,6 +22,7 @@ from advkit._files import atomic_write_text
 from advkit.data.subset import parse_split
 from advkit.evaluate.metrics import wilson_interval
 from advkit.models import load as load_model
+from advkit.report.provenance import manifest
 from advkit.reproduce.jsma import PAPER, run_jsma
 
 __all__ = ["PAPER_SETS", "PAPER_SPLITS", "JSMASetsRun", "run_jsma_sets", "set_slug"]
@@ -130,7 +131,8 @@ def run_jsma_sets(out: str | Path, splits: Sequence[str] = PAPER_SPLITS, dataset
              "success_ci95": list(wilson_interval(successes, attempts)),
              "distortion_successful": dist_sum / successes if successes else None,
              "clean_accuracy": clean_sum / max(1, n_samples), "model": sets[0]["model"], "dataset": dataset,
-             "splits": splits, "command": command, "paper": PAPER_SETS, "paper_test": PAPER}
+             "splits": splits, "command": command, "paper": PAPER_SETS, "paper_test": PAPER,
+             "provenance": manifest(command, inputs={s["folder"]: out / s["folder"] / "results.json" for s in sets})}
     atomic_write_text(out / "results.json", json.dumps({"sets": sets, "whole": whole}, indent=2,
                                                        allow_nan=False) + "\n")
     atomic_write_text(out / "summary.md", sets_markdown(sets, whole))
