@@ -175,3 +175,20 @@ def test_the_defence_study_retrains_on_the_examples_and_resumes(tmp_path, fmnist
     monkeypatch.setattr(defence, "_evaluate", refuse)
     again = defence.run_jsma_defence(out, model=str(clean), dataset="fashion-mnist", craft_images=30, eval_samples=3)
     assert again["models"] == r["models"]
+
+
+def test_an_attacked_training_rows_own_original_is_not_its_nearest_neighbour(tmp_path):
+    """On the paper's training set the reference holds each example's own clean original; it must be skipped."""
+    ref = data.load("fashion-mnist", "train[:300]", download_ok=False)
+    i = 7
+    s, t = int(ref.y[i]), (int(ref.y[i]) + 1) % 10
+    x_adv = ref.x[i].clone()
+    x_adv[0, 0, :3] = 1.0 - x_adv[0, 0, :3]  # three pixels off its own original
+    _fake_run(tmp_path / "run", x_adv[None], [i], [s], [t])
+    summary = json.loads((tmp_path / "run" / "results.json").read_text())
+    summary["summary"]["split"] = "train"
+    (tmp_path / "run" / "results.json").write_text(json.dumps(summary))
+    p = perception_study(tmp_path / "run", "train[:300]")
+    others = ref.x[(ref.y == s) & (torch.arange(300) != i)]
+    expected = torch.cdist(x_adv.flatten()[None], others.flatten(1)).min().item()
+    assert p.d_source[0] == pytest.approx(expected, rel=1e-4) and p.d_source[0] > 1.0

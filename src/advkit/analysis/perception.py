@@ -7,8 +7,9 @@ L2 distance (pixels in ``[0, 1]``) to the nearest clean *training* image of the 
 the target class: an example nearer its target class than its source class has, to a nearest-neighbour reader,
 become the target. Per (source, target) pair it reports both mean distances, the share of examples nearer the
 target class, and the clean images' own distance to their nearest other training image of their class (the scale
-a distance should be read against). Exact copies of the image (distance 0, when the attacked rows are training
-rows) are skipped.
+a distance should be read against). When the attacked rows are reference rows (the training set of the paper's
+protocol), each example's own clean original is skipped, so that "nearest" means another image; exact copies
+(distance 0) are skipped too.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def jsma_examples(run_dir: str | Path) -> dict[str, Any]:
         raise ValueError(f"{root}: not a finished `advkit reproduce jsma` run (no results.json)")
     payload = json.loads(results.read_text())
     folders = [root / s["folder"] for s in payload["sets"]] if "sets" in payload else [root]
-    parts: dict[str, list[Any]] = {k: [] for k in ("x_adv", "x", "source", "target", "share")}
+    parts: dict[str, list[Any]] = {k: [] for k in ("x_adv", "x", "source", "target", "share", "row", "base")}
     dataset, splits = None, []
     for folder in folders:
         summary = json.loads((folder / "results.json").read_text())["summary"]
@@ -63,20 +64,29 @@ def jsma_examples(run_dir: str | Path) -> dict[str, Any]:
         parts["source"].append(np.array([int(r["source"]) for r in rows])[ok])
         parts["target"].append(t["target"].numpy()[ok])
         parts["share"].append(np.array([float(r["share"]) for r in rows])[ok])
+        parts["row"].append(index)
+        parts["base"] += [split.split("[")[0]] * int(ok.sum())
     return {"x_adv": torch.cat(parts["x_adv"]), "x": torch.cat(parts["x"]),
             "source": np.concatenate(parts["source"]), "target": np.concatenate(parts["target"]),
             "share": np.concatenate(parts["share"]), "dataset": dataset, "splits": splits,
+            "row": np.concatenate(parts["row"]), "base": np.array(parts["base"]),
             "folders": [str(f) for f in folders]}
 
 
-def nearest_distance(queries: torch.Tensor, references: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    """For each query, the L2 distance to its nearest reference, skipping exact copies (distance 0)."""
+def nearest_distance(queries: torch.Tensor, references: torch.Tensor, chunk: int = 2048,
+                     exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """For each query, the L2 distance to its nearest reference, skipping exact copies (distance 0) and, where
+    ``exclude[i] >= 0``, reference ``exclude[i]`` (query ``i``'s own clean original)."""
     q = queries.flatten(1).float()
     r = references.flatten(1).float()
     out = torch.empty(q.shape[0])
     for i in range(0, q.shape[0], chunk):
         d = torch.cdist(q[i:i + chunk], r)
         d = torch.where(d <= 1e-6, torch.full_like(d, float("inf")), d)
+        if exclude is not None:
+            own = exclude[i:i + chunk]
+            hit = (own >= 0).nonzero().flatten()
+            d[hit, own[hit]] = float("inf")
         out[i:i + chunk] = d.min(dim=1).values
     return out
 
@@ -113,17 +123,24 @@ def perception_study(run_dir: str | Path, train_split: str = "train") -> Percept
     ``train_split`` (the attacked model's training rows, e.g. ``train[:50000]``) of its source and target classes."""
     ex = jsma_examples(run_dir)
     ref = load_data(ex["dataset"], train_split)
+    ref_base = train_split.split("[")[0]
     classes = tuple(ref.classes)
     k = len(classes)
     n = ex["x_adv"].shape[0]
     d_src, d_tgt, d_clean = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     for c in range(k):
-        refs = ref.x[ref.y == c]
+        members = (ref.y == c).nonzero().flatten()
+        refs = ref.x[members]
         as_src = np.flatnonzero(ex["source"] == c)
         as_tgt = np.flatnonzero(ex["target"] == c)
         if as_src.size:
-            d_src[as_src] = nearest_distance(ex["x_adv"][as_src], refs).numpy()
-            d_clean[as_src] = nearest_distance(ex["x"][as_src], refs).numpy()
+            # an attacked training row's own original is in the reference: skip it (it is not "another" image)
+            member_rows = (ref.indices[members] if ref.indices is not None else members).numpy()
+            pos = {int(r): k for k, r in enumerate(member_rows)}
+            own = torch.tensor([pos.get(int(r), -1) if b == ref_base else -1
+                                for r, b in zip(ex["row"][as_src], ex["base"][as_src], strict=True)])
+            d_src[as_src] = nearest_distance(ex["x_adv"][as_src], refs, exclude=own).numpy()
+            d_clean[as_src] = nearest_distance(ex["x"][as_src], refs, exclude=own).numpy()
         if as_tgt.size:
             d_tgt[as_tgt] = nearest_distance(ex["x_adv"][as_tgt], refs).numpy()
     nearer = d_tgt < d_src
