@@ -12,7 +12,6 @@ different budgets differ first by their size, so each eps is clustered on its ow
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,12 +56,7 @@ def load_perturbations(run_dir: str | Path) -> dict[str, Any]:
         ValueError: not a finished run, or a run that kept no examples (``save_tensors: false``).
     """
     run = RunDir(Path(run_dir))
-    if not run.results_json.is_file():
-        raise ValueError(f"{run_dir}: not a finished transfer run (no results.json); finish it with "
-                         f"`advkit transfer CONFIG --out {run_dir}`")
-    records = json.loads(run.results_json.read_text())
-    if not isinstance(records, dict) or "cells" not in records:
-        raise ValueError(f"{run.results_json}: not a transfer run's results (no 'cells')")
+    records = run.records()
     sample, _ = read_tensors(run.sample_file)
     seeds = list(records["meta"]["seeds"])
     deltas, rows = [], []

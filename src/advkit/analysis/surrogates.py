@@ -53,12 +53,7 @@ class Outcomes:
 
 
 def _cells(run: RunDir, eps: str | None) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    if not run.results_json.is_file():
-        raise ValueError(f"{run.root}: not a finished transfer run (no results.json); finish it with "
-                         f"`advkit transfer CONFIG --out {run.root}`")
-    records = json.loads(run.results_json.read_text())
-    if not isinstance(records, dict) or "cells" not in records:
-        raise ValueError(f"{run.results_json}: not a transfer run's results (no 'cells')")
+    records = run.records()
     manifest = json.loads(run.manifest.read_text()) if run.manifest.is_file() else {}
     cells = [c for c in records["cells"] if eps is None or str(c["eps"]) == eps]
     return records, cells, manifest

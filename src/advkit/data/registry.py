@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from advkit.data.download import RemoteFile, download, verify
-from advkit.data.errors import DataError, DataNotFoundError
+from advkit.data.errors import DataError, DataNotFoundError, check_arrays
 from advkit.data.subset import check_subset, describe_selection, parse_split, split_rows, subset_indices
 
 log = logging.getLogger(__name__)
@@ -387,17 +387,7 @@ def load(name: str, split: str = "test", limit: int | None = None, *, subset: st
         except DataNotFoundError as fe:
             raise DataNotFoundError(f"{e}\nThe fallback is unavailable too: {fe}") from fe
         log.warning("%s: canonical files not found; using %s (%s)", name, source, note)
-    if images.shape[0] != labels.shape[0]:
-        raise DataError(
-            f"{name} {split} in {source}: {images.shape[0]} images but {labels.shape[0]} labels; the image and "
-            f"label files do not belong together. Fetch both again."
-        )
-    if tuple(images.shape[1:]) != spec.shape:
-        raise DataError(f"{name} {split} in {source}: images of shape {tuple(images.shape[1:])}, expected "
-                        f"{spec.shape}; these are not {name}'s files.")
-    if labels.size and int(labels.max()) >= len(spec.classes):
-        raise DataError(f"{name} {split} in {source}: label {int(labels.max())} out of range for "
-                        f"{len(spec.classes)} classes.")
+    check_arrays(f"{name} {split} in {source}", images, labels, spec.shape, len(spec.classes), name)
     rows = split_rows(images.shape[0], split)
     idx = rows[subset_indices(rows.size, limit, subset, seed, labels[rows])]
     return Dataset(

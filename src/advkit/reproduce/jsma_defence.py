@@ -36,8 +36,8 @@ from advkit.evaluate.metrics import wilson_interval
 from advkit.models import load as load_model
 from advkit.report.provenance import manifest
 from advkit.reproduce.jsma import reproduce_jsma
-from advkit.train import Recipe
 from advkit.train import train as train_model
+from advkit.train.recipe import recipe_from_card
 
 __all__ = ["run_jsma_defence"]
 
@@ -105,13 +105,7 @@ def run_jsma_defence(out: str | Path, *, model: str = "lenet_50k", dataset: str 
         ok = t["success"].bool()
         sets[kind] = {"file": f.name, "crafted": int(ok.numel()), "successful": int(ok.sum()),
                       "success_rate": float(ok.float().mean())}
-    recipe_card = card.get("recipe") or {}
-    recipe = Recipe(epochs=int(recipe_card.get("epochs", 15)), batch_size=int(recipe_card.get("batch_size", 128)),
-                    lr=float(recipe_card.get("lr", 0.1)), momentum=float(recipe_card.get("momentum", 0.5)),
-                    weight_decay=float(recipe_card.get("weight_decay", 0.0)),
-                    augment=bool(recipe_card.get("augment", False)), bf16=bool(recipe_card.get("bf16", True)),
-                    schedule=str(recipe_card.get("schedule", "one-cycle")).split()[0],
-                    nesterov=bool(recipe_card.get("nesterov", True)))
+    recipe = recipe_from_card(card)
     models = {"clean": clean}
     for kind in KINDS:
         path = out / f"{card.get('arch', 'lenet')}_{kind}_augmented.safetensors"
@@ -123,7 +117,7 @@ def run_jsma_defence(out: str | Path, *, model: str = "lenet_50k", dataset: str 
             data = replace(train, images=torch.cat([train.images, t["x_adv"][ok]]), y=torch.cat([train.y, t["y"][ok]]),
                            indices=None, note=note, split=f"{split}+{kind}")
             say(f"retraining {card.get('arch')} on {len(data)} images ({note})")
-            train_model(str(card.get("arch")), dataset, recipe=replace(recipe), seed=int(card.get("seed", 0)),
+            train_model(str(card.get("arch")), dataset, recipe=recipe, seed=int(card.get("seed", 0)),
                         out=path, name=f"{clean.name}_{kind}_augmented", train_data=data, test_data=test,
                         command=f"{command} (stage: retrain on {kind} examples)")
         models[kind] = load_model(str(path), dataset=dataset)

@@ -109,6 +109,20 @@ class RunDir:
         """Whether the run completed (``results.json`` exists)."""
         return self.results_json.is_file()
 
+    def records(self) -> dict[str, Any]:
+        """The finished run's ``results.json`` (for analyses of a run).
+
+        Raises:
+            ValueError: the run is not finished, or the file is not a transfer run's results.
+        """
+        if not self.finished:
+            raise ValueError(f"{self.root}: not a finished transfer run (no results.json); finish it with "
+                             f"`advkit transfer CONFIG --out {self.root}`")
+        records = json.loads(self.results_json.read_text())
+        if not isinstance(records, dict) or "cells" not in records:
+            raise ValueError(f"{self.results_json}: not a transfer run's results (no 'cells')")
+        return records
+
     def config_digest(self) -> str | None:
         """The digest of the experiment this directory was started with, or ``None``."""
         plan = self.state / "plan.json"

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ADVERSARIAL_DEFAULTS", "ADVERSARIAL_METHODS", "OBJECTIVE", "OBJECTIVES", "PAPERS", "SCHEDULES",
-           "SCHEDULE_NOTES", "Recipe", "adversarial_settings", "card_recipe_notes", "train_command"]
+           "SCHEDULE_NOTES", "Recipe", "adversarial_settings", "card_recipe_notes", "recipe_from_card",
+           "train_command"]
 
 ADVERSARIAL_DEFAULTS: dict[str, Any] = {"attack": "fgsm", "eps": 0.25, "alpha": 0.5, "craft": "eval"}
 OBJECTIVE = "alpha * J(x, y) + (1 - alpha) * J(clip01(x + eps * sign(grad_x J(x, y))), y)"
@@ -141,6 +142,22 @@ class Recipe:
         if not self.weight_decay >= 0.0:
             raise ValueError(f"weight decay must be >= 0, got {self.weight_decay!r}")
         object.__setattr__(self, "adversarial", adversarial_settings(self.adversarial))
+
+
+def recipe_from_card(card: Mapping[str, Any]) -> Recipe:
+    """The clean-training :class:`Recipe` a model card records (its ``recipe``), to retrain the model the same way.
+    The card writes the schedule as a note (``"one-cycle (pct_start 0.25)"``) and the momentum actually used.
+
+    Raises:
+        ValueError: the card records no recipe.
+    """
+    rec = card.get("recipe")
+    if not isinstance(rec, Mapping):
+        raise ValueError(f"{card.get('name', 'the model')}'s card records no training recipe; it cannot be retrained "
+                         f"the same way")
+    fields = {k: rec[k] for k in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "augment", "bf16",
+                                  "optimizer", "nesterov") if k in rec}
+    return Recipe(**fields, schedule=str(rec.get("schedule", "one-cycle")).split()[0])
 
 
 def card_recipe_notes(recipe: Recipe) -> dict[str, Any]:
