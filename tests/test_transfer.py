@@ -396,11 +396,12 @@ def test_model_checks_are_in_the_records_and_the_report(tiny_run):
     checks = tiny_run.records["sanity"]["models"]
     assert len(checks) == 2
     for rows in checks.values():
-        assert [c["name"] for c in rows] == ["eval_mode", "logits", "deterministic", "input_gradients"]
+        assert [c["name"] for c in rows] == ["eval_mode", "logits", "deterministic", "input_gradients",
+                                             "saturation"]
     failed = [f"model {m}: {c['detail']}" for m, rows in checks.items() for c in rows if not c["ok"]]
     assert [p for p in tiny_run.records["sanity"]["problems"] if p.startswith("model ")] == failed
     md = Path(write_report(tiny_run.run_dir)["markdown"]).read_text()
-    assert md.count("eval mode, logits, deterministic, input gradients") == 2
+    assert md.count("eval mode, logits, deterministic, input gradients, saturation") == 2
 
 
 def test_the_transfer_command_reuses_another_runs_shards(tiny_zoo, tiny_run, tmp_path):

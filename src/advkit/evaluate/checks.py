@@ -1,7 +1,7 @@
 """Sanity checks on a model before it is attacked (after auto-attack's ``checks.py``).
 
 An attack's figures mean little when the model under attack hides its gradients or is not the model the user
-thinks it is. :func:`check_model` looks once, on a small batch, for the four usual causes and warns with the reason
+thinks it is. :func:`check_model` looks once, on a small batch, for the five usual causes and warns with the reason
 (an :class:`AdvkitSanityWarning`, filtered like any warning):
 
 * ``eval_mode``: a BatchNorm or dropout layer left in train mode (BatchNorm normalises with the batch's statistics,
@@ -12,7 +12,13 @@ thinks it is. :func:`check_model` looks once, on a small batch, for the four usu
   forward pass then says little, and the gradient is one sample of a random function (use EOT);
 * ``input_gradients``: the gradient of the margin (true logit minus the best other one) with respect to the input
   is zero or non-finite for some images: gradient masking, a non-differentiable step (rounding, JPEG), or a model
-  whose backward pass fails (e.g. ``memory_efficient`` DenseNets under some versions).
+  whose backward pass fails (e.g. ``memory_efficient`` DenseNets under some versions);
+* ``saturation``: for a quarter or more of the images the float32 softmax gives the true class a probability of
+  exactly 1.0 (a logit margin above about 17). Cross-entropy's input gradient is ``softmax - onehot`` through the
+  logits, so its true-class term is then exactly zero and only the other classes' underflowing probabilities are
+  left: the FGSM family (FGSM, I-FGSM, PGD, MI, SGM) under-reports on such a model, although no gradient is zero.
+  The cure is the margin loss (``loss="margin"``), which sees the logits themselves. Confident models trained
+  without weight decay (MNIST LeNets) are the usual case.
 
 The model is left as it was: its train/eval flags are restored, nothing is written to its buffers (the checks run in
 eval mode; BatchNorm statistics are not updated), and the global random state is restored afterwards.
@@ -28,6 +34,8 @@ import torch
 from torch import nn
 
 __all__ = ["AdvkitSanityWarning", "ModelCheck", "check_model", "checks_failed"]
+
+SATURATED_SHARE = 0.25  # the saturation check fails from this share of images whose true class rounds to 1.0
 
 
 class AdvkitSanityWarning(UserWarning):
@@ -125,6 +133,22 @@ def _gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> ModelCheck
     return ModelCheck("input_gradients", True, f"finite, non-zero input gradients for all {len(x)} images")
 
 
+def _saturation(out: torch.Tensor, y: torch.Tensor) -> ModelCheck:
+    if out.dim() != 2 or not torch.isfinite(out).all():
+        return ModelCheck("saturation", True, "not measured: the outputs are not finite (batch, classes) logits")
+    p_true = out.float().softmax(1).gather(1, y[:, None]).squeeze(1)
+    saturated = int((p_true == 1.0).sum())
+    share = saturated / len(y)
+    if share < SATURATED_SHARE:
+        return ModelCheck("saturation", True, f"the float32 softmax rounds the true class to 1.0 for {saturated} of "
+                                              f"{len(y)} images")
+    return ModelCheck("saturation", False,
+                      f"the float32 softmax rounds the true class's probability to exactly 1.0 for {saturated} of "
+                      f"{len(y)} images ({100 * share:.0f}%): cross-entropy's gradient loses its true-class term "
+                      f"there, so cross-entropy attacks (FGSM, I-FGSM, PGD, MI, SGM) under-report; attack with the "
+                      f"margin loss too (loss='margin'; advkit attack --loss margin)")
+
+
 def check_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, warn: bool = True,
                 name: str | None = None) -> list[ModelCheck]:
     """Run the checks of the module docstring on ``model`` with the images ``x`` (a few dozen are enough).
@@ -155,6 +179,7 @@ def check_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
             checks.append(_deterministic(model, x, first))
             target = first.argmax(1) if y is None else y.to(dev).long()
             checks.append(_gradients(model, x, target))
+            checks.append(_saturation(first, target))
     finally:
         for m, was in flags.items():
             m.train(was)

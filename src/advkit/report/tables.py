@@ -230,7 +230,7 @@ def sanity_table(records: dict[str, Any]) -> Table:
                      f"min {min(fired)}, max {max(fired)} per cell", "ok" if min(fired) > 0 else "FAILED"])
     for name, checks in (s.get("models") or {}).items():  # advkit.evaluate.check_model, once per model
         failed = [c for c in checks if not c["ok"]]
-        rows.append([f"model {name}: eval mode, logits, deterministic, input gradients",
+        rows.append([f"model {name}: " + ", ".join(c["name"].replace("_", " ") for c in checks),
                      "; ".join(c["detail"] for c in failed) if failed else "all passed",
                      "WARNING" if failed else "ok"])
     return Table(["check", "value", "status"], rows, align="lll")
