@@ -94,6 +94,7 @@ def test_train_writes_checkpoint_and_card(tmp_path):
     out = tmp_path / "linear.safetensors"
     r = run("train", "linear", "--epochs", "1", "--no-augment", "--out", str(out))
     assert "test accuracy" in r.output
+    assert "linear epoch 1/1 done: last batch loss" in r.output  # not a terminal: a line per epoch for the log
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["arch"] == "linear" and card["command"].startswith("advkit train linear")
     assert card["test_accuracy"] > 0.7

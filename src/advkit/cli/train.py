@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -97,10 +98,14 @@ def train(
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task(f"{arch} on {dataset}", total=None, loss=float("nan"))
+        started = time.monotonic()
 
         def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
             bar.update(task, total=epochs * steps, completed=epoch * steps + step + 1, loss=loss,
                        description=f"{arch} epoch {epoch + 1}/{epochs}")
+            if step + 1 == steps and not console.is_terminal:  # a log file gets no bar: one line per epoch
+                console.print(f"{arch} epoch {epoch + 1}/{epochs} done: last batch loss {loss:.3f}, "
+                              f"{time.monotonic() - started:.0f} s elapsed")
 
         try:
             _, card = train_model(arch, dataset, recipe=recipe, seed=seed, out=out, name=out.stem,
