@@ -192,3 +192,43 @@ def test_an_attacked_training_rows_own_original_is_not_its_nearest_neighbour(tmp
     others = ref.x[(ref.y == s) & (torch.arange(300) != i)]
     expected = torch.cdist(x_adv.flatten()[None], others.flatten(1)).min().item()
     assert p.d_source[0] == pytest.approx(expected, rel=1e-4) and p.d_source[0] > 1.0
+
+
+def test_an_interrupted_set_resumes_at_its_first_missing_piece(tmp_path, fmnist_test, monkeypatch):
+    """Pieces of 9 attacks are kept as they finish; after an interruption a rerun attacks only the missing ones,
+    writes the study an uninterrupted run (in the same pieces) writes, and then drops the pieces. Pieces of another
+    attack are refused."""
+    import advkit.reproduce.jsma as jsma_module
+    import advkit.reproduce.jsma_resume as resume_module
+    from advkit.reproduce.jsma import run_jsma
+
+    monkeypatch.setattr(jsma_module, "RESUME_PIECE", 9)
+    out = tmp_path / "set"
+    real = resume_module.attack_batched
+    attacked = []
+
+    def interrupt_after_two(*a, **k):
+        if len(attacked) == 2:
+            raise KeyboardInterrupt
+        attacked.append(a[2].shape[0])
+        return real(*a, **k)
+
+    monkeypatch.setattr(resume_module, "attack_batched", interrupt_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_jsma(out, "fashion-mnist", "lenet", 3, split="test[:40]")
+    pieces = resume_module.partial_folder(out)
+    assert not out.exists() and sorted(p.name for p in pieces.glob("piece_*")) == ["piece_00000.safetensors",
+                                                                                   "piece_00001.safetensors"]
+    with pytest.raises(ValueError, match="holds the pieces of another JSMA run.*attack"):
+        run_jsma(out, "fashion-mnist", "lenet", 3, split="test[:40]", theta=-1.0)
+    attacked.clear()
+    monkeypatch.setattr(resume_module, "attack_batched", lambda *a, **k: (attacked.append(a[2].shape[0]),
+                                                                          real(*a, **k))[1])
+    said = []
+    run_jsma(out, "fashion-mnist", "lenet", 3, split="test[:40]", say=said.append)
+    assert attacked == [9] and any("2 of 3 pieces" in s for s in said)
+    assert not pieces.exists()
+    whole = run_jsma(tmp_path / "uninterrupted", "fashion-mnist", "lenet", 3, split="test[:40]").path
+    assert (out / "records.csv").read_text() == (whole / "records.csv").read_text()
+    assert torch.equal(load_file(str(out / "adversarial.safetensors"))["x_adv"],
+                       load_file(str(whole / "adversarial.safetensors"))["x_adv"])

@@ -73,7 +73,7 @@ def test_save_is_atomic_and_complete(study, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(report_module, "heatmap_png", broken)
+    monkeypatch.setattr(report_module, "heatmap", broken)
     with pytest.raises(RuntimeError):
         save_study(study, tmp_path / "second")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing half-written, no temp folder left

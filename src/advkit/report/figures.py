@@ -32,22 +32,23 @@ def _png(fig: Any) -> bytes:
 
 
 def heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str,
-            label: str = "success", axes: tuple[str, str] | None = None) -> bytes:
-    """A rows x cols heatmap of rates in ``[0, 1]`` (NaN cells blank), annotated in percent; ``label`` names the
-    colour bar, ``axes`` the (row, column) axes."""
+            label: str = "success", axes: tuple[str, str] | None = None, vmax: float = 1.0) -> bytes:
+    """A rows x cols heatmap of rates in ``[0, vmax]`` (NaN cells blank), annotated in percent (one decimal when
+    ``vmax`` is below 0.5, e.g. shares of features); ``label`` names the colour bar, ``axes`` the (row, column)
+    axes."""
     h = max(2.2, 0.38 * len(rows) + 1.4)
     w = max(4.0, 0.85 * len(cols) + 2.8)
     fig, ax = plt.subplots(figsize=(w, h))
     masked = np.ma.masked_invalid(values)
-    im = ax.imshow(masked, cmap="Reds", vmin=0, vmax=1, aspect="auto")
+    im = ax.imshow(masked, cmap="Reds", vmin=0, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(cols)), labels=list(cols), rotation=35, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)), labels=list(rows), fontsize=8)
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             v = values[i, j]
             if np.isfinite(v):
-                ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
-                        color="white" if v > 0.6 else "black")
+                ax.text(j, i, f"{100 * v:.0f}" if vmax >= 0.5 else f"{100 * v:.1f}", ha="center", va="center",
+                        fontsize=7, color="white" if v > 0.6 * vmax else "black")
     ax.set_title(title, fontsize=10)
     if axes is not None:
         ax.set_ylabel(axes[0])

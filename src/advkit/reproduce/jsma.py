@@ -42,8 +42,12 @@ from advkit.data.builtin import seen_in_training
 from advkit.evaluate.metrics import predict, wilson_interval
 from advkit.models import load as load_model
 from advkit.models import zoo_path
+from advkit.report.figures import heatmap
+from advkit.reproduce.jsma_resume import PIECE, attack_in_pieces, partial_folder
 
 log = logging.getLogger(__name__)
+
+RESUME_PIECE = PIECE  # rows per kept piece in run_jsma (tests set a smaller one)
 
 __all__ = ["PAPER", "JSMARun", "JSMAStudy", "reproduce_jsma", "run_jsma", "save_study", "study_markdown"]
 
@@ -108,8 +112,9 @@ def _select(n_total: int, n_samples: int | None) -> torch.Tensor:
 
 
 def reproduce_jsma(model: nn.Module, data: Any, n_samples: int | None = None, *, attack: Attack | None = None,
-                   chunk: int = 512,
-                   progress: Callable[[int, int], None] | None = None) -> JSMAStudy:
+                   chunk: int = 512, resume: str | Path | None = None,
+                   progress: Callable[[int, int], None] | None = None,
+                   say: Callable[[str], None] | None = None) -> JSMAStudy:
     """Attack every selected sample towards each other class and tabulate success and distortion.
 
     Args:
@@ -120,7 +125,10 @@ def reproduce_jsma(model: nn.Module, data: Any, n_samples: int | None = None, *,
             Upsilon 14.5%).
         chunk: (sample, target) rows handed to the attack at a time (:func:`advkit.attacks.attack_batched`'s
             batches: the progress granularity).
+        resume: a folder where finished pieces of the attacks are kept and from which a rerun resumes
+            (:func:`advkit.reproduce.jsma_resume.attack_in_pieces`); ``None``: nothing is kept.
         progress: called as ``progress(done_rows, total_rows)`` after each chunk.
+        say: told when kept pieces are reused.
 
     Returns:
         A :class:`JSMAStudy`. ``summary`` holds ``success_rate`` (over all (sample, target) rows),
@@ -148,9 +156,14 @@ def reproduce_jsma(model: nn.Module, data: Any, n_samples: int | None = None, *,
             progress(done, total)
         log.info("jsma study: %d/%d attacks, %.1f s", done, total, time.perf_counter() - start)
 
-    res = attack_batched(attack, model, x[rows], y[rows], target=targets, batch_size=chunk, on_batch=on_batch)
-    seconds = time.perf_counter() - start
-    x_adv, pred, success = res.x_adv, res.pred, res.success
+    if resume is None:
+        res = attack_batched(attack, model, x[rows], y[rows], target=targets, batch_size=chunk, on_batch=on_batch)
+        seconds = time.perf_counter() - start
+        x_adv, pred, success = res.x_adv, res.pred, res.success
+    else:  # the attack time summed over the pieces, also those of earlier sessions
+        x_adv, pred, success, seconds = attack_in_pieces(attack, model, x[rows], y[rows], targets, folder=resume,
+                                                         piece=RESUME_PIECE, batch_size=chunk, on_batch=on_batch,
+                                                         say=say)
     modified = modified_features(x_adv, x[rows])
     share = modified.double() / n_features
     rows_of_split = data.indices[idx] if getattr(data, "indices", None) is not None else idx
@@ -248,32 +261,6 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def heatmap_png(values: np.ndarray, classes: tuple[str, ...], title: str, label: str, vmax: float) -> bytes:
-    """A (source x target) heatmap as PNG bytes (matplotlib, Agg backend), cells annotated in percent."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 5.4))
-    im = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=vmax)
-    ax.set_xticks(range(len(classes)), labels=list(classes))
-    ax.set_yticks(range(len(classes)), labels=list(classes))
-    ax.set_xlabel("target class")
-    ax.set_ylabel("source class")
-    for i in range(values.shape[0]):
-        for j in range(values.shape[1]):
-            if np.isfinite(values[i, j]):
-                ax.text(j, i, f"{100 * values[i, j]:.0f}" if vmax >= 0.5 else f"{100 * values[i, j]:.1f}",
-                        ha="center", va="center", fontsize=7, color="white" if values[i, j] < vmax / 2 else "black")
-    ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def _csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     if rows:
@@ -313,11 +300,13 @@ def save_study(study: JSMAStudy, out_dir: str | Path, extra: dict[str, Any] | No
         (tmp / "pairs.csv").write_text(_csv(study.pair_records()))
         finite = study.distortion[np.isfinite(study.distortion)]
         vmax = float(max(0.01, finite.max())) if finite.size else 0.15
-        (tmp / "success_heatmap.png").write_bytes(heatmap_png(
-            study.success, study.classes, f"JSMA success rate ({s['model']}, {s['dataset']})", "success rate", 1.0))
-        (tmp / "distortion_heatmap.png").write_bytes(heatmap_png(
-            study.distortion, study.classes, "JSMA mean share of features modified (successful attacks)",
-            "share of features", vmax))
+        classes, axes = list(study.classes), ("source class", "target class")
+        (tmp / "success_heatmap.png").write_bytes(heatmap(
+            study.success, classes, classes, f"JSMA success rate ({s['model']}, {s['dataset']})", "success rate",
+            axes))
+        (tmp / "distortion_heatmap.png").write_bytes(heatmap(
+            study.distortion, classes, classes, "JSMA mean share of features modified (successful attacks)",
+            "share of features", axes, vmax=vmax))
         md = study_markdown(study)
         if extra:
             md += "\n## Extra\n\n```json\n" + json.dumps(_jsonable(extra), indent=2) + "\n```\n"
@@ -361,7 +350,9 @@ def run_jsma(out: str | Path, dataset: str = "mnist", model: str = "lenet", samp
     is told; ``warn`` gets any other train/test leak (:func:`advkit.data.builtin.seen_in_training`).
 
     Args:
-        out: the run folder (must be empty or absent: finished work is never overwritten).
+        out: the run folder (must be empty or absent: finished work is never overwritten). Finished pieces of
+            the attacks are kept in ``.OUT.partial`` beside it until the study is saved, so rerunning an
+            interrupted command attacks only what is missing.
         dataset, model: what is attacked (a zoo name or a checkpoint path).
         samples: samples of the split (evenly spaced), each attacked toward the other classes; ``None``: all.
         split: the rows attacked: ``"test"`` (default), or a range such as ``"train[:10000]"`` (the paper's
@@ -387,8 +378,10 @@ def run_jsma(out: str | Path, dataset: str = "mnist", model: str = "lenet", samp
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; finished work is never overwritten (choose another --out)")
-    study = reproduce_jsma(m, ds, samples, attack=atk, progress=progress)
+    pieces = partial_folder(out)
+    study = reproduce_jsma(m, ds, samples, attack=atk, progress=progress, resume=pieces, say=say)
     ok = torch.tensor([r["success"] for r in study.records], dtype=torch.bool)
     det = detection_study(m, study.x, study.y, study.x_adv[ok], fgsm_eps=0.25)
     path = save_study(study, out, extra={"command": command, "data_note": ds.note, "model": m.name, "detector": det})
+    shutil.rmtree(pieces, ignore_errors=True)  # the saved study holds everything the pieces held
     return JSMARun(study, det, m.name, dataset, ds.note, path)

@@ -5,7 +5,8 @@ The paper's LeNet learnt from the first 50,000 MNIST training images, the last 1
 (``advkit train lenet --train-split 'train[:50000]' --val-split 'train[50000:]'``, shipped as ``mnist/lenet_50k``);
 the presentation of the paper quotes 97.10% success with 4.44% of the features modified over this larger sample
 (Section V's test-set figures are 97% / 4.02%). :func:`run_jsma_sets` runs :func:`advkit.reproduce.jsma.run_jsma`
-once per set into its own sub-folder, so an interrupted run resumes at the first unfinished set, then writes the
+once per set into its own sub-folder, so an interrupted run resumes at the first unfinished set (and inside it at
+the first missing piece of attacks, :mod:`advkit.reproduce.jsma_resume`), then writes the
 per-set table and the pooled figures next to the paper's.
 """
 
