@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from advkit.analysis.surrogates import Outcomes, choose_surrogates, load_outcomes
+from advkit.analysis.surrogates import Outcomes, choose_surrogates, knowledge_group, load_outcomes
 from advkit.cli import app
 from advkit.study.runner import run_study
 
@@ -87,6 +87,23 @@ def test_two_runs_over_the_same_images_end_to_end(runs):
     for f in ("report.md", "surrogates.csv", "candidates.csv", "surrogates.png"):
         assert (out / f).is_file()
     assert "| target | family | family pick |" in (out / "report.md").read_text()
+
+
+def test_knowing_the_layers_splits_the_models_without_skips(runs):
+    """With --knowledge layers the fully connected targets (mlp, linear) are each other's proxies and the
+    convolutional lenet has none here; residual targets keep theirs."""
+    _, base, sgm = runs
+    o = load_outcomes([base, sgm])
+    assert o.arch["lenet"] == "lenet" and knowledge_group("none", "mlp", "layers") == "no skips, fully connected"
+    by = {c.target: c for c in choose_surrogates(o, ["mlp", "linear", "resnet20"], bootstrap=200,
+                                                 knowledge="layers")}
+    assert by["mlp"].proxies == ["linear"] and by["linear"].proxies == ["mlp"]
+    assert by["mlp"].group == "no skips, fully connected" and by["resnet20"].proxies == ["preact_resnet20"]
+    with pytest.raises(ValueError, match="its group, no skips, convolutional, has no other model"):
+        choose_surrogates(o, ["lenet"], knowledge="layers")
+    assert choose_surrogates(o, ["lenet"], bootstrap=200)[0].proxies == ["mlp", "linear"]  # skip: all of them
+    r = CliRunner().invoke(app, ["analyze", "surrogates", str(base), "--out", str(base / "x"), "--knowledge", "size"])
+    assert r.exit_code == 2 and "--knowledge must be one of skip, layers" in r.output
 
 
 def test_runs_over_other_images_are_refused(runs, tmp_path):

@@ -1,5 +1,6 @@
 """Grey-box surrogate choice: which source, attack and SGM decay should an attacker use when all they know about
-the target is whether it has skip connections?
+the target is whether it has skip connections (``knowledge="skip"``), or also, for a target without them, whether
+it is convolutional or fully connected (``knowledge="layers"``)?
 
 Over one or more finished transfer runs that attacked the same images (every zoo model as a source and as a
 target), :func:`choose_surrogates` takes each target in turn as the unknown model and:
@@ -7,8 +8,9 @@ target), :func:`choose_surrogates` takes each target in turn as the unknown mode
 1. splits the images, by a seeded draw, into a *selection* half and a *fresh* half (an image is on one side for
    every seed, so nothing chosen on one half is scored on it);
 2. scores every candidate (source, attack, gamma), the target itself excluded as a source, by its transfer
-   success on the selection images against the *proxies*: the other models of the target's family (with skip
-   connections, or without), the candidate's own source excluded (that would be white-box);
+   success on the selection images against the *proxies*: the other models of the target's group (with skip
+   connections, or without; with ``"layers"`` the models without are split into convolutional and fully
+   connected ones), the candidate's own source excluded (that would be white-box);
 3. picks the best-scoring candidate and reports its success against the real target on the fresh images, next
    to the *oracle* (the candidate best against the target itself on the selection images, scored on the fresh
    ones), the best in hindsight (the maximum on the fresh images: an optimistic bound), the *average* candidate,
@@ -31,9 +33,11 @@ import numpy as np
 from advkit.evaluate.metrics import wilson_interval
 from advkit.study.runstate import RunDir, read_tensors
 
-__all__ = ["Outcomes", "SurrogateChoice", "choose_surrogates", "load_outcomes"]
+__all__ = ["KNOWLEDGE", "Outcomes", "SurrogateChoice", "choose_surrogates", "knowledge_group", "load_outcomes"]
 
 SKIP_KINDS = ("residual", "dense")
+FULLY_CONNECTED = ("linear", "maxout", "mlp")  # architecture families without convolutions (the zoo's)
+KNOWLEDGE = ("skip", "layers")
 
 
 @dataclass
@@ -41,7 +45,8 @@ class Outcomes:
     """What the runs' examples did: ``fooled[c]`` is a bool ``(n_models, n_units)`` array per candidate ``c`` =
     ``(source, attack, gamma)``; units are (seed, image) pairs, the same for every candidate (``unit_image``:
     each unit's image index in the split). ``models``: the target models in row order; ``family``: each model's
-    connection kind (``residual``, ``dense``, ``none``)."""
+    connection kind (``residual``, ``dense``, ``none``); ``arch``: each model's architecture name, where the runs'
+    manifests record it."""
 
     eps: str
     models: list[str]
@@ -50,6 +55,7 @@ class Outcomes:
     fooled: dict[tuple[str, str, float | None], np.ndarray] = field(repr=False)
     unit_image: np.ndarray = field(repr=False)
     runs: list[str] = field(default_factory=list)
+    arch: dict[str, str] = field(default_factory=dict)
 
 
 def _cells(run: RunDir, eps: str | None) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
@@ -75,6 +81,7 @@ def load_outcomes(run_dirs: list[str | Path], eps: str | None = None) -> Outcome
         raise ValueError(f"the runs hold several eps ({', '.join(all_eps)}); choose one with --eps")
     eps = eps or all_eps[0]
     family: dict[str, str] = {}
+    arch: dict[str, str] = {}
     models: list[str] | None = None
     units: dict[int, np.ndarray] | None = None
     fooled: dict[tuple[str, str, float | None], list[np.ndarray]] = {}
@@ -83,6 +90,8 @@ def load_outcomes(run_dirs: list[str | Path], eps: str | None = None) -> Outcome
             raise ValueError(f"{run.root}: no cell at eps {eps} (the runs hold {', '.join(all_eps)})")
         for spec, m in (manifest.get("models") or {}).items():
             family.setdefault(spec, str(m.get("connections") or "none"))
+            if m.get("arch"):
+                arch.setdefault(spec, str(m["arch"]))
         sample, smeta = read_tensors(run.sample_file)
         seeds = list(smeta.get("seeds") or [])
         by_seed: dict[int, np.ndarray] = {}
@@ -120,11 +129,27 @@ def load_outcomes(run_dirs: list[str | Path], eps: str | None = None) -> Outcome
     cands = sorted(fooled, key=lambda k: (k[0], k[1], -1.0 if k[2] is None else k[2]))
     return Outcomes(eps, models, {m: family.get(m, "none") for m in models}, cands,
                     {k: np.concatenate(fooled[k], axis=1) for k in cands}, unit_image,
-                    [str(r.root) for r, *_ in loaded])
+                    [str(r.root) for r, *_ in loaded], {m: arch[m] for m in models if m in arch})
 
 
-def _skip(kind: str) -> bool:
-    return kind in SKIP_KINDS
+def knowledge_group(connections: str, arch: str | None, knowledge: str = "skip") -> str:
+    """The group an attacker who knows ``knowledge`` about a model puts it in: ``"skip connections"`` or ``"no
+    skip connections"``; with ``"layers"`` the latter is ``"no skips, convolutional"`` or ``"no skips, fully
+    connected"`` (from the registered architecture's family; an architecture advkit does not know stays ``"no
+    skip connections"``)."""
+    if knowledge not in KNOWLEDGE:
+        raise ValueError(f"knowledge must be one of {', '.join(KNOWLEDGE)}, got {knowledge!r}")
+    if connections in SKIP_KINDS:
+        return "skip connections"
+    if knowledge == "skip" or arch is None:
+        return "no skip connections"
+    from advkit.models.registry import get_arch
+
+    try:
+        fam = get_arch(arch).family
+    except (KeyError, ValueError):
+        return "no skip connections"
+    return "no skips, fully connected" if fam in FULLY_CONNECTED else "no skips, convolutional"
 
 
 @dataclass
@@ -144,6 +169,7 @@ class SurrogateChoice:
     average: dict[str, Any]
     regret: dict[str, Any]
     candidates: list[dict[str, Any]] = field(repr=False)
+    group: str = ""
 
 
 def _best(key: str, pool: list[dict[str, Any]]) -> dict[str, Any]:
@@ -163,7 +189,7 @@ def _choice(c: tuple[str, str, float | None], hits: np.ndarray, extra: dict[str,
 
 
 def choose_surrogates(outcomes: Outcomes, targets: list[str] | None = None, *, selection: float = 0.5,
-                      seed: int = 0, bootstrap: int = 2000) -> list[SurrogateChoice]:
+                      seed: int = 0, bootstrap: int = 2000, knowledge: str = "skip") -> list[SurrogateChoice]:
     """Each target of ``targets`` (default: every model of the runs) in turn as the unknown model.
 
     Args:
@@ -172,6 +198,8 @@ def choose_surrogates(outcomes: Outcomes, targets: list[str] | None = None, *, s
         selection: share of the images used to choose (the rest are the fresh images).
         seed: seeds the image split and the bootstrap.
         bootstrap: resamples of the fresh images for the average's and the regret's intervals.
+        knowledge: what the attacker knows about the target (:func:`knowledge_group`): ``"skip"`` (whether it has
+            skip connections) or ``"layers"`` (also convolutional or fully connected when it has none).
 
     Raises:
         ValueError: an unknown target, a share outside (0, 1), or a target no candidate can be scored for.
@@ -179,6 +207,7 @@ def choose_surrogates(outcomes: Outcomes, targets: list[str] | None = None, *, s
     if not 0.0 < selection < 1.0:
         raise ValueError(f"selection must be a share in (0, 1), got {selection}")
     o = outcomes
+    group = {m: knowledge_group(o.family[m], o.arch.get(m), knowledge) for m in o.models}
     targets = list(o.models) if targets is None else list(targets)
     for t in targets:
         if t not in o.models:
@@ -194,8 +223,7 @@ def choose_surrogates(outcomes: Outcomes, targets: list[str] | None = None, *, s
     boot = rng.integers(0, int(fresh.sum()), size=(bootstrap, int(fresh.sum())))
     out = []
     for t in targets:
-        fam = _skip(o.family[t])
-        proxies = [m for m in o.models if m != t and _skip(o.family[m]) == fam]
+        proxies = [m for m in o.models if m != t and group[m] == group[t]]
         rows = []
         for c in o.candidates:
             if c[0] == t:
@@ -210,7 +238,7 @@ def choose_surrogates(outcomes: Outcomes, targets: list[str] | None = None, *, s
                          "fresh_hits": f[row[t], fresh]})
         ranked = [r for r in rows if np.isfinite(r["score_family"])]
         if not ranked:
-            raise ValueError(f"target {t}: no candidate can be scored (its family has no other model)")
+            raise ValueError(f"target {t}: no candidate can be scored (its group, {group[t]}, has no other model)")
         pick, oracle = _best("score_family", ranked), _best("score_target", rows)
         blind = _best("score_blind", [r for r in rows if np.isfinite(r["score_blind"])] or rows)
         fresh_rates = np.array([r["fresh_hits"].mean() for r in rows])
@@ -239,5 +267,5 @@ def choose_surrogates(outcomes: Outcomes, targets: list[str] | None = None, *, s
                          "selection_family": r["score_family"], "selection_blind": r["score_blind"],
                          "selection_target": r["score_target"], "fresh_k": int(r["fresh_hits"].sum()),
                          "fresh_n": n_fresh, "fresh_rate": float(r["fresh_hits"].mean()), "fresh_rank": rank[id(r)]}
-                        for r in rows]))
+                        for r in rows], group=group[t]))
     return out

@@ -62,23 +62,29 @@ def surrogates(
     selection: Annotated[float, typer.Option(help="Share of the images used to choose; the rest are fresh.")] = 0.5,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the image split and the bootstrap.")] = 0,
     bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples of the fresh images.")] = 2000,
+    knowledge: Annotated[str, typer.Option(help="What the attacker knows about the target: skip (whether it has "
+                                                "skip connections) or layers (also, without them, convolutional or "
+                                                "fully connected).")] = "skip",
 ) -> None:
     """Grey-box surrogate choice: knowing only whether the target has skip connections, rank sources x attacks x
     gamma by transfer to the other models of that family, and report the pick's success on fresh images next to
     the oracle's and the average choice's."""
     from advkit._files import check_writable_dir
-    from advkit.analysis.surrogates import choose_surrogates, load_outcomes
+    from advkit.analysis.surrogates import KNOWLEDGE, choose_surrogates, load_outcomes
     from advkit.report.surrogate_report import write_surrogate_report
 
+    if knowledge not in KNOWLEDGE:
+        raise typer.BadParameter(f"--knowledge must be one of {', '.join(KNOWLEDGE)}, got {knowledge!r}")
     check_writable_dir(out)
     with console.status("reading the runs"):
         outcomes = load_outcomes(list(run_dirs), eps)
-    choices = choose_surrogates(outcomes, target, selection=selection, seed=seed, bootstrap=bootstrap)
+    choices = choose_surrogates(outcomes, target, selection=selection, seed=seed, bootstrap=bootstrap,
+                                knowledge=knowledge)
     settings = {"eps": outcomes.eps, "selection": selection, "seed": seed, "bootstrap": bootstrap,
-                "targets": target or "all"}
+                "targets": target or "all", "knowledge": knowledge}
     paths = write_surrogate_report(choices, outcomes, out, command=invocation(ctx), settings=settings)
     for c in choices:
-        console.print(f"{c.target} ({c.family}): pick {c.pick['label']} {100 * c.pick['rate']:.1f}%, oracle "
+        console.print(f"{c.target} ({c.group}): pick {c.pick['label']} {100 * c.pick['rate']:.1f}%, oracle "
                       f"{c.oracle['label']} {100 * c.oracle['rate']:.1f}%, average {100 * c.average['rate']:.1f}%")
     console.print(f"report: {paths['markdown']}")
 

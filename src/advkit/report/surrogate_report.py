@@ -19,7 +19,7 @@ def surrogate_rows(choices: list[SurrogateChoice]) -> list[dict[str, Any]]:
     """One tidy row per unknown target."""
     rows = []
     for c in choices:
-        r: dict[str, Any] = {"target": c.target, "family": c.family, "proxies": " ".join(c.proxies),
+        r: dict[str, Any] = {"target": c.target, "family": c.family, "group": c.group, "proxies": " ".join(c.proxies),
                              "n_selection": c.n_selection, "n_fresh": c.n_fresh}
         for name in ("pick", "blind_pick", "oracle", "hindsight"):
             ch = getattr(c, name)
@@ -65,20 +65,22 @@ def report_markdown(choices: list[SurrogateChoice], outcomes: Outcomes, settings
                     command: str) -> str:
     """The report: one row per unknown target, then what the picks have in common."""
     n_sel, n_fresh = choices[0].n_selection, choices[0].n_fresh
+    knows = ("whether it has skip connections and, when it has none, whether it is convolutional or fully connected"
+             if settings.get("knowledge") == "layers" else "whether it has skip connections")
     lines = [f"# Grey-box surrogate choice at eps {outcomes.eps}", "",
              f"Runs: {', '.join(f'`{r}`' for r in outcomes.runs)}. {len(outcomes.candidates)} candidates "
              f"(source x attack x gamma), {len(outcomes.models)} targets. Each target in turn is the unknown model: "
-             f"the attacker knows only whether it has skip connections, ranks every candidate (the target excluded "
-             f"as a source) by transfer to the other models of that family on {n_sel} selection units, and is "
-             f"scored on {n_fresh} fresh units (seed, image) against the real target. Oracle: the candidate best "
-             f"against the target itself on the selection units; hindsight: the best on the fresh units "
+             f"the attacker knows only {knows}, ranks every candidate (the target excluded as a source) by "
+             f"transfer to the other models of that group (its family) on {n_sel} selection units, and is scored on "
+             f"{n_fresh} fresh units (seed, image) against the real target. Oracle: the candidate best against the "
+             f"target itself on the selection units; hindsight: the best on the fresh units "
              f"(optimistic); average: the mean candidate. Success in % with 95% intervals (Wilson for one choice, "
              f"bootstrap over fresh images for the average and the regret); rank among the candidates on the "
              f"fresh units.", "",
              "| target | family | family pick | success | rank | family-blind pick | success | oracle | success | "
              "hindsight | average | oracle - pick |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in choices:
-        lines.append(f"| {c.target} | {c.family} | {c.pick['label']} | {_pct(c.pick)} | {c.pick['rank']}/"
+        lines.append(f"| {c.target} | {c.group or c.family} | {c.pick['label']} | {_pct(c.pick)} | {c.pick['rank']}/"
                      f"{c.average['candidates']} | {c.blind_pick['label']} | {_pct(c.blind_pick)} | "
                      f"{c.oracle['label']} | {_pct(c.oracle)} | {100 * c.hindsight['rate']:.1f} | "
                      f"{_pct(c.average)} | {100 * c.regret['rate']:+.1f} [{100 * c.regret['ci_low']:+.1f}, "
