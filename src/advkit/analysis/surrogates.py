@@ -230,10 +230,10 @@ def choose_surrogates(outcomes: Outcomes, targets: list[str] | None = None, *, s
                 continue
             f = o.fooled[c]
             own = [row[m] for m in proxies if m != c[0]]
-            blind = [row[m] for m in o.models if m not in (t, c[0])]
+            others = [row[m] for m in o.models if m not in (t, c[0])]
             rows.append({"candidate": c, "proxies": len(own),
                          "score_family": float(f[own][:, sel].mean()) if own else float("nan"),
-                         "score_blind": float(f[blind][:, sel].mean()) if blind else float("nan"),
+                         "score_blind": float(f[others][:, sel].mean()) if others else float("nan"),
                          "score_target": float(f[row[t], sel].mean()),
                          "fresh_hits": f[row[t], fresh]})
         ranked = [r for r in rows if np.isfinite(r["score_family"])]

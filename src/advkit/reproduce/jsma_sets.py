@@ -16,6 +16,7 @@ import csv
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ def run_jsma_sets(out: str | Path, splits: Sequence[str] = PAPER_SPLITS, dataset
         else:
             run_jsma(sub, dataset, model, samples, split=split, theta=theta, upsilon=upsilon, output=output,
                      command=command, say=say, warn=warn,
-                     progress=None if progress is None else (lambda d, t, s=split: progress(s, d, t)))
+                     progress=None if progress is None else partial(progress, split))
         payload, rows = _read_set(sub)
         summary = payload["summary"]
         ok = [r["success"] == "True" for r in rows]
