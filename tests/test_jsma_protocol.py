@@ -198,11 +198,10 @@ def test_an_interrupted_set_resumes_at_its_first_missing_piece(tmp_path, fmnist_
     """Pieces of 9 attacks are kept as they finish; after an interruption a rerun attacks only the missing ones,
     writes the study an uninterrupted run (in the same pieces) writes, and then drops the pieces. Pieces of another
     attack are refused."""
-    import advkit.reproduce.jsma as jsma_module
     import advkit.reproduce.jsma_resume as resume_module
     from advkit.reproduce.jsma import run_jsma
 
-    monkeypatch.setattr(jsma_module, "RESUME_PIECE", 9)
+    monkeypatch.setattr(resume_module, "PIECE", 9)
     out = tmp_path / "set"
     real = resume_module.attack_batched
     attacked = []

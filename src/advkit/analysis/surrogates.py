@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from advkit.evaluate.metrics import wilson_interval
+from advkit.models.registry import arch_names, get_arch
 from advkit.study.runstate import RunDir, read_tensors
 
 __all__ = ["KNOWLEDGE", "Outcomes", "SurrogateChoice", "choose_surrogates", "knowledge_group", "load_outcomes"]
@@ -141,15 +142,9 @@ def knowledge_group(connections: str, arch: str | None, knowledge: str = "skip")
         raise ValueError(f"knowledge must be one of {', '.join(KNOWLEDGE)}, got {knowledge!r}")
     if connections in SKIP_KINDS:
         return "skip connections"
-    if knowledge == "skip" or arch is None:
+    if knowledge == "skip" or arch not in arch_names():
         return "no skip connections"
-    from advkit.models.registry import get_arch
-
-    try:
-        fam = get_arch(arch).family
-    except (KeyError, ValueError):
-        return "no skip connections"
-    return "no skips, fully connected" if fam in FULLY_CONNECTED else "no skips, convolutional"
+    return "no skips, fully connected" if get_arch(arch).family in FULLY_CONNECTED else "no skips, convolutional"
 
 
 @dataclass
@@ -159,6 +154,7 @@ class SurrogateChoice:
 
     target: str
     family: str
+    group: str
     proxies: list[str]
     n_selection: int
     n_fresh: int
@@ -169,7 +165,6 @@ class SurrogateChoice:
     average: dict[str, Any]
     regret: dict[str, Any]
     candidates: list[dict[str, Any]] = field(repr=False)
-    group: str = ""
 
 
 def _best(key: str, pool: list[dict[str, Any]]) -> dict[str, Any]:
@@ -250,7 +245,7 @@ def choose_surrogates(outcomes: Outcomes, targets: list[str] | None = None, *, s
         reg_boot = (oracle["fresh_hits"][boot].mean(1) - pick["fresh_hits"][boot].mean(1))
         n_fresh = int(fresh.sum())
         out.append(SurrogateChoice(
-            target=t, family=o.family[t], proxies=proxies, n_selection=int(sel.sum()), n_fresh=n_fresh,
+            target=t, family=o.family[t], group=group[t], proxies=proxies, n_selection=int(sel.sum()), n_fresh=n_fresh,
             pick=_choice(pick["candidate"], pick["fresh_hits"], {"selection_score": pick["score_family"],
                                                                   "rank": rank[id(pick)]}),
             blind_pick=_choice(blind["candidate"], blind["fresh_hits"], {"selection_score": blind["score_blind"],
@@ -267,5 +262,5 @@ def choose_surrogates(outcomes: Outcomes, targets: list[str] | None = None, *, s
                          "selection_family": r["score_family"], "selection_blind": r["score_blind"],
                          "selection_target": r["score_target"], "fresh_k": int(r["fresh_hits"].sum()),
                          "fresh_n": n_fresh, "fresh_rate": float(r["fresh_hits"].mean()), "fresh_rank": rank[id(r)]}
-                        for r in rows], group=group[t]))
+                        for r in rows]))
     return out

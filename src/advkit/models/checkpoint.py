@@ -7,12 +7,14 @@ version and the command that reproduces it. Loading checks the hash before readi
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from advkit._files import atomic_path, atomic_write_bytes
 from advkit.data.download import sha256_of
@@ -20,6 +22,20 @@ from advkit.models.registry import get_arch
 from advkit.models.wrapper import Classifier
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar")
+
+
+def tensor_digest(model: nn.Module) -> str:
+    """SHA-256 over a model's tensors (a :class:`Classifier`'s network; sorted names, dtype, shape, bytes): equal
+    for bitwise-equal weights.
+
+    The file's SHA-256 in the card is not: safetensors writes its metadata entries in a per-process order.
+    """
+    h = hashlib.sha256()
+    for k, v in sorted(getattr(model, "net", model).state_dict().items()):
+        t = v.detach().contiguous().cpu()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 class CheckpointError(ValueError):

@@ -80,7 +80,7 @@ def report_markdown(choices: list[SurrogateChoice], outcomes: Outcomes, settings
              "| target | family | family pick | success | rank | family-blind pick | success | oracle | success | "
              "hindsight | average | oracle - pick |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in choices:
-        lines.append(f"| {c.target} | {c.group or c.family} | {c.pick['label']} | {_pct(c.pick)} | {c.pick['rank']}/"
+        lines.append(f"| {c.target} | {c.group} | {c.pick['label']} | {_pct(c.pick)} | {c.pick['rank']}/"
                      f"{c.average['candidates']} | {c.blind_pick['label']} | {_pct(c.blind_pick)} | "
                      f"{c.oracle['label']} | {_pct(c.oracle)} | {100 * c.hindsight['rate']:.1f} | "
                      f"{_pct(c.average)} | {100 * c.regret['rate']:+.1f} [{100 * c.regret['ci_low']:+.1f}, "

@@ -15,7 +15,6 @@ on the other maxout (transfer both ways). The run's files are written by :mod:`a
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -32,6 +31,7 @@ from advkit.data import Dataset
 from advkit.data import load as load_data
 from advkit.evaluate.metrics import predict, rate
 from advkit.models import Classifier, load_checkpoint, zoo_path
+from advkit.models.checkpoint import tensor_digest
 from advkit.models.frozen import frozen_eval
 from advkit.train import Recipe, card_recipe_notes, train, train_command
 
@@ -109,19 +109,6 @@ def _acquire(name: str, arch: str, dataset: str, recipe: Recipe, *, seed: int, r
              card["test_accuracy"])
     return model, {"source": "trained", "path": str(out) if out else None, **_card_summary(card),
                    "tensor_sha256": tensor_digest(model)}
-
-
-def tensor_digest(model: Classifier) -> str:
-    """SHA-256 over the network's tensors (sorted names, dtype, shape, bytes): equal for bitwise-equal weights.
-
-    The file's SHA-256 in the card is not: safetensors writes its metadata entries in a per-process order.
-    """
-    h = hashlib.sha256()
-    for k, v in sorted(model.net.state_dict().items()):
-        t = v.detach().contiguous().cpu()
-        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _card_summary(card: dict[str, Any]) -> dict[str, Any]:

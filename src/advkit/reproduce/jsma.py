@@ -43,11 +43,9 @@ from advkit.evaluate.metrics import predict, wilson_interval
 from advkit.models import load as load_model
 from advkit.models import zoo_path
 from advkit.report.figures import heatmap
-from advkit.reproduce.jsma_resume import PIECE, attack_in_pieces, partial_folder
+from advkit.reproduce.jsma_resume import attack_in_pieces, partial_folder
 
 log = logging.getLogger(__name__)
-
-RESUME_PIECE = PIECE  # rows per kept piece in run_jsma (tests set a smaller one)
 
 __all__ = ["PAPER", "JSMARun", "JSMAStudy", "reproduce_jsma", "run_jsma", "save_study", "study_markdown"]
 
@@ -162,8 +160,7 @@ def reproduce_jsma(model: nn.Module, data: Any, n_samples: int | None = None, *,
         x_adv, pred, success = res.x_adv, res.pred, res.success
     else:  # the attack time summed over the pieces, also those of earlier sessions
         x_adv, pred, success, seconds = attack_in_pieces(attack, model, x[rows], y[rows], targets, folder=resume,
-                                                         piece=RESUME_PIECE, batch_size=chunk, on_batch=on_batch,
-                                                         say=say)
+                                                         batch_size=chunk, on_batch=on_batch, say=say)
     modified = modified_features(x_adv, x[rows])
     share = modified.double() / n_features
     rows_of_split = data.indices[idx] if getattr(data, "indices", None) is not None else idx

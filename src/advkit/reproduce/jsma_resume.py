@@ -21,15 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from advkit._files import atomic_write_text
 from advkit.attacks import Attack, attack_batched
+from advkit.models.checkpoint import tensor_digest
+from advkit.study.runstate import atomic_save_tensors, read_tensors
 
 __all__ = ["PIECE", "attack_in_pieces", "fingerprint", "partial_folder"]
 
 PIECE = 4608  # rows per kept piece: 512 samples x 9 targets, about 2 minutes of JSMA on LeNet and 2 cores
+
+Piece = tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]  # x_adv, pred, success, seconds
 
 
 def partial_folder(out: str | Path) -> Path:
@@ -41,42 +44,33 @@ def partial_folder(out: str | Path) -> Path:
 def fingerprint(model: nn.Module, attack: Attack, x: torch.Tensor, target: torch.Tensor, piece: int
                 ) -> dict[str, Any]:
     """What must match for kept pieces to be reused: the weights, the attack, the rows and the piece size."""
-    weights = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        weights.update(name.encode())
-        weights.update(t.detach().cpu().contiguous().numpy().tobytes())
     rows = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes())
     rows.update(target.cpu().contiguous().numpy().tobytes())
-    return {"weights_sha256": weights.hexdigest(), "attack": repr(attack), "rows_sha256": rows.hexdigest(),
+    return {"weights_sha256": tensor_digest(model), "attack": repr(attack), "rows_sha256": rows.hexdigest(),
             "rows": int(x.shape[0]), "piece": int(piece)}
 
 
 def _save_piece(path: Path, x_adv: torch.Tensor, pred: torch.Tensor, success: torch.Tensor, seconds: float) -> None:
     as8 = torch.round(x_adv.clamp(0, 1) * 255)
-    exact = torch.equal(as8 / 255, x_adv)
-    tensors = {"x_adv": as8.to(torch.uint8).contiguous() if exact else x_adv.float().contiguous(),
-               "pred": pred.long().contiguous(), "success": success.bool().contiguous()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"seconds": f"{seconds:.6f}"})
-    tmp.replace(path)
+    exact = torch.equal(as8 / 255, x_adv)  # then the 8-bit file reads back bit for bit
+    atomic_save_tensors(path, {"x_adv": as8.to(torch.uint8) if exact else x_adv.float(), "pred": pred.long(),
+                               "success": success.bool()}, {"seconds": seconds})
 
 
-def _load_piece(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        seconds = float((f.metadata() or {}).get("seconds", 0.0))
-    t = load_file(str(path))
+def _load_piece(path: Path) -> Piece:
+    t, meta = read_tensors(path)
     x_adv = t["x_adv"].float().div_(255.0) if t["x_adv"].dtype == torch.uint8 else t["x_adv"]
-    return x_adv, t["pred"], t["success"], seconds
+    return x_adv, t["pred"], t["success"], float(meta.get("seconds", 0.0))
 
 
 def attack_in_pieces(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, *,
-                     folder: str | Path, piece: int = PIECE, batch_size: int = 512,
+                     folder: str | Path, piece: int | None = None, batch_size: int = 512,
                      on_batch: Callable[[int, int], None] | None = None,
-                     say: Callable[[str], None] | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+                     say: Callable[[str], None] | None = None) -> Piece:
     """Attack all rows, keeping each finished piece in ``folder`` and reusing the pieces already there.
+
+    Args:
+        piece: rows per kept piece (default :data:`PIECE`).
 
     Returns:
         ``(x_adv, pred, success, seconds)`` over all rows, ``seconds`` summed over the pieces' own attack times
@@ -86,6 +80,7 @@ def attack_in_pieces(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch
         ValueError: ``folder`` holds pieces of another model, attack, selection or piece size (its fingerprint
             differs); the message names the folder to delete.
     """
+    piece = PIECE if piece is None else piece
     if piece < 1:
         raise ValueError(f"piece must be >= 1 rows, got {piece}")
     folder = Path(folder)
@@ -101,31 +96,28 @@ def attack_in_pieces(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
     n = x.shape[0]
-    starts = list(range(0, n, piece))
-    done_before = [i for i, _ in enumerate(starts) if (folder / f"piece_{i:05d}.safetensors").exists()]
-    if done_before and say is not None:
-        say(f"resuming: {len(done_before)} of {len(starts)} pieces of {piece} attacks kept in {folder}")
-    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]] = []
-    for i, lo in enumerate(starts):
-        hi = min(lo + piece, n)
-        path = folder / f"piece_{i:05d}.safetensors"
+    paths = [(lo, min(lo + piece, n), folder / f"piece_{i:05d}.safetensors") for i, lo in enumerate(range(0, n, piece))]
+    kept_pieces = sum(p.exists() for _, _, p in paths)
+    if kept_pieces and say is not None:
+        say(f"resuming: {kept_pieces} of {len(paths)} pieces of {piece} attacks kept in {folder}")
+    parts: list[Piece] = []
+    for lo, hi, path in paths:
         if path.exists():
             parts.append(_load_piece(path))
-        else:
-            t0 = time.perf_counter()
+            if on_batch is not None:
+                on_batch(hi, n)
+            continue
 
-            def step(done: int, _total: int, lo: int = lo) -> None:
-                if on_batch is not None:
-                    on_batch(lo + done, n)
+        def step(done: int, _total: int, lo: int = lo) -> None:  # progress over all rows, not the piece's
+            if on_batch is not None:
+                on_batch(lo + done, n)
 
-            res = attack_batched(attack, model, x[lo:hi], y[lo:hi], target=target[lo:hi], batch_size=batch_size,
-                                 on_batch=step)
-            seconds = time.perf_counter() - t0
-            _save_piece(path, res.x_adv, res.pred, res.success, seconds)
-            parts.append(_load_piece(path))  # what a resumed run reads, so both give the same study
-        if path.exists() and on_batch is not None:
-            on_batch(hi, n)
-    x_adv = torch.cat([p[0] for p in parts]) if parts else x.clone()
-    pred = torch.cat([p[1] for p in parts]) if parts else torch.empty(0, dtype=torch.long)
-    success = torch.cat([p[2] for p in parts]) if parts else torch.empty(0, dtype=torch.bool)
-    return x_adv, pred, success, sum(p[3] for p in parts)
+        t0 = time.perf_counter()
+        res = attack_batched(attack, model, x[lo:hi], y[lo:hi], target=target[lo:hi], batch_size=batch_size,
+                             on_batch=step)
+        parts.append((res.x_adv, res.pred, res.success, time.perf_counter() - t0))
+        _save_piece(path, *parts[-1])
+    if not parts:
+        return x.clone(), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.bool), 0.0
+    return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts]),
+            sum(p[3] for p in parts))
