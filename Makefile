@@ -1,13 +1,13 @@
 # advkit: the two set-up commands of README.md.
 #   make demo  - virtual environment, torch then advkit, the default data, the main job; prints the report's path
-#   make test  - the same set-up, then the test suite
+#   make test  - the same set-up, then the test suite and the plain-install check
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test venv data lint clean
+.PHONY: demo test plain-install venv data lint clean
 
 $(BIN)/advkit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,14 @@ demo: data
 	$(BIN)/advkit evaluate --all --dataset fashion-mnist --out runs/demo-$(RUN_ID)/zoo-accuracy
 	$(BIN)/advkit reproduce sgm --quick --out runs/demo-$(RUN_ID)/sgm-quick
 
+# The test suite, then the plain-install check: the wheel built from this checkout, installed without extras into
+# a clean virtual environment (torch first), runs the CLI from a folder outside the checkout.
 test: data
 	$(BIN)/python -m pytest -q -m "not slow" tests
+	scripts/check_plain_install.sh $(PYTHON) "$(TORCH)"
+
+plain-install:
+	scripts/check_plain_install.sh $(PYTHON) "$(TORCH)"
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import warnings
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -30,6 +29,21 @@ from advkit.cli.train import train
 __all__ = ["app", "console", "err", "invocation", "main", "make_console", "parse_number"]
 
 
+def _click_exception() -> type[Exception]:
+    """The base class of the usage errors typer raises (a bad option, a missing argument): ``click.ClickException``
+    under typer < 0.28, which depends on click, and typer's bundled copy of it under typer >= 0.28, which does not.
+    Found from ``typer.BadParameter``'s ancestry so that advkit never imports click itself."""
+    for cls in typer.BadParameter.__mro__:
+        if cls.__name__ == "ClickException":
+            return cls
+    raise RuntimeError(f"typer {getattr(typer, '__version__', '?')}: typer.BadParameter does not derive from a "
+                       f"ClickException; advkit's error handler needs updating for this typer version")
+
+
+# Raised by typer (or click) on purpose: an exit with a status, Ctrl-C at a prompt, a usage error it prints itself.
+_PASS_THROUGH: tuple[type[BaseException], ...] = (typer.Exit, typer.Abort, _click_exception())
+
+
 def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
     """Library warnings (a train/test leak, a failed model sanity check) as ``warning: ...`` lines on stderr."""
     if issubclass(category, UserWarning):
@@ -41,12 +55,12 @@ class _Commands(TyperGroup):
     unreadable, unwritable or not text) ends as ``error: ...`` with exit status 2 and no traceback; Ctrl-C ends
     with status 130 and says how to go on. ``ADVKIT_TRACEBACK=1`` shows the traceback of the former."""
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: typer.Context) -> object:
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
                 return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except _PASS_THROUGH:
             raise
         except KeyboardInterrupt:
             err.print("interrupted. A study or training run keeps what it finished: rerun the same command to "

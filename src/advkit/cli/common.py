@@ -61,7 +61,9 @@ def describe_error(e: BaseException) -> str | None:
         return f"{name} is a folder, not a file; give the path of the file itself"
     if isinstance(e, NotADirectoryError):
         return f"{name}: part of this path is a file, not a folder; choose another path"
-    if isinstance(e, FileExistsError):
+    if isinstance(e, FileExistsError):  # raised by the OS (a filename, no message) or by advkit (a message)
+        if name is None:
+            return str(e) or "the output already exists; choose another --out or remove it"
         return f"{name} already exists and is not a run folder; choose another --out or remove it"
     if isinstance(e, PermissionError):
         return f"permission denied: {name}; choose a folder you can write to (or read), e.g. under your home folder"

@@ -52,6 +52,15 @@ def shipped(dataset: str | None = None) -> builtins.list[Path]:
     return sorted(p for p in WEIGHTS_DIR.glob(pattern) if p.parent.name not in (GENERATORS, UNIVERSAL))
 
 
+def adversarially_trained(card: dict[str, Any]) -> bool:
+    """Whether a model card says its model was trained on adversarial examples (FGSM, PGD or ensemble adversarial
+    training: an ``adversarial_training`` entry, or a recipe with ``adversarial`` set). Studies that pick their
+    sources and targets from the zoo by themselves take only plainly trained models unless robust ones are asked
+    for: a robust source makes a newcomer's first table look as if the attacks failed."""
+    recipe = card.get("recipe")
+    return bool(card.get("adversarial_training") or (isinstance(recipe, dict) and recipe.get("adversarial")))
+
+
 def load(name: str, dataset: str = "fashion-mnist", *, device: str | None = None,
          weights: str | None = "default") -> Classifier:
     """Load a frozen, eval-mode classifier that takes pixels in ``[0, 1]``.
@@ -128,7 +137,8 @@ def list(dataset: str | None = None) -> builtins.list[ModelInfo]:  # noqa: A001 
 
 
 __all__ = [
-    "ArchSpec", "CheckpointError", "Classifier", "ModelInfo", "Normalize", "WEIGHTS_DIR", "arch_names",
+    "ArchSpec", "CheckpointError", "Classifier", "ModelInfo", "Normalize", "WEIGHTS_DIR", "adversarially_trained",
+    "arch_names",
     "check_input_shape", "frozen_eval",
     "get_arch", "list", "load", "load_checkpoint", "read_card", "register_arch", "save_checkpoint", "shipped",
     "zoo_path",

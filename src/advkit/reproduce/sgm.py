@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from advkit.models import read_card, shipped
+from advkit.models import adversarially_trained, read_card, shipped
 from advkit.report.html import Document, Figure, Heading, Para, Table
 from advkit.report.run_report import build_report, load_run, save_document
 from advkit.report.tables import text_matrix
@@ -88,20 +88,39 @@ def _zoo(dataset: str, models_dir: str | Path | None) -> list[tuple[str, dict[st
     return out
 
 
+def _depth(card: dict[str, Any]) -> int:
+    """The depth in an architecture's name (``resnet56`` -> 56; 0 when it has none)."""
+    digits = "".join(ch for ch in str(card.get("arch", "")).split("_")[0] if ch.isdigit())
+    return int(digits) if digits else 0
+
+
 def _pick_sources(zoo: list[tuple[str, dict[str, Any]]], quick: bool) -> list[str]:
-    res = [(s, c) for s, c in zoo if str(c.get("arch", "")).startswith("resnet") and c.get("connections") == "residual"]
-    res.sort(key=lambda sc: -int("".join(ch for ch in str(sc[1]["arch"]).split("_")[0] if ch.isdigit()) or 0))
-    dense = [s for s, c in zoo if c.get("connections") == "dense"]
-    if quick:  # one source: the shallowest plain ResNet (fastest), else a DenseNet
-        return [res[-1][0]] if res else dense[:1]
-    return [res[0][0]] * bool(res) + dense[:1]
+    """The sources chosen automatically: plainly trained models only (an adversarially trained twin, such as
+    ``resnet20_ensadv``, resists its own white-box attack and would make the table look as if the attacks failed).
+    Quick: the shallowest plain ResNet (the fastest), else a DenseNet; full: the deepest plain ResNet and the first
+    DenseNet. Ties are broken by name, so the choice never depends on the order the files are listed in."""
+    plain = [(s, c) for s, c in zoo if not adversarially_trained(c)]
+    res = sorted(((s, c) for s, c in plain
+                  if str(c.get("arch", "")).startswith("resnet") and c.get("connections") == "residual"),
+                 key=lambda sc: (_depth(sc[1]), sc[0]))
+    dense = sorted(s for s, c in plain if c.get("connections") == "dense")
+    if quick:
+        return [res[0][0]] if res else dense[:1]
+    deepest = [s for s, c in res if _depth(c) == _depth(res[-1][1])][:1] if res else []
+    return deepest + dense[:1]
 
 
 def sgm_configs(quick: bool = False, dataset: str = "fashion-mnist", *, models_dir: str | Path | None = None,
                 sources: list[str] | None = None, targets: list[str] | None = None, seeds: list[int] | None = None,
-                n: int | None = None, overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+                n: int | None = None, overrides: dict[str, Any] | None = None,
+                robust_targets: bool | None = None) -> dict[str, dict[str, Any]]:
     """The three experiment configs (``table``, ``gamma-sweep``, ``eps-sweep``) as plain dicts; ``overrides``
     (dotted keys allowed) are applied to all three.
+
+    Sources chosen automatically are plainly trained models (see :func:`_pick_sources`); targets chosen
+    automatically include the adversarially trained models only when ``robust_targets`` asks for them (default:
+    in the full study, which reports them in their own section as the paper does, and not in the quick one).
+    Models named in ``sources`` / ``targets`` are taken as they are.
 
     Raises:
         ValueError: no ResNet or DenseNet checkpoint is available as a source.
@@ -113,7 +132,9 @@ def sgm_configs(quick: bool = False, dataset: str = "fashion-mnist", *, models_d
         have = ", ".join(s for s, _ in zoo) or "none"
         raise ValueError(f"no ResNet or DenseNet checkpoint for {dataset} to use as a source (available: {have}); "
                          f"train one, e.g. `python scripts/train_zoo.py resnet20 densenet_bc40`, or pass sources=")
-    tg = targets or [s for s, _ in zoo]
+    if robust_targets is None:  # the full table attacks the robust twins too, as the paper does; quick does not
+        robust_targets = not quick
+    tg = targets or [s for s, c in zoo if robust_targets or not adversarially_trained(c)]
     if quick and not targets:  # the source, plus up to four others, favouring different families and fast ones
         order = ["vgg11_bn", "densenet_bc40", "resnet56", "se_resnet20", "lenet", "mlp", "linear", "maxout"]
         rank = {a: i for i, a in enumerate(order)}
@@ -187,7 +208,7 @@ def reproduce_sgm(out: str | Path, quick: bool = False, *, force: bool = False, 
                   dataset: str = "fashion-mnist", models_dir: str | Path | None = None,
                   sources: list[str] | None = None, targets: list[str] | None = None,
                   seeds: list[int] | None = None, n: int | None = None,
-                  overrides: dict[str, Any] | None = None) -> SgmReproduction:
+                  overrides: dict[str, Any] | None = None, robust_targets: bool | None = None) -> SgmReproduction:
     """Reproduce the SGM paper's table, gamma sweep and eps sweep on the Fashion-MNIST zoo.
 
     Args:
@@ -201,6 +222,8 @@ def reproduce_sgm(out: str | Path, quick: bool = False, *, force: bool = False, 
         dataset: the zoo's dataset.
         models_dir: use the checkpoints in this folder instead of the shipped zoo.
         sources, targets, seeds, n: override the choices described in :func:`sgm_configs`.
+        robust_targets: add the adversarially trained models to the automatically chosen targets (default: in
+            the full study only).
         overrides: settings applied to all three experiments (``{"sample.only_correct": False}``).
 
     Returns:
@@ -209,7 +232,7 @@ def reproduce_sgm(out: str | Path, quick: bool = False, *, force: bool = False, 
     t0 = time.perf_counter()
     out = Path(out)
     cfgs = sgm_configs(quick, dataset, models_dir=models_dir, sources=sources, targets=targets, seeds=seeds, n=n,
-                       overrides=overrides)
+                       overrides=overrides, robust_targets=robust_targets)
     if quick:
         cfgs["table"]["notes"] = [_quick_note(cfgs, len(_zoo(dataset, models_dir)))]
     runs: dict[str, Path] = {}
