@@ -5,6 +5,7 @@
     advkit reproduce fgsm --out DIR [--quick] [--force]
     advkit reproduce sgm [--quick] --out DIR [--force] [--backend ray --address A]
     advkit reproduce sgm-imagenet --dry-run [--data-dir ROOT] [--out DIR]
+    advkit reproduce sgm-imagenet --smoke --data-dir ROOT --out DIR [--n 8]
     advkit reproduce cross-domain --out DIR [--quick] [--eps 0.2] [--seeds 0,1,2] [--force]
 """
 
@@ -16,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from advkit.cli.common import Bars, bars, command_line, console, err, fail, invocation, parse_number
+from advkit.cli.common import bars, command_line, console, err, fail, invocation, parse_number
 
 __all__ = ["app"]
 
@@ -157,7 +158,7 @@ def reproduce_sgm_cmd(
     from advkit.reproduce.sgm import reproduce_sgm
 
     with bars() as bar:
-        r = reproduce_sgm(out, quick, force=force, backend=backend, address=address, progress=Bars(bar),
+        r = reproduce_sgm(out, quick, force=force, backend=backend, address=address, progress=bar,
                           command=command_line(), robust_targets=robust_targets)
     console.print(r.matrix, soft_wrap=True, markup=False, highlight=False)
     console.print(f"finished in {r.seconds:.0f} s; report: {r.report['html']}")
@@ -165,25 +166,38 @@ def reproduce_sgm_cmd(
 
 @app.command("sgm-imagenet")
 def reproduce_sgm_imagenet_cmd(
-    dry_run: Annotated[bool, typer.Option(help="Only validate and list what is missing.")] = True,
-    data_dir: Annotated[Path | None, typer.Option(help="ImageNet root (ROOT/val).")] = None,
+    dry_run: Annotated[bool | None, typer.Option(
+        help="Only validate and list what is missing (the default, except with --smoke).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="ImageNet root (ROOT/val): class folders named by WordNet id, "
+                                                       "or flat images with a 'filename wnid' labels file.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory.")] = None,
+    smoke: Annotated[bool, typer.Option(help="Run the whole pipeline on a few images with random weights "
+                                             "(NAME@random, seeded from each name) and one seed: a check before "
+                                             "downloading the weights and ImageNet. Its numbers mean nothing.")]
+    = False,
+    n: Annotated[int | None, typer.Option("--n", min=1, help="Images (default: 5,000; with --smoke 8).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite a finished run in --out.")] = False,
     backend: Annotated[str, typer.Option(help="local or ray.")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
 ) -> None:
-    """The authors' ImageNet protocol (5,000 val images, eps 16/255, 10 steps); --dry-run checks the setup."""
+    """The authors' ImageNet protocol (5,000 val images, eps 16/255, 10 steps); --dry-run checks the setup,
+    --smoke runs it on a few images with random weights."""
     from advkit.reproduce.sgm_imagenet import reproduce_sgm_imagenet
 
-    try:
-        r = reproduce_sgm_imagenet(dry_run, data_dir, out, force=force, backend=backend, address=address,
-                                   command=command_line())
-    except ValueError as e:
-        fail(str(e))
+    check_only = dry_run if dry_run is not None else not smoke
+    if not check_only and out is None:
+        fail("--out: give a run directory (or --dry-run to only check the setup)")
+    with bars() as bar:
+        r = reproduce_sgm_imagenet(check_only, data_dir, out, n=n, smoke=smoke, force=force, backend=backend,
+                                   address=address, progress=bar, command=command_line())
     for c in r["checks"]:
         mark = "[green]ok[/]" if c["ok"] else "[red]missing[/]"
         console.print(f"{mark:>18}  {c['item']}: {c['detail']}")
-    console.print("ready to run" if r["ready"] else f"{len(r['missing'])} item(s) missing; nothing was run")
+    if "run_dir" in r:
+        console.print(f"finished; report: {Path(r['run_dir']) / 'report.html'}"
+                      + (" (smoke run: random weights, the numbers mean nothing)" if smoke else ""))
+    else:
+        console.print("ready to run" if r["ready"] else f"{len(r['missing'])} item(s) missing; nothing was run")
 
 
 def _names(text: str, what: str) -> tuple[str, ...]:

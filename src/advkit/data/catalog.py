@@ -94,7 +94,7 @@ class DatasetInfo:
         name: registry name.
         description: one line.
         shape: ``(C, H, W)``, or ``None`` when the data decides it (image folders).
-        num_classes: or ``None`` when the data decides it.
+        num_classes: or ``None`` when the data decides it (``imagenet``'s is fixed: 1,000).
         found: the local folder holding all splits, or ``None``.
         where: which search location ``found`` is (``"data_dir"``, ``"$ADVKIT_DATA"``, ``"system"``,
             ``"cache"``), or ``None``.
@@ -123,7 +123,8 @@ def info(name: str, data_dir: str | Path | None = None) -> DatasetInfo:
     found = find_local(name, None, data_dir)
     note = None
     if spec.loader is not None:
-        note = "your own images; pass --data-dir (data_dir=) or use $ADVKIT_DATA/" + name
+        what = "ImageNet-format images (class index fixed)" if spec.classes else "your own images"
+        note = f"{what}; pass --data-dir (data_dir=) or use $ADVKIT_DATA/{name}"
     elif found is None:
         fallback = spec.fallback_where() if spec.fallback_where is not None else None
         if fallback is not None:
@@ -133,7 +134,7 @@ def info(name: str, data_dir: str | Path | None = None) -> DatasetInfo:
     fixed = spec.loader is None
     return DatasetInfo(
         name=name, description=spec.description,
-        shape=spec.shape if fixed else None, num_classes=len(spec.classes) if fixed else None,
+        shape=spec.shape if fixed else None, num_classes=len(spec.classes) or None,
         found=found, where=None if found is None else where_kind(name, found, data_dir), note=note,
     )
 

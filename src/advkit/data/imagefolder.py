@@ -1,24 +1,26 @@
-"""Image folders: your own images, or ImageNet's validation set, loaded as a :class:`Dataset`.
+"""Image folders: your own images, or ImageNet (any part of it), loaded as a :class:`Dataset`.
 
 Two layouts are understood:
 
-* **class folders**: ``ROOT/CLASS/**/*.png``. Class names are the sorted subfolder names (or ``classes``, which
-  picks and orders them); images are searched recursively inside each class folder and taken in sorted path
-  order.
+* **class folders**: ``ROOT/CLASS/**/*.png``. Class names are the sorted subfolder names, or ``classes``: then a
+  label is the class's index in ``classes``; folders for only some of them are fine (their labels keep the full
+  list's indices), folders outside it are skipped, but both at once (a misnamed folder?) are an error. Images are
+  searched recursively inside each class folder and taken in sorted path order.
 * **flat images plus a labels file**: ``ROOT/*.JPEG`` (ImageNet's ``ILSVRC2012_val_00000001.JPEG`` ...) with a
-  text file that holds, per line, either ``filename label`` (whitespace or comma separated; the filename may omit
-  its extension, so ImageNet's ``LOC_val_solution.csv`` works as it is) or just ``label``, one per image in
-  sorted-filename order. A label is an integer (0-based) or a class name (an ImageNet ``wnid``), mapped through
-  ``classes`` when given; without ``classes`` the class list is ``0..max`` or the sorted names, over every label
-  in the file (lines for absent images included, so a partial folder keeps the full file's indices). Pass
-  ``classes`` (e.g. the sorted 1,000 wnids) whenever the indices must match a model's outputs. Without
-  ``labels_file``, ``ROOT/labels.txt`` or ``ROOT/../NAME_labels.txt`` (``val_labels.txt`` next to ``val/``) is
-  used when present. Blank lines, lines starting with ``#`` and a first line whose first field is a header word
-  (``ImageId``, ``filename``, ``file``, ``image``, ``path``, ``name``) are skipped.
+  labels file (formats in :mod:`advkit.data.labels`: ``filename label`` lines, e.g. ``filename wnid`` or
+  ImageNet's ``LOC_val_solution.csv``, or bare labels in sorted-filename order). Without ``classes`` the class
+  list is ``0..max`` or the sorted names, over every label in the file (lines for absent images included, so a
+  partial folder keeps the full file's indices). Without ``labels_file``, ``ROOT/labels.txt``,
+  ``ROOT/../NAME_labels.txt`` (``val_labels.txt`` next to ``val/``) or, for ``val/``, ``ROOT/../LOC_val_solution.csv``
+  is used when present.
 
-  ImageNet's devkit file ``ILSVRC2012_validation_ground_truth.txt`` is *not* in the order torchvision/timm models
-  use: its labels are 1-based ILSVRC2012 ids. Convert it (to wnids, or to 0-based indices in sorted-wnid order)
-  before use; it is never picked up automatically.
+**ImageNet.** ``load("imagenet", ...)`` reads the same layouts with ``classes`` fixed to ImageNet's 1,000 sorted
+WordNet ids (:data:`advkit.data.IMAGENET_WNIDS`), so class folders ``ROOT/val/n01440764/`` ... or a
+``filename wnid`` file get the class indices torchvision's and timm's models use, however few classes the folder
+holds; integer labels are taken as those indices (0-based). It crops to 224 px after resizing to 256 unless
+``size`` / ``resize`` are given. ``imagefolder`` labels WordNet-id folders by their position among the folders
+present (what a model trained on that folder with torchvision's ``ImageFolder`` expects) and warns that this is
+not ImageNet's index.
 
 Images are decoded with Pillow (imported lazily), converted to RGB (grey images get three equal channels) and
 stacked as ``uint8`` ``(N, 3, H, W)``. They must all have the same size unless ``size`` is given: then each is
@@ -27,14 +29,14 @@ usual evaluation is ``resize=256, size=224``).
 
 ``advkit.data.load("imagefolder", split="val", data_dir=ROOT, size=224)`` reads ``ROOT/val`` when it exists;
 when ``ROOT`` has none of the ``train``/``val``/``test`` subfolders, ``ROOT`` itself is the split. Without
-``data_dir`` the folder is ``$ADVKIT_DATA/imagefolder`` or ``$XDG_CACHE_HOME/advkit/imagefolder``.
+``data_dir`` the folder is ``$ADVKIT_DATA/NAME`` or ``$XDG_CACHE_HOME/advkit/NAME`` (``NAME``: ``imagefolder``
+or ``imagenet``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,14 +45,14 @@ import numpy as np
 import torch
 
 from advkit.data.errors import DataError, DataNotFoundError
+from advkit.data.imagenet import IMAGENET_WNIDS
+from advkit.data.labels import read_labels_file, some, warn_positional
 from advkit.data.registry import Dataset, DatasetSpec, describe_selection, locate, register, subset_indices
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 SPLIT_FOLDERS = ("train", "val", "test")
-# a labels file whose first line starts with one of these (any case) has a header line
-_HEADER_WORDS = frozenset({"imageid", "filename", "file", "image", "path", "name"})
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -72,21 +74,32 @@ def _images_under(folder: Path) -> list[Path]:
 
 
 def _class_folders(root: Path, classes: Sequence[str] | None) -> tuple[list[Path], list[int], tuple[str, ...]]:
+    """Images and labels of class folders; a label is the class's index in ``classes`` (default: the sorted
+    folder names), so folders for only some of ``classes`` keep the indices of the full list."""
     found = {d.name: d for d in _subfolders(root)}
     if classes is None:
         names = tuple(found)
+        warn_positional(names, f"{root}: the class folders")
     else:
         names = tuple(classes)
         missing = [c for c in names if c not in found]
-        if missing:
-            raise DataError(f"{root}: no folder for class(es) {', '.join(missing[:5])}"
-                            f"{' ...' if len(missing) > 5 else ''}; the folders are {', '.join(list(found)[:10])}.")
         extra = sorted(set(found) - set(names))
+        if len(missing) == len(names):
+            raise DataError(f"{root}: no folder for any of the {len(names)} classes given ({some(names)}); the "
+                            f"folders are {some(list(found))}. Name the folders after the classes.")
+        if missing and extra:  # a class list for a part of the folders, and folders outside it: a misnamed folder?
+            raise DataError(f"{root}: no folder for class(es) {some(missing)}, and folder(s) {some(extra)} are "
+                            f"not among the classes given. Rename or remove those folders, or add them to classes.")
+        if missing:
+            log.info("%s: folders for %d of the %d classes; labels are indices among all %d", root,
+                     len(names) - len(missing), len(names), len(names))
         if extra:
             log.info("%s: ignoring %d folder(s) not in classes: %s", root, len(extra), ", ".join(extra[:5]))
     files: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(names):
+        if name not in found:
+            continue
         imgs = _images_under(found[name])
         if not imgs:
             raise DataError(f"{found[name]}: class folder {name!r} holds no images "
@@ -94,98 +107,6 @@ def _class_folders(root: Path, classes: Sequence[str] | None) -> tuple[list[Path
         files += imgs
         labels += [label] * len(imgs)
     return files, labels, names
-
-
-def _parse_labels(tokens: list[tuple[int, str]], path: Path, classes: Sequence[str] | None,
-                  universe: list[tuple[int, str]]) -> tuple[list[int], tuple[str, ...]]:
-    """Turn the images' label tokens (with their line numbers) into indices: all integers, or all class names.
-
-    ``universe`` is every label in the file: it decides the kind and, without ``classes``, the class list, so
-    the indices of a partial folder do not depend on which images it holds.
-    """
-    is_int = [re.fullmatch(r"[+-]?\d+", t) is not None for _, t in universe]
-    if all(is_int):
-        bad = next(((ln, t) for ln, t in universe if int(t) < 0), None)
-        if bad is not None:
-            raise DataError(f"{path}, line {bad[0]}: negative label {bad[1]}; labels are 0-based class indices.")
-        top = max(int(t) for _, t in universe)
-        names = tuple(classes) if classes is not None else tuple(str(i) for i in range(top + 1))
-        over = next(((ln, t) for ln, t in tokens if int(t) >= len(names)), None)
-        if over is not None:
-            raise DataError(f"{path}, line {over[0]}: label {over[1]} out of range for {len(names)} classes. "
-                            f"Labels are 0-based.")
-        return [int(t) for _, t in tokens], names
-    if any(is_int):
-        ln, t = universe[is_int.index(not is_int[0])]
-        raise DataError(f"{path}, line {ln}: label {t!r} mixes with labels of the other kind (integers and class "
-                        f"names); use one kind throughout.")
-    names = tuple(classes) if classes is not None else tuple(sorted({t for _, t in universe}))
-    index = {n: i for i, n in enumerate(names)}
-    unknown = next(((ln, t) for ln, t in tokens if t not in index), None)
-    if unknown is not None:
-        raise DataError(f"{path}, line {unknown[0]}: class {unknown[1]!r} is not among the {len(names)} classes "
-                        f"given.")
-    return [index[t] for _, t in tokens], names
-
-
-def read_labels_file(path: str | Path, images: Sequence[Path],
-                     classes: Sequence[str] | None = None) -> tuple[list[int], tuple[str, ...]]:
-    """Labels of ``images`` (sorted by name) from a labels file (see the module docstring for its formats).
-
-    Args:
-        path: the labels file.
-        images: the image files, in the order the labels are wanted (sorted filenames).
-        classes: class names in label order; decides the class count and maps name labels.
-
-    Returns:
-        ``(labels, classes)``, one label per image.
-
-    Raises:
-        DataError: naming the labels file (and line): unreadable, mixed formats, a label count that does not
-            match the images, an image without a label, a duplicate filename, a label out of range.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read the labels file ({e}).") from e
-    rows = [(ln, re.split(r"[\s,]+", s)) for ln, line in enumerate(text.splitlines(), 1)
-            if (s := line.strip()) and not s.startswith("#")]
-    if rows and rows[0][1][0].lower() in _HEADER_WORDS:
-        rows = rows[1:]
-    if not rows:
-        raise DataError(f"{path}: the labels file holds no labels.")
-    paired = [len(fields) >= 2 for _, fields in rows]
-    if all(paired):
-        universe = [(ln, fields[1]) for ln, fields in rows]
-        by_name: dict[str, tuple[int, str]] = {}
-        for ln, fields in rows:
-            key = Path(fields[0]).name
-            if key in by_name:
-                raise DataError(f"{path}, line {ln}: {key} already labelled on line {by_name[key][0]}.")
-            by_name[key] = (ln, fields[1])
-        tokens: list[tuple[int, str]] = []
-        unlabelled: list[str] = []
-        for img in images:
-            hit = by_name.get(img.name) or by_name.get(img.stem)
-            if hit is None:
-                unlabelled.append(img.name)
-            else:
-                tokens.append(hit)
-        if unlabelled:
-            raise DataError(f"{path}: no label for {len(unlabelled)} image(s), e.g. {', '.join(unlabelled[:3])}. "
-                            f"Every image needs a 'filename label' line.")
-    elif not any(paired):
-        if len(rows) != len(images):
-            raise DataError(f"{path}: {len(rows)} labels but {len(images)} images; a file of bare labels needs "
-                            f"exactly one line per image, in sorted-filename order.")
-        tokens = [(ln, fields[0]) for ln, fields in rows]
-        universe = tokens
-    else:
-        ln = rows[paired.index(not paired[0])][0]
-        raise DataError(f"{path}, line {ln}: mixes 'filename label' lines with bare 'label' lines; use one form "
-                        f"throughout.")
-    return _parse_labels(tokens, path, classes, universe)
 
 
 def _decode(path: Path, size: int | None, resize: int) -> np.ndarray:
@@ -209,10 +130,51 @@ def _decode(path: Path, size: int | None, resize: int) -> np.ndarray:
 
 
 def _auto_labels_file(root: Path) -> Path | None:
-    for p in (root / "labels.txt", root.parent / f"{root.name}_labels.txt"):
+    candidates = [root / "labels.txt", root.parent / f"{root.name}_labels.txt"]
+    if root.name == "val":
+        candidates.append(root.parent / "LOC_val_solution.csv")
+    for p in candidates:
         if p.is_file():
             return p
     return None
+
+
+def index_folder(root: str | Path, labels_file: str | Path | None = None,
+                 classes: Sequence[str] | None = None) -> tuple[list[Path], list[int], tuple[str, ...]]:
+    """The image files of a folder and their labels, without decoding any image.
+
+    Args:
+        root: the folder (see the module docstring for the layouts).
+        labels_file: the labels of a flat folder (forces the flat layout); found automatically as
+            ``root/labels.txt``, ``root/../NAME_labels.txt`` or, for ``val/``, ``root/../LOC_val_solution.csv``.
+        classes: class names in label order (see :func:`load_imagefolder`).
+
+    Returns:
+        ``(files, labels, classes)``: the files in load order, one label per file, the class names by label.
+
+    Raises:
+        DataNotFoundError: ``root`` is not a folder.
+        DataError: an empty folder or class folder, or labels that do not fit the images.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataNotFoundError(f"{root}: no such folder. Point it at a folder of class folders or of images.")
+    if labels_file is None and _subfolders(root):
+        files, labels, names = _class_folders(root, classes)
+        loose = [p.name for p in root.iterdir() if _is_image(p)]
+        if loose:
+            log.warning("%s: ignoring %d image(s) beside the class folders (e.g. %s)", root, len(loose), loose[0])
+        return files, labels, names
+    files = sorted((p for p in root.iterdir() if _is_image(p)), key=lambda p: p.name)
+    if not files:
+        raise DataError(f"{root}: empty: no class subfolders and no images "
+                        f"({', '.join(sorted(IMAGE_EXTENSIONS))}).")
+    lf = Path(labels_file) if labels_file is not None else _auto_labels_file(root)
+    if lf is None:
+        raise DataError(f"{root}: {len(files)} images but no class subfolders and no labels file; pass "
+                        f"labels_file= or write {root / 'labels.txt'} (one 'filename label' per line).")
+    labels, names = read_labels_file(lf, files, classes)
+    return files, labels, names
 
 
 def load_imagefolder(root: str | Path, size: int | None = None, limit: int | None = None,
@@ -226,10 +188,11 @@ def load_imagefolder(root: str | Path, size: int | None = None, limit: int | Non
         size: when given, every image is resized (shorter side to ``resize``) and centre-cropped to
             ``size x size``; without it all images must already share one size.
         limit: keep at most this many images; only the kept ones are decoded.
-        labels_file: the labels of a flat folder (forces the flat layout); found automatically as
-            ``root/labels.txt`` or ``root/../NAME_labels.txt`` when ``root`` has no class subfolders.
-        classes: class names in label order: which class folders to read and in what order, or the names of a
-            labels file's integer labels / the map for its name labels.
+        labels_file: the labels of a flat folder (forces the flat layout); found automatically when ``root``
+            has no class subfolders (see :func:`index_folder`).
+        classes: class names in label order: the class folders' labels (folders for only some of them are
+            fine), or the names of a labels file's integer labels / the map for its name labels. Pass
+            :data:`advkit.data.IMAGENET_WNIDS` (or load ``"imagenet"``) for ImageNet's class index.
         resize: the shorter side before the centre crop (default ``size``); must be at least ``size``.
         subset: ``"balanced"`` (per class, seeded), ``"random"`` (seeded) or ``"first"`` choice of the ``limit``
             images (see :func:`advkit.data.subset_indices`).
@@ -246,28 +209,12 @@ def load_imagefolder(root: str | Path, size: int | None = None, limit: int | Non
             different sizes without ``size``, or a labels file that does not fit the images.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DataNotFoundError(f"{root}: no such folder. Point it at a folder of class folders or of images.")
     if size is not None and size <= 0:
         raise ValueError(f"size must be positive, got {size}")
     if resize is not None and (size is None or resize < size):
         raise ValueError(f"resize ({resize}) needs size= and must be at least size ({size})")
     shorter = resize or size or 0
-    if labels_file is None and _subfolders(root):
-        files, labels, names = _class_folders(root, classes)
-        loose = [p.name for p in root.iterdir() if _is_image(p)]
-        if loose:
-            log.warning("%s: ignoring %d image(s) beside the class folders (e.g. %s)", root, len(loose), loose[0])
-    else:
-        files = sorted((p for p in root.iterdir() if _is_image(p)), key=lambda p: p.name)
-        if not files:
-            raise DataError(f"{root}: empty: no class subfolders and no images "
-                            f"({', '.join(sorted(IMAGE_EXTENSIONS))}).")
-        lf = Path(labels_file) if labels_file is not None else _auto_labels_file(root)
-        if lf is None:
-            raise DataError(f"{root}: {len(files)} images but no class subfolders and no labels file; pass "
-                            f"labels_file= or write {root / 'labels.txt'} (one 'filename label' per line).")
-        labels, names = read_labels_file(lf, files, classes)
+    files, labels, names = index_folder(root, labels_file, classes)
     idx = subset_indices(len(files), limit, subset, seed, np.asarray(labels))
     chosen = [files[i] for i in idx]
     images: np.ndarray | None = None
@@ -306,20 +253,48 @@ def resolve_split(root: Path, split: str) -> Path:
     return root
 
 
+def split_folder(name: str, split: str, data_dir: str | Path | None) -> Path:
+    """The folder that a loader dataset ``name`` (``imagefolder``, ``imagenet``) reads ``split`` from.
+
+    Raises:
+        DataNotFoundError: ``data_dir`` is not a folder, no folder was found, or ``split`` is not in it.
+    """
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise DataNotFoundError(f"{data_dir}: no such folder (data_dir of the {name} dataset).")
+    root = Path(data_dir) if data_dir is not None else locate(name, download_ok=False)
+    return resolve_split(root, split)
+
+
 def _load_registered(split: str, *, limit: int | None, subset: str, seed: int, data_dir: str | Path | None,
                      **options: Any) -> Dataset:
     """The ``imagefolder`` registry entry: find the root, pick the split folder, load it."""
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise DataNotFoundError(f"{data_dir}: no such folder (data_dir of the imagefolder dataset).")
-    root = Path(data_dir) if data_dir is not None else locate("imagefolder", download_ok=False)
-    return load_imagefolder(resolve_split(root, split), limit=limit, subset=subset, seed=seed, split=split,
-                            **options)
+    return load_imagefolder(split_folder("imagefolder", split, data_dir), limit=limit, subset=subset, seed=seed,
+                            split=split, **options)
+
+
+def _load_imagenet(split: str, *, limit: int | None, subset: str, seed: int, data_dir: str | Path | None,
+                   **options: Any) -> Dataset:
+    """The ``imagenet`` registry entry: as ``imagefolder``, with ImageNet's class index and its usual crop."""
+    if "classes" in options:
+        raise ValueError("imagenet: the classes are ImageNet's 1,000 WordNet ids (advkit.data.IMAGENET_WNIDS) and "
+                         "cannot be changed; load the dataset 'imagefolder' with classes= to choose your own")
+    if "size" not in options and "resize" not in options:
+        options.update(size=224, resize=256)
+    return load_imagefolder(split_folder("imagenet", split, data_dir), limit=limit, subset=subset, seed=seed,
+                            split=split, classes=IMAGENET_WNIDS, name="imagenet", **options)
 
 
 IMAGEFOLDER = register(DatasetSpec(
     name="imagefolder",
     classes=(), shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
     loader=_load_registered,
-    description="your own images: ROOT/[train|val|test/]CLASS/*.png, or flat images + labels file (ImageNet val);"
-                " pass data_dir",
+    description="your own images: ROOT/[train|val|test/]CLASS/*.png, or flat images + labels file; pass data_dir",
+))
+
+IMAGENET = register(DatasetSpec(
+    name="imagenet",
+    classes=IMAGENET_WNIDS, shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    loader=_load_imagenet,
+    description="ImageNet-1k (any part of it): ROOT/val/WNID/*.JPEG, or flat images + a 'filename wnid' labels "
+                "file; ImageNet's class index; pass data_dir",
 ))

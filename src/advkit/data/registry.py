@@ -350,7 +350,8 @@ def load(name: str, split: str = "test", limit: int | None = None, *, subset: st
         download_ok: allow a download from the canonical source when no local copy is found. A dataset with a
             fallback (MNIST) uses it when no copy is found and the download is not allowed or fails.
         **options: passed to a ``loader`` dataset (``imagefolder``: ``size``, ``resize``, ``labels_file``,
-            ``classes``); the built-in datasets take none.
+            ``classes``; ``imagenet``: the same but ``classes``, which are ImageNet's 1,000 WordNet ids); the
+            built-in datasets take none.
 
     Returns:
         A :class:`Dataset` with ``.x`` float32 ``(N, C, H, W)`` in ``[0, 1]``, ``.y`` int64 and ``.classes``.

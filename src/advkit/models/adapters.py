@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,6 +38,27 @@ _TV_TRANSFORM_INPUT_MEAN = IMAGENET_MEAN
 _TV_TRANSFORM_INPUT_STD = IMAGENET_STD
 
 ACCEPTED = "'torchvision:NAME' (e.g. torchvision:resnet50) or 'timm:NAME' (e.g. timm:resnet50.a1_in1k)"
+
+
+def random_weights_hint(label: str) -> str:
+    """How to ask for random weights instead, in each place a model is named (the end of an error message)."""
+    return (f"random weights: {label}@random on the command line and in experiment files, "
+            f"advkit.models.load({label!r}, weights=None) or load_adapter({label!r}, pretrained=False) in Python")
+
+
+def random_weights_seed(label: str) -> int:
+    """The seed of ``label``'s random weights (``"torchvision:resnet50"``): the first 8 bytes of the SHA-256 of
+    the name, as a non-negative 63-bit integer. It depends on the name only, so every process (a resumed run, a
+    Ray worker) builds the same weights under one name."""
+    return int.from_bytes(hashlib.sha256(label.encode("utf-8")).digest()[:8], "big") >> 1
+
+
+def _seeded(label: str, build: Callable[[], nn.Module]) -> tuple[nn.Module, int]:
+    """``build()`` under the global torch RNG seeded by :func:`random_weights_seed`, which is restored after."""
+    seed = random_weights_seed(label)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build(), seed
 
 
 class Resize(nn.Module):
@@ -102,7 +124,9 @@ def load_adapter(spec: str, pretrained: bool = True, weights: str | None = None)
         spec: ``"torchvision:NAME"`` or ``"timm:NAME"`` (a timm name may carry a pretrained tag,
             ``"timm:vit_base_patch16_224.augreg_in21k"``).
         pretrained: load pretrained weights (fetched by torchvision / timm, or read from their local caches);
-            ``False`` gives random weights with the same preprocessing and works offline.
+            ``False`` gives random weights with the same preprocessing and works offline. Random weights are
+            drawn from a seed derived from the name (:func:`random_weights_seed`, recorded as ``card["seed"]``),
+            so every process builds the same ones; the global torch RNG is left as it was.
         weights: torchvision: the weights enum member (``"IMAGENET1K_V2"``; default: ``DEFAULT``). timm: a
             pretrained tag (``"a1_in1k"``) or a local ``.safetensors`` file with the weights.
 
@@ -244,7 +268,8 @@ def _load_torchvision(name: str, pretrained: bool, weights: str | None) -> Class
             raise ValueError(f"torchvision model {name!r} has no weights {weights!r}; available: "
                              f"{', '.join(m.name for m in enum_cls)}") from None
     elif pretrained:
-        raise ValueError(f"torchvision model {name!r} has no pretrained weights; use pretrained=False")
+        raise ValueError(f"torchvision model {name!r} has no pretrained weights; use "
+                         f"{random_weights_hint(f'torchvision:{name}')}.")
 
     mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
     crop, resize, interpolation, categories = (224, 224), (256, 256), "bilinear", []
@@ -257,8 +282,12 @@ def _load_torchvision(name: str, pretrained: bool, weights: str | None) -> Class
     else:
         log.warning("torchvision:%s has no weights metadata; using ImageNet mean/std at 224 px", name)
 
+    seed = None
     try:
-        net = models.get_model(name, weights=chosen if pretrained else None)
+        if pretrained:
+            net = models.get_model(name, weights=chosen)
+        else:
+            net, seed = _seeded(f"torchvision:{name}", lambda: models.get_model(name, weights=None))
     except Exception as e:
         if pretrained and _is_fetch_error(e):
             url = str(getattr(chosen, "url", "") or "")
@@ -268,11 +297,13 @@ def _load_torchvision(name: str, pretrained: bool, weights: str | None) -> Class
                 f"torchvision:{name}: pretrained weights {chosen.name if chosen else ''} could not be fetched "
                 f"({type(e).__name__}: {e}). On a machine without network, download {url or 'them'} elsewhere and "
                 f"put {filename} into {hub} (set TORCH_HOME to use another cache root: it reads "
-                f"$TORCH_HOME/hub/checkpoints), or load with pretrained=False for random weights."
+                f"$TORCH_HOME/hub/checkpoints); or use {random_weights_hint(f'torchvision:{name}')}."
             ) from e
         raise
 
     card: dict[str, Any] = {"source": "torchvision", "torchvision_version": str(getattr(tv, "__version__", "?"))}
+    if seed is not None:
+        card["seed"] = seed
     folded = bool(getattr(net, "transform_input", False))
     if folded:
         card["weights_mean"], card["weights_std"] = mean, std
@@ -318,8 +349,13 @@ def _load_timm(name: str, pretrained: bool, weights: str | None) -> Classifier:
             kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
         else:
             model_name = f"{name.split('.', 1)[0]}.{weights}"
+    seed = None
     try:
-        net = timm.create_model(model_name, pretrained=pretrained, **kwargs)
+        if pretrained:
+            net = timm.create_model(model_name, pretrained=True, **kwargs)
+        else:
+            net, seed = _seeded(f"timm:{model_name}", lambda: timm.create_model(model_name, pretrained=False,
+                                                                                **kwargs))
     except Exception as e:
         if "unknown model" in str(e).lower():
             raise ValueError(f"timm has no model {model_name!r} (see timm.list_models())") from e
@@ -327,8 +363,8 @@ def _load_timm(name: str, pretrained: bool, weights: str | None) -> Classifier:
             raise ValueError(
                 f"timm:{model_name}: pretrained weights could not be fetched ({type(e).__name__}: {e}). timm reads "
                 f"them from the Hugging Face Hub cache: point HF_HOME (or HF_HUB_CACHE) at a cache that holds them "
-                f"and set HF_HUB_OFFLINE=1, or pass weights='/path/to/model.safetensors'; or load with "
-                f"pretrained=False for random weights."
+                f"and set HF_HUB_OFFLINE=1, or pass weights='/path/to/model.safetensors'; "
+                f"or use {random_weights_hint(f'timm:{model_name}')}."
             ) from e
         raise
     cfg = _timm_data_config(timm, net)
@@ -342,6 +378,8 @@ def _load_timm(name: str, pretrained: bool, weights: str | None) -> Classifier:
     tag = pcfg.get("tag")
     card: dict[str, Any] = {"source": "timm", "timm_version": str(getattr(timm, "__version__", "?")),
                             "crop_pct": crop_pct, "transform_input_folded": False}
+    if seed is not None:
+        card["seed"] = seed
     if "file" in kwargs.get("pretrained_cfg_overlay", {}):
         card["weights_file"] = kwargs["pretrained_cfg_overlay"]["file"]
     categories = list(pcfg.get("label_names") or [])

@@ -5,9 +5,17 @@ ResNet-152 source and 0.5 for the DenseNet-201 source; targets VGG19 (BN), Dense
 SENet-154 (timm ``legacy_senet154``); success over all images. SGM runs both as the paper's formula (``sgm``) and
 as the authors' released code (``sgm-orig``, ``sgm_variant: original``), which the published numbers come from.
 
+The images are read as the dataset ``imagenet``: class folders named by WordNet id (``ROOT/val/n01440764/``),
+or flat images with a ``filename wnid`` labels file, labelled with ImageNet's own class index however few classes
+the folder holds (see :mod:`advkit.data.imagefolder`).
+
 ``reproduce_sgm_imagenet(dry_run=True)`` only validates the experiment and says what is missing on this machine
 (the validation folder and its labels, torchvision / timm, the weights in their caches); it never raises for a
 missing piece. With ``dry_run=False`` it runs the study when nothing is missing.
+
+``smoke=True`` is the same pipeline on a few images (8 by default) with random weights (``NAME@random``, seeded
+from each name) and one seed: a check that torchvision, timm, the data folder and the attacks work together,
+before downloading the weights and ImageNet. Its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from advkit._files import atomic_write_text
+from advkit.data import IMAGENET_WNIDS, DataError, DataNotFoundError, index_folder
+from advkit.data.imagefolder import resolve_split
 from advkit.study.config import ConfigError, load_config
+from advkit.study.sample import ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -30,24 +41,39 @@ __all__ = ["imagenet_config", "reproduce_sgm_imagenet"]
 TORCHVISION_FILES = {"resnet152": "resnet152-394f9c45.pth", "densenet201": "densenet201-c1103571.pth",
                      "vgg19_bn": "vgg19_bn-c79401a0.pth"}
 TIMM_REPOS = {"legacy_senet154": "models--timm--legacy_senet154.in1k"}
+SMOKE_N = 8
 
 
 def imagenet_config(data_dir: str | Path | None = None, n: int = 5000,
-                    seeds: list[int] | None = None) -> dict[str, Any]:
-    """The authors' protocol as an experiment dict for :func:`advkit.study.run_study`."""
+                    seeds: list[int] | None = None, *, smoke: bool = False) -> dict[str, Any]:
+    """The authors' protocol as an experiment dict for :func:`advkit.study.run_study`.
+
+    Args:
+        data_dir: the ImageNet root (``ROOT/val``).
+        n: images.
+        seeds: seeds (default: 5; the smoke run: one).
+        smoke: every model with random weights (``NAME@random``), for a run without downloaded weights.
+    """
+    suffix = "@random" if smoke else ""
+    sources = ["torchvision:resnet152", "torchvision:densenet201"]
+    targets = ["torchvision:vgg19_bn", "torchvision:densenet201", "torchvision:resnet152", "timm:legacy_senet154"]
+    notes = ["The authors' success is 1 - top-1 accuracy over all 5,000 images (not only those each target "
+             "classified correctly); 'PGD' in the paper is I-FGSM without random start."]
+    if smoke:
+        notes.insert(0, f"Smoke run: random weights (seeded from each model's name), {n} images, one seed. It checks "
+                        f"that the pipeline runs; its numbers mean nothing.")
     return {
-        "title": "SGM reproduction on ImageNet (Wu et al., ICLR 2020 protocol)",
-        "dataset": "imagefolder", "data_dir": None if data_dir is None else str(data_dir),
-        "data_options": {"size": 224, "resize": 256},
-        "sources": ["torchvision:resnet152", "torchvision:densenet201"],
-        "targets": ["torchvision:vgg19_bn", "torchvision:densenet201", "torchvision:resnet152", "timm:legacy_senet154"],
+        "title": "SGM reproduction on ImageNet (Wu et al., ICLR 2020 protocol)" + (": smoke run" if smoke else ""),
+        "dataset": "imagenet", "data_dir": None if data_dir is None else str(data_dir),
+        # only the first n images in file order are decoded: the ones the sample takes (order first, all images)
+        "data_options": {"size": 224, "resize": 256, "limit": n, "subset": "first"},
+        "sources": [m + suffix for m in sources], "targets": [m + suffix for m in targets],
         "attacks": ["ifgsm", "ti", "mi", "di", "sgm", {"name": "sgm", "label": "sgm-orig",
                                                          "settings": {"sgm_variant": "original"}}, "sgm+mi", "sgm+di"],
         "eps": ["16/255"], "steps": 10, "alpha": "2/255", "gamma": {"residual": 0.2, "dense": 0.5},
-        "seeds": seeds or [0, 1, 2, 3, 4], "baseline": "ifgsm", "batch_size": 50,
+        "seeds": seeds or ([0] if smoke else [0, 1, 2, 3, 4]), "baseline": "ifgsm", "batch_size": min(50, n),
         "sample": {"n": n, "pool": n, "split": "val", "only_correct": False, "order": "first", "seed": 0},
-        "notes": ["The authors' success is 1 - top-1 accuracy over all 5,000 images (not only those each target "
-                  "classified correctly); 'PGD' in the paper is I-FGSM without random start."],
+        "notes": notes,
     }
 
 
@@ -61,28 +87,37 @@ def _check_import(package: str) -> tuple[bool, str]:
     return True, f"version {getattr(mod, '__version__', '?')}"
 
 
-def _check_data(data_dir: str | Path | None) -> list[dict[str, Any]]:
+def _check_data(data_dir: str | Path | None, n: int) -> list[dict[str, Any]]:
+    """The folder holds ``n`` images, and their labels map to ImageNet's class index."""
     if data_dir is None:
         env = os.environ.get("ADVKIT_DATA")
-        data_dir = Path(env) / "imagefolder" if env else None
+        data_dir = Path(env) / "imagenet" if env else None
+    layouts = ("ROOT/val/WNID/*.JPEG class folders, or ROOT/val/*.JPEG with ROOT/val_labels.txt ('filename wnid' "
+               "lines) or ROOT/LOC_val_solution.csv")
     if data_dir is None or not Path(data_dir).is_dir():
         return [{"item": "ImageNet validation folder", "ok": False,
-                 "detail": f"{data_dir or 'no data_dir given'}: not found; pass data_dir=ROOT (ROOT/val/*.JPEG with "
-                           f"ROOT/val_labels.txt or LOC_val_solution.csv, or class folders ROOT/val/WNID/)"}]
-    root = Path(data_dir)
-    val = root / "val" if (root / "val").is_dir() else root
+                 "detail": f"{data_dir or 'no data_dir given'}: not found; pass data_dir=ROOT ({layouts})"}]
+    try:
+        val = resolve_split(Path(data_dir), "val")
+    except DataNotFoundError as e:
+        return [{"item": "ImageNet validation folder", "ok": False, "detail": str(e)}]
     count = 0
-    for _dirpath, _dirs, files in os.walk(val):
-        count += sum(f.lower().endswith((".jpeg", ".jpg", ".png")) for f in files)
-        if count >= 5000:
+    for _dirpath, _dirs, names in os.walk(val, followlinks=True):
+        count += sum(f.lower().endswith((".jpeg", ".jpg", ".png")) for f in names)
+        if count >= n:
             break
-    labels = [p for p in (val / "labels.txt", root / "val_labels.txt", root / "LOC_val_solution.csv") if p.is_file()]
-    class_dirs = any(d.is_dir() for d in val.iterdir())
-    return [{"item": "ImageNet validation folder", "ok": count >= 5000,
-             "detail": f"{val}: {count}{'+' if count >= 5000 else ''} images (5,000 needed)"},
-            {"item": "labels", "ok": bool(labels) or class_dirs,
-             "detail": f"{labels[0]}" if labels else "class folders" if class_dirs else
-             "no labels file (val_labels.txt, LOC_val_solution.csv) and no class folders"}]
+    checks = [{"item": "ImageNet validation folder", "ok": count >= n,
+               "detail": f"{val}: {count}{'+' if count >= n else ''} images ({n:,} needed)"}]
+    try:
+        files, labels, _ = index_folder(val, classes=IMAGENET_WNIDS)
+    except (DataError, DataNotFoundError) as e:
+        return [*checks, {"item": "labels", "ok": False, "detail": f"{e} Expected: {layouts}."}]
+    classes = len(set(labels))
+    folders = any(d.is_dir() and not d.name.startswith(".") for d in val.iterdir())
+    how = "class folders named by WordNet id" if folders else "the labels file"
+    return [*checks, {"item": "labels", "ok": True,
+                      "detail": f"{len(files)} images in {classes} of the 1,000 ImageNet classes, from {how}, "
+                                f"labelled with ImageNet's class index"}]
 
 
 def _check_weights() -> list[dict[str, Any]]:
@@ -106,17 +141,19 @@ def _check_weights() -> list[dict[str, Any]]:
 
 
 def reproduce_sgm_imagenet(dry_run: bool = True, data_dir: str | Path | None = None, out: str | Path | None = None,
-                           *, n: int = 5000, seeds: list[int] | None = None, force: bool = False,
-                           backend: str = "local", address: str | None = None, command: str = "") -> dict[str, Any]:
+                           *, n: int | None = None, seeds: list[int] | None = None, smoke: bool = False,
+                           force: bool = False, backend: str = "local", address: str | None = None,
+                           progress: ProgressFn | None = None, command: str = "") -> dict[str, Any]:
     """Validate (and, without ``dry_run``, run) the authors' ImageNet protocol.
 
     Args:
         dry_run: only check the config and what this machine has; never raises for a missing piece.
-        data_dir: the ImageNet folder (``ROOT/val``); default ``$ADVKIT_DATA/imagefolder``.
+        data_dir: the ImageNet folder (``ROOT/val``); default ``$ADVKIT_DATA/imagenet``.
         out: the run directory (the dry run writes ``dry_run.json`` there when given).
-        n: images (the authors: 5,000).
-        seeds: seeds (default 5).
-        force, backend, address, command: as for :func:`advkit.study.run_study`.
+        n: images (the authors: 5,000; the smoke run: 8).
+        seeds: seeds (default 5; the smoke run: one).
+        smoke: random weights (``NAME@random``) and few images: the pipeline without the weights' downloads.
+        force, backend, address, progress, command: as for :func:`advkit.study.run_study`.
 
     Returns:
         ``{"config": dict, "checks": [{"item", "ok", "detail"}], "ready": bool, "missing": [str]}`` and, after a
@@ -125,7 +162,10 @@ def reproduce_sgm_imagenet(dry_run: bool = True, data_dir: str | Path | None = N
     Raises:
         ValueError: ``dry_run=False`` and something is missing (listing all of it).
     """
-    cfg = imagenet_config(data_dir, n, seeds)
+    n = n if n is not None else SMOKE_N if smoke else 5000
+    if n < 1:
+        raise ValueError(f"n: give at least one image, got {n}")
+    cfg = imagenet_config(data_dir, n, seeds, smoke=smoke)
     checks: list[dict[str, Any]] = []
     try:
         load_config(cfg)
@@ -135,8 +175,11 @@ def reproduce_sgm_imagenet(dry_run: bool = True, data_dir: str | Path | None = N
     for pkg in ("torchvision", "timm"):
         ok, detail = _check_import(pkg)
         checks.append({"item": f"package {pkg}", "ok": ok, "detail": detail})
-    checks += _check_data(data_dir)
-    checks += _check_weights()
+    checks += _check_data(data_dir, n)
+    if smoke:
+        checks.append({"item": "weights", "ok": True, "detail": "none needed: random weights, seeded from each name"})
+    else:
+        checks += _check_weights()
     missing = [f"{c['item']}: {c['detail']}" for c in checks if not c["ok"]]
     result: dict[str, Any] = {"config": cfg, "checks": checks, "ready": not missing, "missing": missing}
     if dry_run:
@@ -153,13 +196,15 @@ def reproduce_sgm_imagenet(dry_run: bool = True, data_dir: str | Path | None = N
     from advkit.reproduce.sgm import PAPER
     from advkit.study.runner import run_study
 
-    cfg["reference"] = {"citation": "Wu et al., ICLR 2020, mean of 5 runs", "baseline": "ifgsm", "eps": "16/255",
-                        "rows": [{"paper_source": s, "paper_target": t, "attack": a, "value": v,
-                                  "source": "torchvision:" + ("resnet152" if s.startswith("ResNet") else "densenet201"),
-                                  "target": {"VGG19": "torchvision:vgg19_bn", "DenseNet-201": "torchvision:densenet201",
-                                             "ResNet-152": "torchvision:resnet152",
-                                             "SE154": "timm:legacy_senet154"}[t]} for s, t, a, v in PAPER]}
-    run_study(cfg, out, force=force, backend=backend, address=address, command=command)
+    if not smoke:  # the paper's numbers beside random weights' would only mislead
+        cfg["reference"] = {
+            "citation": "Wu et al., ICLR 2020, mean of 5 runs", "baseline": "ifgsm", "eps": "16/255",
+            "rows": [{"paper_source": s, "paper_target": t, "attack": a, "value": v,
+                      "source": "torchvision:" + ("resnet152" if s.startswith("ResNet") else "densenet201"),
+                      "target": {"VGG19": "torchvision:vgg19_bn", "DenseNet-201": "torchvision:densenet201",
+                                 "ResNet-152": "torchvision:resnet152", "SE154": "timm:legacy_senet154"}[t]}
+                     for s, t, a, v in PAPER]}
+    run_study(cfg, out, force=force, backend=backend, address=address, progress=progress, command=command)
     write_report(out)
     result["run_dir"] = Path(out)
     return result
