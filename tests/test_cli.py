@@ -177,7 +177,7 @@ def test_query_attack_from_a_transfer_start_reports_queries(tmp_path):
     (["square", "--start", "pgd"], "needs both --start"),
     (["square", "--start", "nes", "--surrogate", "mlp"], "not a query attack"),
     (["pgd", "--start", "mi", "--surrogate", "mlp"], "pgd is not a query attack"),
-    (["square", "--eps", "1.5"], r"eps 1.5 is larger than the whole pixel range.*--allow-large-eps"),
+    (["square", "--eps", "1.5"], r"eps 1.5 is larger than the whole pixel range for an L-inf radius.*at most 1"),
     (["square", "--set", "p_init"], "KEY=VALUE"),
     (["square", "--set", "p_init=2"], "p_init"),
 ])

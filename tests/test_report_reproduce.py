@@ -108,7 +108,7 @@ def test_cli_hook(tiny_zoo, tmp_path):  # noqa: F811
     res = runner.invoke(app, ["transfer", str(exp), "--out", str(tmp_path / "run"), "--set", "attacks=ifgsm",
                               "--set", "sample.n=4"])
     assert res.exit_code == 0, res.output
-    assert "transfer success (%) at eps 16/255, 4 images" in res.output and "report:" in res.output
+    assert "transfer success (%) at eps 16/255 (L-inf), 4 images" in res.output and "report:" in res.output
     res = runner.invoke(app, ["transfer", str(exp), "--out", str(tmp_path / "run"), "--set", "attacks=ifgsm",
                               "--set", "sample.n=4"])
     assert res.exit_code == 2 and "force" in res.output

@@ -49,14 +49,38 @@ def query_attacks() -> list[str]:
     return sorted(n for n, cls in standalone().items() if cls.black_box)
 
 
-def check_budget(eps: float, norm: str = "linf", *, allow_large: bool = False, flag: str = "--allow-large-eps") -> None:
-    """``ValueError`` for an L-inf budget above 1 unless ``allow_large``: on pixels in ``[0, 1]`` it covers the
-    whole range, and it is almost always a budget on the 0-255 scale (``8`` meant as ``8/255``). L2 radii above 1
-    are ordinary and pass."""
+def check_budget(eps: float, norm: str = "linf", *, allow_large: bool = False, flag: str | None = "--allow-large-eps",
+                 shape: tuple[int, ...] | None = None) -> None:
+    """``ValueError`` for a budget larger than the whole pixel box, checked against the attack's own ``norm``.
+
+    An L-inf ``eps`` above 1 covers the whole range of pixels in ``[0, 1]`` and is almost always a budget on the
+    0-255 scale (``8`` meant as ``8/255``): refused unless ``allow_large`` (``flag`` names that switch; ``None``:
+    there is none). An L2 radius above 1 is ordinary; one above ``sqrt(C * H * W)`` (images of ``shape``, when
+    given) is more than the distance between an all-black and an all-white image, and is refused.
+    """
     if norm == "linf" and eps > 1 and not allow_large:
-        raise ValueError(f"eps {eps:g} is larger than the whole pixel range: advkit's budgets are in pixel units of "
-                         f"[0, 1], so 8 on the 0-255 scale is 8/255 ({8 / 255:.4f}). If you mean {eps:g}, pass "
-                         f"{flag}")
+        fix = f"If you mean {eps:g}, pass {flag}" if flag else "Use at most 1"
+        raise ValueError(f"eps {eps:g} is larger than the whole pixel range for an L-inf radius: advkit's budgets "
+                         f"are in pixel units of [0, 1], so 8 on the 0-255 scale is 8/255 ({8 / 255:.4f}). {fix}")
+    if norm == "l2" and shape is not None:
+        import math
+
+        d = math.prod(shape)
+        if eps > math.sqrt(d):
+            raise ValueError(f"eps {eps:g} is an L2 radius larger than the whole image box of "
+                             f"{'x'.join(map(str, shape))} images (sqrt({d}) = {math.sqrt(d):.2f}, the distance from "
+                             f"an all-black to an all-white image); use at most {math.sqrt(d):.2f} (or an L-inf "
+                             f"budget: norm linf)")
+
+
+def budget_norm(name: str, norm: object = None) -> str | None:
+    """The norm ``eps`` bounds for the attack ``name``: ``norm`` when given, else the attack's default (``l2`` for
+    hsj and simba, ``linf`` for square, nes and the compositions); ``None`` when a file decides it (``uap:PATH``)."""
+    if isinstance(norm, str):
+        return norm
+    key = standalone_key(name)
+    default = standalone()[key].norm if key is not None else Iterative.norm
+    return default if isinstance(default, str) else None
 
 
 def standalone_key(name: str) -> str | None:
@@ -76,7 +100,8 @@ def needs_skip_connections(name: str) -> bool:
 
 
 __all__ = ["COMBINATIONS", "Attack", "AttackResult", "BlackBoxError", "Counter", "Iterative", "Oracle", "Part",
-           "QueryAttack", "QueryBudgetError", "attack_batched", "attack_loss", "batch_seed", "check_budget", "create",
+           "QueryAttack", "QueryBudgetError", "attack_batched", "attack_loss", "batch_seed", "budget_norm",
+           "check_budget", "create",
            "label", "macros", "names", "needs_skip_connections", "parse", "parts", "project", "query_attacks",
            "standalone_key", "register_attack", "register_macro", "register_part", "resolve_gamma", "standalone",
            "validate_inputs"]

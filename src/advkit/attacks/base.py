@@ -159,7 +159,8 @@ class Attack(ABC):
 
         Args:
             model: a classifier taking ``(N, C, H, W)`` pixels in ``[0, 1]``.
-            x: clean inputs ``(N, C, H, W)``, float, in ``[0, 1]``.
+            x: clean inputs ``(N, C, H, W)``, ``N >= 1``, in ``[0, 1]``, in the model's float dtype (float32; float64
+                images need a float64 model). 8-bit images are refused: pass ``x.float() / 255``.
             y: true labels ``(N,)``, int64.
             target: target labels ``(N,)`` for a targeted attack (each different from ``y``), else ``None``.
             generator: source of randomness (random start, input diversity); the same seed gives the same result.
@@ -172,7 +173,8 @@ class Attack(ABC):
             An :class:`AttackResult`.
 
         Raises:
-            ValueError: naming the problem with the inputs.
+            ValueError: naming the problem with the inputs (wrong dtype, an empty batch, meta tensors, a model whose
+                dtype differs from ``x``'s) and the fix.
         """
         validate_inputs(x, y, target)
         k = getattr(model, "num_classes", None)
@@ -188,6 +190,7 @@ class Attack(ABC):
             extra["start"] = self.project(check_start(start, x).detach(), x)
         counter = self._open(model, x)
         module = counter.module
+        check_model_inputs(module, x)
         with frozen_eval(module, eval_mode=not keep_mode) if module is not None else nullcontext():
             with torch.no_grad() if self.black_box else torch.enable_grad():
                 x_adv = self._run(counter, x.detach(), y, target, generator, **extra)
@@ -229,12 +232,26 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torc
 
 
 def validate_inputs(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> None:
-    """Check an attack's inputs; ``ValueError`` naming the first problem found."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise ValueError(f"x must be a floating-point tensor of pixels in [0, 1], got "
-                         f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
+    """Check an attack's inputs; ``ValueError`` naming the first problem found and the fix."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x must be a torch tensor of pixels in [0, 1], got {type(x).__name__}; convert an array "
+                         f"with torch.from_numpy(a).float() (and / 255 for 8-bit pixels)")
+    if not x.is_floating_point():
+        fix = "x.float() / 255" if x.dtype == torch.uint8 else "x.float() (scaled into [0, 1])"
+        raise ValueError(f"x is a {x.dtype} tensor; attacks take float pixels in [0, 1]"
+                         f"{' (8-bit pixels 0-255 are divided by 255)' if x.dtype == torch.uint8 else ''}: "
+                         f"pass {fix}")
+    for what, t in (("x", x), ("y", y), ("target", target)):
+        if isinstance(t, torch.Tensor) and t.is_meta:
+            raise ValueError(f"{what} is a meta tensor (a shape without data, as made under "
+                             f"torch.device('meta')); create it with its values on 'cpu' or 'cuda'")
     if x.ndim != 4:
         raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"x is an empty batch (shape {tuple(x.shape)}): there is nothing to attack; pass at "
+                         f"least one image (check the selection that produced x)")
+    if x[0].numel() == 0:
+        raise ValueError(f"x has no pixels (shape {tuple(x.shape)}); images are (N, C, H, W) with C, H, W >= 1")
     if torch.isnan(x).any():
         raise ValueError(f"x contains {int(torch.isnan(x).sum())} NaN value(s)")
     lo, hi = float(x.min()), float(x.max())
@@ -260,6 +277,29 @@ def validate_inputs(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | Non
         if same.numel():
             raise ValueError(f"target equals the true label for {same.numel()} sample(s) (first at index "
                              f"{int(same[0])}); a targeted attack needs target != y")
+
+
+def check_model_inputs(module: nn.Module | None, x: torch.Tensor) -> None:
+    """``ValueError`` if ``module`` cannot take the pixels ``x``: its weights are meta tensors (shapes without
+    values), or it computes in another floating dtype than ``x`` (float64 images on a float32 model). A callable
+    without parameters or buffers is not checked.
+
+    The dtype is not converted silently: the result would come back in a dtype the caller did not pass. float64
+    images work on a float64 model (``model.double()``)."""
+    if module is None:
+        return
+    tensors = [*module.parameters(), *module.buffers()]
+    if any(t.is_meta for t in tensors):
+        raise ValueError(f"the model ({type(module).__name__}) has meta tensors for weights (shapes without values, "
+                         f"as built under torch.device('meta')); materialise and fill them first: "
+                         f"model.to_empty(device='cpu') then model.load_state_dict(...), or advkit.models.load(...)")
+    floating = [t for t in tensors if t.is_floating_point()]
+    dtype = floating[0].dtype if floating else None
+    if dtype is not None and x.dtype != dtype:
+        fix = {torch.float32: "x.float()", torch.float64: "x.double()", torch.float16: "x.half()"}.get(
+            dtype, f"x.to({dtype})")
+        raise ValueError(f"x is {x.dtype} but the model computes in {dtype}: pass {fix} (or attack a model converted "
+                         f"to {x.dtype}, e.g. model.to({x.dtype}))")
 
 
 def check_start(start: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,11 @@ about against the image of the batch it belongs to, the way a rate-limited servi
 a row that would take an image past its query budget (a bug in the attack, never a silent overrun). It runs the
 target under ``no_grad`` and refuses inputs that require a gradient, so an attack cannot differentiate through
 it. The final success check of the attack contract is the evaluator's, not the attacker's, and is not counted.
+
+Every answer is checked before an attack sees it: one finite row of scores per image row sent, the same number of
+classes each time (the target's ``num_classes`` when it declares one), and a score for every class among the batch's
+labels and targets. Anything else (NaN scores, ``(M,)`` or ``(2M, K)`` outputs, 3 scores for 10-class labels) is a
+``ValueError`` naming what the target answered, never an image reported as fooled: the argmax of a NaN row is 0.
 """
 
 from __future__ import annotations
@@ -88,11 +93,45 @@ class Oracle:
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = [self._target(x[i:i + self.max_rows]) for i in range(0, x.shape[0], self.max_rows)]
+        outs = [self._answer(x[i:i + self.max_rows]) for i in range(0, x.shape[0], self.max_rows)]
         out = torch.cat(outs) if outs else x.new_zeros(0, 0)
         if self.probabilities:
             out = out.clamp_min(1e-30).log()
         return out
+
+    def _answer(self, rows: torch.Tensor) -> torch.Tensor:
+        """The target's raw output on ``rows``, checked: ``ValueError`` naming what it answered unless it is one
+        finite row of scores per row sent, for the ``num_classes`` the target declares (if it declares any)."""
+        out = self._target(rows)
+        m, who = rows.shape[0], f"the query target ({self._name()})"
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(f"{who} answered a {type(out).__name__}; it must return a torch tensor of (rows, "
+                             f"classes) scores for the (rows, C, H, W) pixels it is sent")
+        if out.ndim != 2 or out.shape[0] != m:
+            raise ValueError(f"{who} answered scores of shape {tuple(out.shape)} for {m} image row(s); it must "
+                             f"return ({m}, classes): one row of logits (or of probabilities, with "
+                             f"probabilities=True) per image sent, also behind a label oracle, which takes the "
+                             f"top-1 label from them")
+        k = self.num_classes
+        if out.shape[1] < 2 or (k is not None and out.shape[1] != k):
+            want = f"its num_classes={k}" if k is not None else "at least 2"
+            raise ValueError(f"{who} answered {out.shape[1]} score(s) per row (shape {tuple(out.shape)}); a "
+                             f"classifier scores every class: {want}")
+        bad = ~torch.isfinite(out).all(1)
+        if bool(bad.any()):
+            raise ValueError(f"{who} answered non-finite scores (NaN or inf) on {int(bad.sum())} of {m} row(s) "
+                             f"(first: row {int(bad.nonzero()[0])}); they cannot say whether an image is fooled "
+                             f"(the argmax of a NaN row is class 0), so the attack stops. Check the target: NaN "
+                             f"weights, or its preprocessing (a zero std)")
+        return out
+
+    def _name(self) -> str:
+        """The target's name for messages: a model's ``name``, a function's name, else its type."""
+        for attr in ("name", "__qualname__"):
+            name = getattr(self._target, attr, None)
+            if isinstance(name, str) and name:
+                return name
+        return type(self._target).__name__
 
     def session(self, n: int, budget: int, device: torch.device | None = None) -> QuerySession:
         """A counting session over a batch of ``n`` images with ``budget`` queries each."""
@@ -107,6 +146,8 @@ class QuerySession:
         budget: the per-image budget.
         forward: forward calls made through the target (a query request split into chunks counts each chunk).
         backward: always 0 (kept so that query attacks report passes like every attack).
+        classes: the number of scores per row the target answers (set by the first answer; every later answer
+            must match it, and score every class of the batch's labels and targets: :meth:`expect_classes`).
     """
 
     def __init__(self, oracle: Oracle, n: int, budget: int, device: torch.device | None = None) -> None:
@@ -116,6 +157,28 @@ class QuerySession:
         self.forward = 0
         self.backward = 0
         self.info: dict[str, Any] = {}
+        self.classes: int | None = None
+        self._need = 0
+
+    def expect_classes(self, y: torch.Tensor, target: torch.Tensor | None = None) -> None:
+        """Require every answer to score the classes of the labels ``y`` and ``target`` (``(n,)`` each)."""
+        top = [int(t.max()) for t in (y, target) if t is not None and t.numel()]
+        self._need = max(top, default=-1) + 1
+
+    def _check(self, out: torch.Tensor) -> torch.Tensor:
+        """``ValueError`` naming the answer unless it has as many scores per row as the first answer and at
+        least one per class of the labels and targets."""
+        k = int(out.shape[1])
+        who = f"the query target ({self.oracle._name()})"
+        if k < self._need:
+            raise ValueError(f"{who} answered {k} scores per row (shape {tuple(out.shape)}), but the batch has "
+                             f"label or target class {self._need - 1}; it must score every class (at least "
+                             f"{self._need}), or the labels belong to another dataset")
+        if self.classes is not None and k != self.classes:
+            raise ValueError(f"{who} answered {k} scores per row (shape {tuple(out.shape)}) after answering "
+                             f"{self.classes} before; a classifier scores the same classes every time")
+        self.classes = k
+        return out
 
     @property
     def output(self) -> str:
@@ -128,7 +191,7 @@ class QuerySession:
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
         """The evaluator's final success check (one forward pass, not an attacker's query)."""
         self.forward += 1
-        return self.oracle.evaluate(x)
+        return self._check(self.oracle.evaluate(x))
 
     def remaining(self) -> torch.Tensor:
         """Queries left per image, int64 ``(n,)``."""
@@ -154,6 +217,7 @@ class QuerySession:
         self.forward += -(-x.shape[0] // self.oracle.max_rows)
         with torch.no_grad():
             out = self.oracle._forward(x)
+        self._check(out)
         if self.oracle.on_query is not None:
             self.oracle.on_query(x, rows_of, out)
         return out

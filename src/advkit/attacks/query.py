@@ -96,9 +96,12 @@ class QueryAttack(Attack):
                              f"(sqrt({d}) = {math.sqrt(d):.2f}); an L2 radius in pixel units is at most that")
         return oracle.session(int(x.shape[0]), self.max_queries, x.device)
 
-    def _run(self, model: QuerySession, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-             generator: torch.Generator | None, start: torch.Tensor | None = None) -> torch.Tensor:
+    # the base call hands _run what _open returns: here a query session, not a gradient attack's Counter
+    def _run(self, model: QuerySession, x: torch.Tensor, y: torch.Tensor,  # type: ignore[override]
+             target: torch.Tensor | None, generator: torch.Generator | None,
+             start: torch.Tensor | None = None) -> torch.Tensor:
         g = generator if generator is not None else torch.Generator().manual_seed(0)
+        model.expect_classes(y, target)
         x_adv = self._search(model, x, y, target, g, start)
         model.info[self.name] = {"budget": self.max_queries, "oracle": model.output}
         return x_adv

@@ -31,6 +31,66 @@ def _value(text: str) -> object:
         return text
 
 
+# the options that set an attack setting: setting -> option
+OPTIONS = {"eps": "--eps", "steps": "--steps", "alpha": "--alpha", "norm": "--norm", "gamma": "--gamma",
+           "sgm_variant": "--variant", "decay": "--decay", "ti_kernel": "--ti-kernel", "loss": "--loss",
+           "max_queries": "--max-queries"}
+
+
+def _aliases(name: str) -> dict[str, str]:
+    """The other names of the attack's settings (``mu`` for ``decay``), to setting names; ``{}`` for a standalone
+    attack or a name ``create`` will refuse."""
+    from advkit.attacks import parse, parts, standalone_key
+
+    if standalone_key(name) is not None:
+        return {}
+    try:
+        tokens = parse(name)
+    except ValueError:
+        return {}
+    return {alias: field for t in tokens for alias, field in parts()[t].aliases.items()}
+
+
+def _settings(name: str, options: dict[str, object], items: list[str]) -> dict[str, object]:
+    """The attack's settings from its options (``{"eps": "16/255", "steps": 10}``, as typed) and ``--set KEY=VALUE``
+    items. A setting given twice (an option and a --set, two --set, or a name and its alias) is an error naming
+    both, never "the last wins"."""
+    aliases = _aliases(name)
+    kw: dict[str, object] = {}
+    given: dict[str, str] = {}  # setting -> how it was given, for the error
+    for key, val in options.items():
+        kw[key] = parse_number(val, OPTIONS[key]) if key in ("eps", "alpha") and isinstance(val, str) else val
+        given[aliases.get(key, key)] = f"{OPTIONS[key]} {val}"
+    for item in items:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            fail(f"--set takes KEY=VALUE (e.g. --set p_init=0.8), got {item!r}")
+        field = aliases.get(key, key)
+        if field in given:
+            fail(f"{given[field]} and --set {item} both set {field}; give each setting once")
+        given[field] = f"--set {item}"
+        kw[key] = _value(text.strip())
+    return kw
+
+
+def _check_eps(name: str, kw: dict[str, object], dataset: str, allow_large: bool) -> None:
+    """Refuse an eps larger than the whole pixel box, in the norm the attack uses (its default, or --norm): an
+    L-inf radius above 1 (unless --allow-large-eps), an L2 radius above sqrt(C * H * W) of the dataset's images."""
+    from advkit.attacks import budget_norm, check_budget, standalone, standalone_key
+    from advkit.data import get_spec
+
+    eps = kw.get("eps")
+    norm = budget_norm(name, kw.get("norm"))
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or norm is None:
+        return  # create() names a wrong value; a uap file decides its own norm
+    key = standalone_key(name)
+    query = key is not None and standalone()[key].black_box  # refuse an L-inf eps > 1 whatever the flag
+    spec = get_spec(dataset)
+    check_budget(float(eps), norm, allow_large=allow_large and not query, flag=None if query else "--allow-large-eps",
+                 shape=spec.shape if spec.loader is None else None)
+
+
 def attack(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Attack name: fgsm, ifgsm, pgd, mi, di, ti, sgm, jsma, a combination "
@@ -38,8 +98,9 @@ def attack(
                                               "(advkit attacks list).")],
     model: Annotated[str, typer.Option(help="Source model: zoo name, .safetensors path, torchvision:/timm:NAME.")],
     dataset: Annotated[str, typer.Option(help="Dataset (test split).")] = "fashion-mnist",
-    eps: Annotated[str | None, typer.Option(help="Budget in pixel units of [0,1] (L-inf radius, or L2 with "
-                                                    "--norm l2); fractions like 16/255 accepted.")] = None,
+    eps: Annotated[str | None, typer.Option(help="Budget in pixel units of [0,1], in the attack's norm (an L-inf "
+                                                    "radius; an L2 one for hsj, simba or --norm l2); fractions like "
+                                                    "16/255 accepted.")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Iterations.")] = None,
     alpha: Annotated[str | None, typer.Option(help="Step size in pixel units (default eps/steps; PGD "
                                                       "2.5*eps/steps).")] = None,
@@ -68,27 +129,15 @@ def attack(
                                                        "of [0, 1]: 8 on the 0-255 scale is 8/255).")] = False,
 ) -> None:
     """Craft adversarial examples on one model, save them, and print white-box success and distortion."""
-    from advkit.attacks import check_budget
     from advkit.study.attack_run import run_attack
 
-    kw: dict[str, object] = {}
-    if eps is not None:
-        kw["eps"] = parse_number(eps, "--eps")
-        check_budget(float(kw["eps"]), norm or "linf", allow_large=allow_large_eps)
     if steps is not None and limit * steps > STEPS_WARN:
         warn(f"--steps {steps} on up to {limit} images is up to {limit * steps:,} forward and backward passes, "
              f"which can take days; the usual is 10 to 1,000 steps. Ctrl-C stops it")
-    if alpha is not None:
-        kw["alpha"] = parse_number(alpha, "--alpha")
-    for key, val in (("steps", steps), ("norm", norm), ("gamma", gamma), ("sgm_variant", variant),
-                     ("decay", decay), ("ti_kernel", ti_kernel), ("loss", loss), ("max_queries", max_queries)):
-        if val is not None:
-            kw[key] = val
-    for item in setting or []:
-        key, eq, text = item.partition("=")
-        if not eq or not key.strip():
-            fail(f"--set takes KEY=VALUE (e.g. --set p_init=0.8), got {item!r}")
-        kw[key.strip()] = _value(text.strip())
+    options = {"eps": eps, "steps": steps, "alpha": alpha, "norm": norm, "gamma": gamma, "sgm_variant": variant,
+               "decay": decay, "ti_kernel": ti_kernel, "loss": loss, "max_queries": max_queries}
+    kw = _settings(name, {k: v for k, v in options.items() if v is not None}, setting or [])
+    _check_eps(name, kw, dataset, allow_large_eps)
     command = invocation(ctx)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:

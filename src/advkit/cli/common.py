@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import time
 from fractions import Fraction
 from typing import Any, NoReturn
 
@@ -106,19 +107,54 @@ def command_line() -> str:
 
 
 class Bars:
-    """Rich progress bars, one per stage, driven by the study's ``progress(stage, done, total, detail)``."""
+    """Progress of a long command, driven by ``bar(stage, done, total, detail)`` (the study's progress callback):
+    rich progress bars, one per stage, when stderr is a terminal; otherwise (a log file, a pipe, CI) one plain line
+    per step, ``stage detail: done/total (elapsed)``, at most one per ``every`` seconds per stage plus the line
+    that finishes it, so a background run's log shows it is alive. Used as a context manager.
 
-    def __init__(self, progress: Progress) -> None:
-        self.p = progress
+    Args:
+        transient: remove the bars from the terminal when done (a command that prints its own summary).
+        every: the shortest time between two lines of one stage in a log, in seconds.
+        terminal: force the bars (True) or the lines (False); default: whether stderr is a terminal.
+    """
+
+    def __init__(self, *, transient: bool = False, every: float = 5.0, terminal: bool | None = None) -> None:
+        self.terminal = err.is_terminal if terminal is None else terminal
+        self.every = every
+        self.p: Progress | None = None
+        if self.terminal:
+            self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=transient)
         self.tasks: dict[str, Any] = {}
+        self.last: dict[str, tuple[float, int]] = {}
+        self.t0 = time.monotonic()
 
-    def __call__(self, stage: str, done: int, total: int, detail: str) -> None:
-        if stage not in self.tasks:
-            self.tasks[stage] = self.p.add_task(stage, total=total)
-        self.p.update(self.tasks[stage], completed=done, total=total, description=f"{stage} {detail}"[:70])
+    def __enter__(self) -> Bars:
+        if self.p is not None:
+            self.p.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.p is not None:
+            self.p.stop()
+
+    def __call__(self, stage: str, done: int, total: int | None, detail: str = "") -> None:
+        if self.p is not None:
+            if stage not in self.tasks:
+                self.tasks[stage] = self.p.add_task(stage, total=total)
+            self.p.update(self.tasks[stage], completed=done, total=total, description=f"{stage} {detail}"[:70])
+            return
+        now = time.monotonic()
+        last_t, last_done = self.last.get(stage, (-float("inf"), -1))
+        finished = total is not None and done >= total
+        if done == last_done or (now - last_t < self.every and not finished and last_done >= 0):
+            return
+        self.last[stage] = (now, done)
+        of = f"/{total}" if total is not None else ""
+        err.print(f"{stage}{' ' + detail if detail else ''}: {done}{of} ({now - self.t0:.0f} s)", markup=False,
+                  highlight=False, soft_wrap=True)
 
 
-def bars() -> Progress:
-    """The progress display of the study commands (kept on screen when done)."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, transient=False)
+def bars(*, transient: bool = False, every: float = 5.0) -> Bars:
+    """The progress display of the long commands (see :class:`Bars`)."""
+    return Bars(transient=transient, every=every)

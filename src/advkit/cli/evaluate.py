@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from advkit.cli.common import console, fail, invocation
+from advkit.cli.common import bars, console, fail, invocation
 
 __all__ = ["evaluate"]
+
+
+def _row(m: Any, r: Any, dataset: str, split: str, ds: Any) -> dict[str, Any]:
+    """One model's record in results.json / results.csv."""
+    return {"model": m.name, "arch": m.card.get("arch", "?"), "dataset": dataset, "split": split, "n": r.n,
+            "correct": r.k, "accuracy": r.value, "ci_low": r.low, "ci_high": r.high,
+            "card_accuracy": m.card.get("test_accuracy"), "data_note": ds.note, "data_selection": ds.selection}
 
 
 def evaluate(
@@ -46,17 +53,17 @@ def evaluate(
     t = Table("model", "arch", "accuracy", "95% interval", "n")
     for col in t.columns[:2]:
         col.no_wrap = True
-    for name in names:
-        m = models.load(name, dataset=dataset)
-        models.check_input_shape(m, ds.images.shape[1:], f"{dataset} ({ds.source})")
-        data.warn_if_seen_in_training(m, ds)
-        r = rate(predict(m, ds.x, batch_size) == ds.y)
-        rows.append({"model": m.name, "arch": m.card.get("arch", "?"), "dataset": dataset, "split": split,
-                     "n": r.n, "correct": r.k, "accuracy": r.value, "ci_low": r.low, "ci_high": r.high,
-                     "card_accuracy": m.card.get("test_accuracy"), "data_note": ds.note,
-                     "data_selection": ds.selection})
-        t.add_row(m.name, rows[-1]["arch"], f"{100 * r.value:.2f}%", f"[{100 * r.low:.2f}, {100 * r.high:.2f}]",
-                  str(r.n))
+    with bars(transient=True, every=0) as bar:
+        bar("evaluated", 0, len(names), f"on {len(ds.y)} {dataset} {split} images")
+        for i, name in enumerate(names):
+            m = models.load(name, dataset=dataset)
+            models.check_input_shape(m, ds.images.shape[1:], f"{dataset} ({ds.source})")
+            data.warn_if_seen_in_training(m, ds)
+            r = rate(predict(m, ds.x, batch_size) == ds.y)
+            bar("evaluated", i + 1, len(names), f"{name} ({100 * r.value:.2f}%)")
+            rows.append(_row(m, r, dataset, split, ds))
+            t.add_row(m.name, rows[-1]["arch"], f"{100 * r.value:.2f}%", f"[{100 * r.low:.2f}, {100 * r.high:.2f}]",
+                      str(r.n))
     console.print(t)
     if ds.selection != "all":
         console.print(f"images: {ds.selection} of the {split} split")

@@ -14,7 +14,7 @@ import typer
 import yaml
 from rich.markup import escape
 
-from advkit.cli.common import Bars, bars, command_line, console, describe_error, err, fail
+from advkit.cli.common import bars, command_line, console, describe_error, err, fail
 
 __all__ = ["parse_overrides", "register_cli", "report_cmd", "transfer"]
 
@@ -23,13 +23,20 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["sample.n=50", "eps=[8/255, 16/255]", "sources=resnet20,densenet_bc40"]`` -> a dict of overrides.
 
     Values are read as YAML (``yaml.safe_load``: numbers, lists, strings; never evaluated as code); a bare
-    comma-separated value becomes a list.
+    comma-separated value becomes a list. A key given twice is a ``ConfigError`` naming both, never "the last wins".
     """
+    from advkit.study.errors import ConfigError
+
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise typer.BadParameter(f"--set expects KEY=VALUE (e.g. sample.n=50), got {item!r}")
+        if key.strip() in given:
+            raise ConfigError([f"--set {given[key.strip()]} and --set {item} both set {key.strip()}; give each "
+                               f"setting once"])
+        given[key.strip()] = item
         try:
             parsed = yaml.safe_load(value) if value.strip() else None
         except yaml.YAMLError as e:
@@ -57,7 +64,7 @@ def transfer(
 ) -> None:
     """Craft on each source, evaluate every target on the same images, write tidy records and a report."""
     from advkit.report.run_report import write_report
-    from advkit.report.tables import text_matrix
+    from advkit.report.tables import budgets, text_matrix
     from advkit.study import ConfigError, load_config, run_study
 
     # caught here as well as by advkit's app: register_cli also adds these commands to other Typer apps
@@ -67,12 +74,12 @@ def transfer(
         fail(describe_error(e) or str(e))
     with bars() as bar:
         try:
-            res = run_study(cfg, out, force=force, backend=backend, address=address, progress=Bars(bar),
+            res = run_study(cfg, out, force=force, backend=backend, address=address, progress=bar,
                             command=command_line(), reuse=list(reuse or []))
         except ValueError as e:
             fail(str(e))
-    for eps in res.records["meta"]["eps"]:
-        console.print(text_matrix(res.records, eps), soft_wrap=True, markup=False, highlight=False)
+    for eps, norm in budgets(res.records):  # one matrix per budget: eps and the norm it bounds
+        console.print(text_matrix(res.records, eps, norm), soft_wrap=True, markup=False, highlight=False)
     if not res.records["sanity"]["ok"]:
         err.print("[bold red]sanity problems:[/] " + escape("; ".join(res.records["sanity"]["problems"])))
     console.print(f"{res.computed} shard(s) computed, {res.reused} reused; results in {res.run_dir}")

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from advkit.models.checkpoint import CheckpointError, load_checkpoint, read_card, save_checkpoint
 from advkit.models.frozen import frozen_eval
 from advkit.models.registry import ArchSpec, arch_names, get_arch, register_arch
@@ -61,6 +63,29 @@ def adversarially_trained(card: dict[str, Any]) -> bool:
     return bool(card.get("adversarial_training") or (isinstance(recipe, dict) and recipe.get("adversarial")))
 
 
+def _check_device(device: str | torch.device) -> None:
+    """``ValueError`` naming the fix unless ``device`` is one this machine has (``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+    ``"mps"``, ...)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "meta":
+        raise ValueError("device='meta' keeps shapes without weights, so the model could not classify; use 'cpu' "
+                         "or 'cuda'")
+    backend = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type, None)
+    available = getattr(backend, "is_available", None)
+    if available is None or not available():
+        build = f"this torch {torch.__version__} is built without CUDA" if dev.type == "cuda" and \
+            torch.version.cuda is None else f"torch {torch.__version__} sees no {dev.type} device here"
+        raise ValueError(f"device={device!r}: {build}; use device='cpu' (or install a torch build for your GPU)")
+    count = getattr(getattr(torch, dev.type, None), "device_count", None)
+    if dev.index is not None and callable(count) and dev.index >= count():
+        raise ValueError(f"device={device!r}: this machine has {count()} {dev.type} device(s), numbered from 0")
+
+
 def load(name: str, dataset: str = "fashion-mnist", *, device: str | None = None,
          weights: str | None = "default") -> Classifier:
     """Load a frozen, eval-mode classifier that takes pixels in ``[0, 1]``.
@@ -77,9 +102,12 @@ def load(name: str, dataset: str = "fashion-mnist", *, device: str | None = None
             too. Zoo models and checkpoints carry their own weights and take only ``"default"``.
 
     Raises:
-        ValueError: unknown name (listing the shipped ones), or a missing optional package for an adapter.
+        ValueError: unknown name (listing the shipped ones), a missing optional package for an adapter, or a
+            device this machine does not have.
         CheckpointError: the checkpoint is refused or corrupt.
     """
+    if device is not None:
+        _check_device(device)
     model: Classifier
     if name.startswith(("torchvision:", "timm:")):
         from advkit.models import adapters

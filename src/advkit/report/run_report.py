@@ -19,6 +19,9 @@ from advkit.report import figures
 from advkit.report.accuracy import atomic_write_text
 from advkit.report.html import Code, Document, Figure, Heading, Para, Table
 from advkit.report.tables import (
+    attack_norms,
+    budget_label,
+    budgets,
     clean_table,
     distortion_table,
     matrix,
@@ -32,6 +35,7 @@ from advkit.report.tables import (
     sanity_table,
 )
 from advkit.study.runstate import RunDir, read_tensors
+from advkit.study.schema import norm_label
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +83,8 @@ def _save(run: RunDir, name: str, png: bytes, caption: str) -> Figure:
     return Figure(f"figures/{name}", png, caption)
 
 
-def _heatmap(run: RunDir, records: dict[str, Any], eps: str, idx: int) -> Figure:
-    rows, cols, cells = matrix(records, eps)
+def _heatmap(run: RunDir, records: dict[str, Any], eps: str, norm: str, idx: int) -> Figure:
+    rows, cols, cells = matrix(records, eps, norm=norm)
     cols = [c for c in cols if any(c != key[0] for key in rows)]
     many = len(records["meta"]["sources"]) > 1
     vals = np.full((len(rows), len(cols)), np.nan)
@@ -89,16 +93,20 @@ def _heatmap(run: RunDir, records: dict[str, Any], eps: str, idx: int) -> Figure
             r = cells.get((key, c))
             if r is not None and r["mean"] is not None and not (c == key[0] and c != "white-box"):
                 vals[i, j] = r["mean"]
-    png = figures.heatmap(vals, [row_label(k, many) for k in rows], cols, f"transfer success, eps {eps}")
-    return _save(run, f"matrix_{idx}.png", png, f"Transfer matrix at eps {eps} (mean over seeds, %).")
+    at = budget_label(eps, norm)
+    png = figures.heatmap(vals, [row_label(k, many) for k in rows], cols, f"transfer success, eps {at}")
+    return _save(run, f"matrix_{idx}.png", png, f"Transfer matrix at eps {at} (mean over seeds, %).")
 
 
 def _eps_curves(run: RunDir, records: dict[str, Any], eps_values: dict[str, float]) -> Figure:
     series: dict[str, dict[str, list[tuple[float, float, float | None]]]] = defaultdict(lambda: defaultdict(list))
+    norms = attack_norms(records)
+    mixed = len({n for _, n in budgets(records)}) > 1
     for (src, atk, eps, g), m in mean_transfer(records).items():
-        name = atk + (f" γ={g:g}" if g is not None else "")
+        name = atk + (f" γ={g:g}" if g is not None else "") + (f" ({norm_label(norms.get(atk))})" if mixed else "")
         series[src][name].append((eps_values[eps], m["mean"], m["std"]))
-    png = figures.curves(series, "eps (pixel units of [0, 1])", "Mean transfer success vs eps")
+    norm_text = "each attack in its own norm" if mixed else norm_label(budgets(records)[0][1])
+    png = figures.curves(series, f"eps (pixel units of [0, 1], {norm_text})", "Mean transfer success vs eps")
     return _save(run, "success_vs_eps.png", png, "Mean transfer success over the targets vs eps; bars: std over "
                                                  "seeds.")
 
@@ -111,11 +119,12 @@ def _gamma_curves(run: RunDir, records: dict[str, Any]) -> Figure | None:
             gammas[(src, atk)].add(g)
     if not any(len(v) > 1 for v in gammas.values()):
         return None
-    multi_eps = len(records["meta"]["eps"]) > 1
+    multi_eps = len(budgets(records)) > 1
+    norms = attack_norms(records)
     series: dict[str, dict[str, list[tuple[float, float, float | None]]]] = defaultdict(lambda: defaultdict(list))
     base: dict[str, dict[str, float]] = defaultdict(dict)
     for (src, atk, eps, g), m in mt.items():
-        name = atk + (f" @ {eps}" if multi_eps else "")
+        name = atk + (f" @ {budget_label(eps, norms.get(atk, 'linf'))}" if multi_eps else "")
         if g is not None and len(gammas[(src, atk)]) > 1:
             series[src][name].append((g, m["mean"], m["std"]))
         elif g is None and src in {s for s, _ in gammas}:
@@ -154,8 +163,9 @@ def _examples(run: RunDir, records: dict[str, Any], config: dict[str, Any]) -> F
     labels = [name(int(v)) for v in sample["y"][pick]]
     preds = [[name(int(t["pred"][j][i])) + (" (fooled)" if int(t["pred"][j][i]) != int(sample["y"][pick][i]) else "")
               for j in range(len(models))] for i in range(k)]
+    norm = attack_norms(records).get(cell["attack"], "linf")
     title = f"{cell['source']} / {cell['attack']}" + (f" γ={cell['gamma']:g}" if cell["gamma"] is not None else "") \
-        + f", eps {cell['eps']}, seed {cell['seed']}"
+        + f", eps {budget_label(cell['eps'], norm)}, seed {cell['seed']}"
     png = figures.example_grid(x, t["x_adv"][:k], labels, preds, [f"{m} (source)" if i == 0 else m
                                                                   for i, m in enumerate(models)], top, title)
     return _save(run, "examples.png", png, f"Examples ({title}): clean, perturbation amplified to fill the range, "
@@ -184,12 +194,14 @@ def _provenance(manifest: dict[str, Any]) -> list[Any]:
 def query_table(records: dict[str, Any]) -> Table | None:
     """Per cell of a query attack: the queries it spent on its source (the model it queried), or ``None``."""
     rows = []
+    norms = attack_norms(records)
     for c in records.get("cells", []):
         q = c.get("queries")
         if not q:
             continue
         within = q["within"]
-        rows.append([c["source"], c["attack"], str(c["eps"]), str(c["seed"]), str(q["budget"]),
+        norm = c.get("norm") or norms.get(c["attack"], "linf")
+        rows.append([c["source"], c["attack"], budget_label(str(c["eps"]), norm), str(c["seed"]), str(q["budget"]),
                      f"{100 * q['success']['k'] / max(q['success']['n'], 1):.1f}%",
                      f"{q['median_queries_success']:.0f}", f"{q['mean_queries_success']:.1f}",
                      f"{q['mean_queries_all']:.1f}",
@@ -210,11 +222,16 @@ def build_report(run_dir: str | Path, reference: dict[str, Any] | None = None) -
     reference = reference or config.get("reference")
     doc = Document(str(meta.get("title") or "Transfer study"))
     gam = config.get("gamma")
+    runs = budgets(records)
+    by_norm: dict[str, list[str]] = defaultdict(list)
+    for e, n in runs:
+        by_norm[n].append(e)
+    eps_text = "; ".join(f"{', '.join(es)} ({norm_label(n)})" for n, es in by_norm.items())
     doc.add(Para(f"Dataset **{meta['dataset']}** ({meta['split']} split): {meta['n']} images per seed, seeds "
                  f"{meta['seeds']}, chosen from a pool of {meta['pool']} "
                  + ("that every model classifies correctly" if meta["only_correct"] else "(all images)")
                  + f". Sources: {', '.join(meta['sources'])}. Targets: {', '.join(meta['targets'])}. Attacks: "
-                 f"{', '.join(meta['attacks'])} (baseline {meta['baseline']}). eps: {', '.join(meta['eps'])}; "
+                 f"{', '.join(meta['attacks'])} (baseline {meta['baseline']}). eps: {eps_text}; "
                  f"{config.get('steps', '?')} steps, step size {config.get('alpha') or 'eps/steps'}"
                  + (f"; SGM gamma: {json.dumps(gam)}." if any(c.get("gamma") is not None for c in records["cells"])
                     else ".")),
@@ -229,18 +246,18 @@ def build_report(run_dir: str | Path, reference: dict[str, Any] | None = None) -
         doc.add(Para("**Problems:** " + "; ".join(sanity["problems"])))
     eps_values = {e["eps"]: float(e["eps_value"]) for e in sanity["per_eps"]}
     doc.add(Heading("Transfer matrix"))
-    for i, eps in enumerate(meta["eps"]):
-        if len(meta["eps"]) > 1:
-            doc.add(Heading(f"eps {eps}", 3))
-        doc.add(matrix_table(records, eps))
+    for i, (eps, norm) in enumerate(runs):
+        if len(runs) > 1:
+            doc.add(Heading(f"eps {budget_label(eps, norm)}", 3))
+        doc.add(matrix_table(records, eps, norm=norm))
         if i < 6:
-            doc.add(_heatmap(run, records, eps, i))
+            doc.add(_heatmap(run, records, eps, norm, i))
     doc.add(Heading(f"Paired comparison with {meta['baseline']} (McNemar)"))
-    for eps in meta["eps"]:
-        t = paired_table(records, eps)
+    for eps, norm in runs:
+        t = paired_table(records, eps, norm)
         if t is not None:
-            if len(meta["eps"]) > 1:
-                doc.add(Heading(f"eps {eps}", 3))
+            if len(runs) > 1:
+                doc.add(Heading(f"eps {budget_label(eps, norm)}", 3))
             doc.add(t)
     pm = paired_mean_table(records)
     if pm is not None:
@@ -259,8 +276,8 @@ def build_report(run_dir: str | Path, reference: dict[str, Any] | None = None) -
     doc.add(Heading("Float vs 8-bit examples"), quantization_table(records))
     if not meta["only_correct"]:
         doc.add(Heading("Success over images each target classified correctly"))
-        for eps in meta["eps"]:
-            doc.add(matrix_table(records, eps, over="clean-correct"))
+        for eps, norm in runs:
+            doc.add(matrix_table(records, eps, over="clean-correct", norm=norm))
     else:
         doc.add(Para("Every attacked image is classified correctly by every model, so success over all images and "
                      "over each target's clean-correct images coincide (both are in results/success.csv)."))

@@ -2,6 +2,9 @@
 
 All rates are shown in percent. Unless a caption says otherwise, success is measured on the float examples over
 all attacked images (the SGM paper's definition); "mean +/- std" is over seeds.
+
+A budget is an eps and the norm it bounds, written ``0.1 (L-inf)`` or ``0.5 (L2)`` wherever a table shows one: the
+transfer matrix and the paired tables are drawn per budget, never an L2 radius beside an L-inf one under one eps.
 """
 
 from __future__ import annotations
@@ -12,11 +15,57 @@ from typing import Any
 
 from advkit.evaluate.stats import summarize_seeds
 from advkit.report.html import Table
+from advkit.study.schema import norm_label
 
-__all__ = ["RowKey", "clean_table", "distortion_table", "matrix", "matrix_table", "mean_transfer", "paired_table",
-           "pct", "quantization_table", "reference_table", "row_label", "sanity_table", "text_matrix"]
+__all__ = ["RowKey", "attack_norms", "budget_label", "budgets", "clean_table", "distortion_table", "matrix",
+           "matrix_table", "mean_transfer", "paired_table", "pct", "quantization_table", "reference_table",
+           "row_label", "sanity_table", "text_matrix"]
 
 RowKey = tuple[str, str, Any]  # (source, attack, gamma)
+
+
+def attack_norms(records: dict[str, Any]) -> dict[str, str]:
+    """The norm each attack's budgets bound, by label (records written before norms were recorded: read from the
+    cells' attack configs; ``linf`` where a config has none)."""
+    norms = records["meta"].get("norms")
+    if norms:
+        return dict(norms)
+    return {c["attack"]: str((c.get("config") or {}).get("norm", "linf")) for c in records.get("cells", [])}
+
+
+def budgets(records: dict[str, Any]) -> list[tuple[str, str]]:
+    """The run's budgets, ``(eps, norm)`` in the order of its cells: one transfer matrix each."""
+    if records["meta"].get("budgets"):
+        return [(b["eps"], b["norm"]) for b in records["meta"]["budgets"]]
+    norms = attack_norms(records)
+    found = dict.fromkeys((c["eps"], norms.get(c["attack"], "linf")) for c in records.get("cells", []))
+    return list(found) or [(e, "linf") for e in records["meta"]["eps"]]
+
+
+def budget_label(eps: str, norm: str) -> str:
+    """``("0.1", "linf") -> "0.1 (L-inf)"``."""
+    return f"{eps} ({norm_label(norm)})"
+
+
+def _norm_at(records: dict[str, Any], eps: str, norm: str | None) -> str:
+    """``norm``, or the one norm of the budgets at ``eps`` (``ValueError`` where there are several)."""
+    if norm is not None:
+        return norm
+    found = [n for e, n in budgets(records) if e == eps]
+    if len(found) > 1:
+        raise ValueError(f"eps {eps} is a budget in several norms ({', '.join(map(norm_label, found))}); pass "
+                         f"norm= one of {found}")
+    return found[0] if found else "linf"
+
+
+def _norm_of(r: dict[str, Any], norms: dict[str, str]) -> str:
+    return str(r.get("norm") or norms.get(r["attack"], "linf"))
+
+
+def _same_norm(r: dict[str, Any], norms: dict[str, str]) -> bool:
+    """Whether a paired row compares two attacks of one norm (records written before norms were recorded also
+    compared an L2 attack with an L-inf baseline at the same number: those rows are left out)."""
+    return norms.get(r["baseline"], "linf") == _norm_of(r, norms)
 
 
 def pct(x: float | None, digits: int = 1) -> str:
@@ -42,19 +91,21 @@ def _order(records: dict[str, Any]) -> tuple[list[str], list[str]]:
     return list(meta["sources"]), list(meta["attacks"])
 
 
-def matrix(records: dict[str, Any], eps: str, images: str = "float", over: str = "all"
+def matrix(records: dict[str, Any], eps: str, images: str = "float", over: str = "all", norm: str | None = None
            ) -> tuple[list[RowKey], list[str], dict[tuple[RowKey, str], dict[str, Any]]]:
-    """The transfer matrix at one eps: ``(rows, columns, cells)``.
+    """The transfer matrix at one budget (``eps`` in ``norm``; ``None``: the one norm used at ``eps``):
+    ``(rows, columns, cells)``.
 
     Rows are (source, attack, gamma) in config order; columns are ``"white-box"`` then the targets; a cell is the
     summary record (mean, std, ... over seeds) or absent.
     """
     sources, attacks = _order(records)
     targets = list(records["meta"]["targets"])
+    norm, norms = _norm_at(records, eps, norm), attack_norms(records)
     cells: dict[tuple[RowKey, str], dict[str, Any]] = {}
     keys = set()
     for r in records["summary"]:
-        if r["eps"] != eps or r["images"] != images or r["over"] != over:
+        if r["eps"] != eps or r["images"] != images or r["over"] != over or _norm_of(r, norms) != norm:
             continue
         key = (r["source"], r["attack"], r["gamma"])
         keys.add(key)
@@ -78,9 +129,12 @@ def mean_transfer(records: dict[str, Any], images: str = "float", over: str = "a
     return out
 
 
-def matrix_table(records: dict[str, Any], eps: str, images: str = "float", over: str = "all") -> Table:
-    """The transfer matrix at ``eps`` as a table: mean ± std over seeds, a mean-transfer column, shaded cells."""
-    rows, cols, cells = matrix(records, eps, images, over)
+def matrix_table(records: dict[str, Any], eps: str, images: str = "float", over: str = "all",
+                 norm: str | None = None) -> Table:
+    """The transfer matrix at ``eps`` (in ``norm``) as a table: mean ± std over seeds, a mean-transfer column,
+    shaded cells."""
+    norm = _norm_at(records, eps, norm)
+    rows, cols, cells = matrix(records, eps, images, over, norm)
     cols = [c for c in cols if any(c != key[0] for key in rows)]  # a column that is only ever the source: white-box
     many = len(records["meta"]["sources"]) > 1
     means = mean_transfer(records, images, over)
@@ -106,7 +160,8 @@ def matrix_table(records: dict[str, Any], eps: str, images: str = "float", over:
     seeds = len(records["meta"]["seeds"])
     what = "all attacked images" if over == "all" else "images the target classified correctly"
     spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
-    cap = (f"Success rate (%) at eps {eps} on {images} examples over {what}; {spread} of {records['meta']['n']} "
+    cap = (f"Success rate (%) at eps {budget_label(eps, norm)} on {images} examples over {what}; {spread} of "
+           f"{records['meta']['n']} "
            f"images. 'white-box' is the source on its own examples; 'mean transfer' averages the other targets.")
     return Table(["source / attack" if many else "attack", *cols, "mean transfer"], body, cap, shade=shade)
 
@@ -119,11 +174,13 @@ def clean_table(records: dict[str, Any]) -> Table:
                  "Clean top-1 accuracy over every image scanned while choosing the sample.", align="llrrr")
 
 
-def paired_table(records: dict[str, Any], eps: str) -> Table | None:
+def paired_table(records: dict[str, Any], eps: str, norm: str | None = None) -> Table | None:
     """Difference to the baseline (points), McNemar's exact test per seed: ``+12.5 (p≤0.001, 3/3)`` gives the mean
-    difference, the largest p-value over seeds and how many seeds reached p < 0.05."""
+    difference, the largest p-value over seeds and how many seeds reached p < 0.05; at ``eps`` in ``norm``."""
+    norm, norms = _norm_at(records, eps, norm), attack_norms(records)
     rows_ps = [r for r in records["paired_summary"] if r["eps"] == eps and not r["white_box"]
-               and r.get("baseline", records["meta"]["baseline"]) == records["meta"]["baseline"]]
+               and r.get("baseline", records["meta"]["baseline"]) == records["meta"]["baseline"]
+               and _norm_of(r, norms) == norm and _same_norm(r, norms)]
     if not rows_ps:
         return None
     targets = list(dict.fromkeys(r["target"] for r in rows_ps))
@@ -146,26 +203,27 @@ def paired_table(records: dict[str, Any], eps: str) -> Table | None:
         body.append(line)
     base = records["meta"]["baseline"]
     return Table(["source / attack" if many else "attack", *targets], body,
-                 f"Success minus {base}'s on the same images (points, mean over seeds); McNemar's exact test: the "
-                 f"largest p over seeds, and in how many seeds p < 0.05.")
+                 f"Success minus {base}'s on the same images at eps {budget_label(eps, norm)} (points, mean over "
+                 f"seeds); McNemar's exact test: the largest p over seeds, and in how many seeds p < 0.05.")
 
 
 def paired_mean_table(records: dict[str, Any]) -> Table | None:
     """Difference to each baseline averaged over the transfer targets, mean over seeds with its 95% t-interval."""
-    rows = records.get("paired_mean") or []
+    norms = attack_norms(records)
+    rows = [r for r in records.get("paired_mean") or [] if _same_norm(r, norms)]
     if not rows:
         return None
     sources, attacks = _order(records)
     bases = list(dict.fromkeys(r["baseline"] for r in rows))
-    eps_list = list(dict.fromkeys(r["eps"] for r in rows))
+    eps_list = list(dict.fromkeys((r["eps"], _norm_of(r, norms)) for r in rows))
     by_key: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = defaultdict(dict)
     for r in rows:
-        by_key[(r["source"], r["attack"], r["gamma"], r["eps"])][r["baseline"]] = r
+        by_key[(r["source"], r["attack"], r["gamma"], (r["eps"], _norm_of(r, norms)))][r["baseline"]] = r
     many = len(sources) > 1
     body = []
     for key in sorted(by_key, key=lambda k: (sources.index(k[0]), eps_list.index(k[3]), attacks.index(k[1]),
                                              k[2] or 0)):
-        line = [row_label(key[:3], many) + (f" @ {key[3]}" if len(eps_list) > 1 else "")]
+        line = [row_label(key[:3], many) + (f" @ {budget_label(*key[3])}" if len(eps_list) > 1 else "")]
         for b in bases:
             r = by_key[key].get(b)
             if r is None:
@@ -175,19 +233,22 @@ def paired_mean_table(records: dict[str, Any]) -> Table | None:
             else:
                 line.append(f"{100 * r['difference_mean']:+.1f} [{100 * r['t_low']:+.1f}, {100 * r['t_high']:+.1f}]")
         body.append(line)
+    at = f" at eps {budget_label(*eps_list[0])}" if len(eps_list) == 1 else ""
     return Table(["source / attack" if many else "attack", *[f"vs {b}" for b in bases]], body,
-                 "Success minus the baseline's on the same images, averaged over the transfer targets (white-box "
-                 "excluded) in each seed; mean over seeds [Student-t 95% interval] (points).")
+                 f"Success minus the baseline's on the same images{at}, averaged over the transfer targets "
+                 f"(white-box excluded) in each seed; mean over seeds [Student-t 95% interval] (points).")
 
 
 def distortion_table(records: dict[str, Any]) -> Table:
     """Perturbation sizes per (source, attack, eps), float and 8-bit, averaged over seeds (L-inf: the maximum)."""
+    norms = attack_norms(records)
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for d in records["distortion"]:
         groups[(d["source"], d["attack"], d["eps"], d["gamma"], d["images"])].append(d)
     body = []
     for (src, atk, eps, g, images), ds in groups.items():
-        body.append([src, atk + (f" (γ={g:g})" if g is not None else ""), eps, images,
+        body.append([src, atk + (f" (γ={g:g})" if g is not None else ""), budget_label(eps, _norm_of(ds[0], norms)),
+                     images,
                      f"{max(d['linf_max'] for d in ds):.5f}", f"{sum(d['l2_mean'] for d in ds) / len(ds):.3f}",
                      f"{100 * sum(d['l0_mean'] for d in ds) / len(ds):.1f}"])
     return Table(["source", "attack", "eps", "images", "L-inf max", "L2 mean", "L0 mean %"], body,
@@ -197,6 +258,7 @@ def distortion_table(records: dict[str, Any]) -> Table:
 def quantization_table(records: dict[str, Any]) -> Table:
     """Mean transfer success on the float examples and after rounding to 8-bit PNG levels."""
     fl, q = mean_transfer(records, "float"), mean_transfer(records, "8bit")
+    norms = attack_norms(records)
     wb: dict[tuple[Any, ...], dict[str, float]] = defaultdict(dict)
     for r in records["summary"]:
         if r["white_box"] and r["over"] == "all":
@@ -204,7 +266,8 @@ def quantization_table(records: dict[str, Any]) -> Table:
     body = []
     for key, f in fl.items():
         g = key[3]
-        body.append([key[0], key[1] + (f" (γ={g:g})" if g is not None else ""), key[2],
+        body.append([key[0], key[1] + (f" (γ={g:g})" if g is not None else ""),
+                     budget_label(key[2], norms.get(key[1], "linf")),
                      pct(wb[key].get("float")), pct(wb[key].get("8bit")), pct(f["mean"]),
                      pct(q.get(key, {}).get("mean"))])
     return Table(["source", "attack", "eps", "white-box float", "white-box 8-bit", "transfer float",
@@ -217,8 +280,11 @@ def sanity_table(records: dict[str, Any]) -> Table:
     s = records["sanity"]
     rows = []
     for e in s["per_eps"]:
-        rows.append([f"largest L-inf perturbation at eps {e['eps']} ({e['eps_value']:.5f})",
-                     f"{e['linf_max']:.6f} (8-bit {e['linf_max_8bit']:.6f})",
+        norm = e.get("norm", "linf")  # records written before norms were recorded: L-inf
+        size = "l2_max" if norm == "l2" else "linf_max"
+        what = norm_label("l2" if norm == "l2" else "linf")
+        rows.append([f"largest {what} perturbation at eps {budget_label(e['eps'], norm)} = {e['eps_value']:.5f}",
+                     f"{e[size]:.6f} (8-bit {e[f'{size}_8bit']:.6f})",
                      "ok" if e["within_budget"] else "FAILED"])
     rows.append(["NaN values in adversarial examples", str(s["nan_count"]), "ok" if s["nan_count"] == 0 else "FAILED"])
     inside = 0 <= s["pixel_min"] and s["pixel_max"] <= 1
@@ -267,14 +333,17 @@ def reference_table(records: dict[str, Any], reference: dict[str, Any]) -> Table
         body.append([f"{r.get('paper_source', '?')} → {r.get('paper_target', '?')}", str(r["attack"]),
                      f"{float(r['value']):.1f}", f"{r.get('source', '?')} → {r.get('target', 'mean')}", pct(o),
                      paper_gain, our_gain])
-    cap = str(reference.get("citation", "")) + (f" {reference['note']}" if reference.get("note") else "")
+    cap = str(reference.get("citation", "")) + (f" {reference['note']}" if reference.get("note") else "") + \
+        f" Ours at eps {budget_label(eps, attack_norms(records).get(base, 'linf'))}."
     return Table(["paper: source → target", "attack", "paper %", "ours: source → target", "ours %",
                   f"paper gain vs {base}", f"our gain vs {base}"], body, cap.strip(), align="llrlrrr")
 
 
-def text_matrix(records: dict[str, Any], eps: str) -> str:
-    """The transfer matrix at ``eps`` as aligned plain text (for a terminal), mean ± std over seeds in %."""
-    t = matrix_table(records, eps)
+def text_matrix(records: dict[str, Any], eps: str, norm: str | None = None) -> str:
+    """The transfer matrix at ``eps`` (in ``norm``; ``None``: the one norm used at ``eps``) as aligned plain text
+    (for a terminal), mean ± std over seeds in %."""
+    norm = _norm_at(records, eps, norm)
+    t = matrix_table(records, eps, norm=norm)
     rows = [list(t.headers), *[list(r) for r in t.rows]]
     widths = [max(len(str(r[j])) for r in rows) for j in range(len(rows[0]))]
     lines = []
@@ -283,5 +352,6 @@ def text_matrix(records: dict[str, Any], eps: str) -> str:
                                enumerate(zip(r, widths, strict=True))))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
-    return f"transfer success (%) at eps {eps}, {records['meta']['n']} images x {len(records['meta']['seeds'])} " \
+    return f"transfer success (%) at eps {budget_label(eps, norm)}, {records['meta']['n']} images x " \
+           f"{len(records['meta']['seeds'])} " \
            f"seed(s):\n" + "\n".join(lines)

@@ -1,6 +1,10 @@
 """From finished shards to tidy records: success with Wilson intervals, summaries over seeds, McNemar tests,
 distortion and sanity checks.
 
+Every row that has an ``eps`` also has the ``norm`` that budget bounds (``linf``, ``l2``, ``l0``: the attack's own,
+as it ran), so an L2 radius is never read as an L-inf one; an attack is compared with a baseline only in the same
+norm.
+
 Tables (each a list of flat dicts, written to ``results/NAME.csv`` and together to ``results.json``):
 
 * ``clean``: every model's clean accuracy over all images scanned while choosing the sample.
@@ -39,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["aggregate", "write_records"]
 
-KEYS = ("source", "attack", "eps", "gamma", "target", "white_box", "images", "over")
+KEYS = ("source", "attack", "eps", "norm", "gamma", "target", "white_box", "images", "over")
 
 
 def _rate_row(k: int, n: int) -> dict[str, Any]:
@@ -71,12 +75,17 @@ def aggregate(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[str
     distortion: list[dict[str, Any]] = []
     cell_rows: list[dict[str, Any]] = []
     fooled: dict[tuple[Any, ...], torch.Tensor] = {}
+    norms: dict[str, str] = {}  # attack label -> the norm its cells ran in
+    budgets: dict[tuple[str, str], None] = {}  # (eps, norm) in the order of the cells
     for ci, c in enumerate(cells):
         t, metas = run.read_cell(c.id, shards)
         pick = sample["picks"][seeds.index(c.seed)]
         y = sample["y"][pick]
-        key = {"source": names.get(c.source, c.source), "attack": c.attack.label, "eps": c.eps, "gamma": c.gamma,
-               "seed": c.seed}
+        norm = str(metas[0]["norm"])
+        norms[c.attack.label] = norm
+        budgets[(c.eps, norm)] = None
+        key = {"source": names.get(c.source, c.source), "attack": c.attack.label, "eps": c.eps, "norm": norm,
+               "gamma": c.gamma, "seed": c.seed}
         for j, target in enumerate(metas[0]["models"]):
             correct = sample["clean_pred"][model_row[target]][pick] == y
             for images, pred in (("float", t["pred"][j]), ("8bit", t["pred_8bit"][j])):
@@ -91,11 +100,12 @@ def aggregate(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[str
         for images, sfx in (("float", ""), ("8bit", "_8bit")):
             linf = t[f"linf{sfx}"]
             budget = eps_v if images == "float" else math.floor(eps_v * 255 + 1e-6) / 255
+            l2 = t[f"l2{sfx}"]
+            within = bool(float(linf.max()) <= budget + 1e-6) if norm == "linf" else \
+                bool(float(l2.max()) <= eps_v * (1 + 1e-5) + 1e-6) if norm == "l2" else None
             distortion.append({**key, "images": images, "eps_value": eps_v, "linf_max": float(linf.max()),
-                               "linf_mean": float(linf.mean()), "l2_mean": float(t[f"l2{sfx}"].mean()),
-                               "l0_mean": float(t[f"l0{sfx}"].mean()),
-                               "within_budget": bool(float(linf.max()) <= budget + 1e-6)
-                               if metas[0]["norm"] == "linf" else None})
+                               "linf_mean": float(linf.mean()), "l2_max": float(l2.max()), "l2_mean": float(l2.mean()),
+                               "l0_mean": float(t[f"l0{sfx}"].mean()), "within_budget": within})
         sgm = [m["info"].get("sgm") for m in metas if m["info"].get("sgm")]
         cell_rows.append({"id": c.id, **key, "n": n, "shards": shards, "white_box_attack_success":
                           float(t["white_box"].float().mean()),
@@ -113,21 +123,22 @@ def aggregate(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[str
                           if "queries" in t else None})
         if progress is not None:
             progress("results", ci + 1, len(cells), c.id)
-    paired = _paired(cfg, cells, fooled, names)
+    paired = _paired(cfg, cells, fooled, names, norms)
     return {
         "meta": {"title": cfg.title, "dataset": cfg.dataset, "split": cfg.sample.split, "n": n,
                  "pool": int(sample["y"].numel()), "seeds": seeds, "baseline": cfg.baseline,
                  "also_compare": list(cfg.also_compare), "data_note": smeta.get("note"),
                  "only_correct": cfg.sample.only_correct, "sources": [names.get(m, m) for m in cfg.sources],
                  "targets": [names.get(m, m) for m in cfg.targets], "models": {names.get(m, m): m for m in names},
-                 "attacks": [a.label for a in cfg.attacks], "eps": list(cfg.eps), "notes": list(cfg.notes),
+                 "attacks": [a.label for a in cfg.attacks], "eps": list(dict.fromkeys(e for e, _ in budgets)),
+                 "budgets": [{"eps": e, "norm": n} for e, n in budgets], "norms": norms, "notes": list(cfg.notes),
                  "success_definition": "success = the model's prediction on the adversarial image differs from the "
                                        "true label; 'all' counts every attacked image, 'clean-correct' only those "
                                        "the model classified correctly before the attack"},
         "clean": _clean(cfg, smeta, names), "success": success, "summary": _summary(success), "paired": paired,
         "paired_summary": _paired_summary(paired), "paired_mean": _paired_mean(paired), "distortion": distortion,
         "cells": cell_rows,
-        "sanity": _sanity(cfg, distortion, cell_rows, smeta.get("model_checks") or {}, names),
+        "sanity": _sanity(cfg, list(budgets), distortion, cell_rows, smeta.get("model_checks") or {}, names),
     }
 
 
@@ -148,22 +159,22 @@ def _summary(success: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _paired(cfg: StudyConfig, cells: list[Cell], fooled: dict[tuple[Any, ...], torch.Tensor],
-            names: dict[str, str]) -> list[dict[str, Any]]:
+            names: dict[str, str], norms: dict[str, str]) -> list[dict[str, Any]]:
     rows = []
     targets_of: dict[tuple[Any, ...], list[str]] = defaultdict(list)
     for (src, lab, eps, g, seed, target) in fooled:
         targets_of[(src, lab, eps, g, seed)].append(target)
     for label in (cfg.baseline, *cfg.also_compare):
-        rows.extend(_paired_with(cfg.attack(label), cells, fooled, names, targets_of))
+        rows.extend(_paired_with(cfg.attack(label), cells, fooled, names, targets_of, norms))
     return rows
 
 
 def _paired_with(base: Any, cells: list[Cell], fooled: dict[tuple[Any, ...], torch.Tensor], names: dict[str, str],
-                 targets_of: dict[tuple[Any, ...], list[str]]) -> list[dict[str, Any]]:
+                 targets_of: dict[tuple[Any, ...], list[str]], norms: dict[str, str]) -> list[dict[str, Any]]:
     rows = []
     for c in cells:
-        if c.attack.label == base.label:
-            continue
+        if c.attack.label == base.label or norms[c.attack.label] != norms[base.label]:
+            continue  # an L2 attack is not compared with an L-inf baseline at the same number
         bg = c.gamma if base.uses_gamma else None
         for target in targets_of[(c.source, c.attack.label, c.eps, c.gamma, c.seed)]:
             b = fooled.get((c.source, base.label, c.eps, bg, c.seed, target))
@@ -171,7 +182,8 @@ def _paired_with(base: Any, cells: list[Cell], fooled: dict[tuple[Any, ...], tor
                 continue
             m = mcnemar(fooled[(c.source, c.attack.label, c.eps, c.gamma, c.seed, target)], b)
             rows.append({"source": names.get(c.source, c.source), "attack": c.attack.label, "baseline": base.label,
-                         "eps": c.eps, "gamma": c.gamma, "seed": c.seed, "target": names.get(target, target),
+                         "eps": c.eps, "norm": norms[c.attack.label], "gamma": c.gamma, "seed": c.seed,
+                         "target": names.get(target, target),
                          "white_box": target == c.source,
                          "n": m.n, "attack_k": m.a_k, "baseline_k": m.b_k, "only_attack": m.only_a,
                          "only_baseline": m.only_b, "difference": m.difference, "p_exact": m.p_exact,
@@ -180,7 +192,7 @@ def _paired_with(base: Any, cells: list[Cell], fooled: dict[tuple[Any, ...], tor
 
 
 def _paired_summary(paired: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    keys = ("source", "attack", "baseline", "eps", "gamma", "target", "white_box")
+    keys = ("source", "attack", "baseline", "eps", "norm", "gamma", "target", "white_box")
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in paired:
         groups[tuple(r[k] for k in keys)].append(r)
@@ -197,7 +209,7 @@ def _paired_summary(paired: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _paired_mean(paired: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (source, attack, baseline, eps, gamma): the difference averaged over the transfer targets (white-box
     excluded) in each seed, then its mean and Student-t 95% interval over seeds (the SGM tables' last column)."""
-    keys = ("source", "attack", "baseline", "eps", "gamma")
+    keys = ("source", "attack", "baseline", "eps", "norm", "gamma")
     per_seed: dict[tuple[Any, ...], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in paired:
         if not r["white_box"]:
@@ -211,21 +223,22 @@ def _paired_mean(paired: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _sanity(cfg: StudyConfig, distortion: list[dict[str, Any]], cells: list[dict[str, Any]],
-            model_checks: dict[str, list[dict[str, Any]]], names: dict[str, str]) -> dict[str, Any]:
+def _sanity(cfg: StudyConfig, budgets: list[tuple[str, str]], distortion: list[dict[str, Any]],
+            cells: list[dict[str, Any]], model_checks: dict[str, list[dict[str, Any]]], names: dict[str, str]
+            ) -> dict[str, Any]:
     per_eps = []
-    for eps in cfg.eps:
-        rows = [d for d in distortion if d["eps"] == eps]
-        fl = [d["linf_max"] for d in rows if d["images"] == "float"]
-        q = [d["linf_max"] for d in rows if d["images"] == "8bit"]
-        per_eps.append({"eps": eps, "eps_value": cfg.eps_value(eps), "linf_max": max(fl, default=0.0),
-                        "linf_max_8bit": max(q, default=0.0),
-                        "within_budget": all(d["within_budget"] is not False for d in rows)})
+    for eps, norm in budgets:  # the largest perturbation, in L-inf and (for an L2 budget) in L2
+        rows = [d for d in distortion if d["eps"] == eps and d["norm"] == norm]
+        entry: dict[str, Any] = {"eps": eps, "norm": norm, "eps_value": cfg.eps_value(eps)}
+        for size in ("linf_max", "l2_max") if norm == "l2" else ("linf_max",):
+            entry[size] = max((d[size] for d in rows if d["images"] == "float"), default=0.0)
+            entry[f"{size}_8bit"] = max((d[size] for d in rows if d["images"] == "8bit"), default=0.0)
+        per_eps.append({**entry, "within_budget": all(d["within_budget"] is not False for d in rows)})
     sgm = [{"cell": c["id"], "connections": c["sgm_connections"], "hooks_fired": c["sgm_hooks_fired"],
             "variant": c["sgm_variant"]} for c in cells if c["sgm_hooks_fired"] is not None]
     sgm_expected = [c["id"] for c in cells if cfg.attack(c["attack"]).uses_gamma]
-    problems = [f"eps {e['eps']}: largest perturbation {e['linf_max']:.6f} exceeds the budget" for e in per_eps
-                if not e["within_budget"]]
+    problems = [f"eps {e['eps']} ({e['norm']}): largest perturbation {e.get('l2_max', e['linf_max']):.6f} exceeds "
+                f"the budget" for e in per_eps if not e["within_budget"]]
     nan = sum(c["nan_count"] for c in cells)
     lo = min((c["pixel_min"] for c in cells), default=0.0)
     hi = max((c["pixel_max"] for c in cells), default=1.0)

@@ -17,6 +17,11 @@ Every number of pixels (``eps``, ``alpha``) may be written as a fraction such as
 with :class:`fractions.Fraction`, never ``eval``. The step size may also be relative to each budget: ``alpha:
 eps/8`` (the SGM paper's 2/255 at 16/255) or ``alpha: eps*0.25``.
 
+``eps`` bounds each attack in its own norm: L-inf for the gradient attacks, square and nes, L2 for hsj and simba
+(``settings: {norm: linf}`` changes an attack's norm where it has one). One eps list is for one norm: an attack of
+another norm takes its own list in its entry, ``{name: hsj, eps: [0.5, 1.0]}`` (its cells, tables and headings
+use those budgets), and every table says the norm (``eps 0.1 (L-inf)``, ``eps 0.5 (L2)``).
+
 ``gamma`` (the SGM decay, used by attacks whose name contains ``sgm``) is ``auto`` (the default: each source's
 model card ``sgm_gamma``, advkit's zoo value chosen on held-out images, else the authors' 0.2 for ResNets and 0.5
 for DenseNets), a number, a list of numbers (a sweep), or a mapping from a source name or its connection kind
@@ -36,8 +41,10 @@ from typing import Any
 
 from advkit.attacks import parse, standalone_key
 
-__all__ = ["AttackSpec", "SampleSpec", "StudyConfig", "apply_overrides", "eps_label", "parse_alpha",
+__all__ = ["AttackSpec", "SampleSpec", "StudyConfig", "apply_overrides", "eps_label", "norm_label", "parse_alpha",
            "parse_fraction"]
+
+NORM_LABELS = {"linf": "L-inf", "l2": "L2", "l0": "L0"}
 
 
 def parse_fraction(value: Any, where: str) -> float:
@@ -74,6 +81,11 @@ def parse_alpha(value: Any, where: str, eps: Any) -> float:
     return parse_fraction(value, where)
 
 
+def norm_label(norm: str | None) -> str:
+    """How tables write a norm: ``"linf" -> "L-inf"``, ``"l2" -> "L2"``."""
+    return NORM_LABELS.get(str(norm), str(norm))
+
+
 def eps_label(value: Any) -> str:
     """The label of a budget as written (``"16/255"``, ``"0.1"``), spaces removed."""
     if isinstance(value, str):
@@ -91,12 +103,18 @@ class AttackSpec:
         name: a name of the grammar (``"sgm+mi"``) or a standalone attack.
         label: unique label in tables (default: the name).
         settings: keyword arguments for :func:`advkit.attacks.create`, overriding the study's steps / alpha /
-            gamma.
+            gamma (not eps: see ``eps``).
+        eps: the attack's own budgets (labels as written), used instead of the study's ``eps`` list; empty: the
+            study's.
+        norm: the norm its budgets bound (``"linf"``, ``"l2"``, ``"l0"``), found by building the attack when the
+            experiment is validated; not part of the file.
     """
 
     name: str
     label: str
     settings: dict[str, Any] = field(default_factory=dict)
+    eps: tuple[str, ...] = ()
+    norm: str = "linf"
 
     @property
     def uses_gamma(self) -> bool:
@@ -165,6 +183,10 @@ class StudyConfig:
     title: str = "Transfer study"
     notes: tuple[str, ...] = ()
 
+    def eps_for(self, attack: AttackSpec) -> tuple[str, ...]:
+        """The budgets of ``attack``: its own list, else the study's."""
+        return attack.eps or self.eps
+
     def eps_value(self, label: str) -> float:
         """The float value of an eps label."""
         return parse_fraction(label, "eps")
@@ -196,7 +218,8 @@ class StudyConfig:
         d = asdict(self)
         for k in ("sources", "targets", "eps", "seeds", "notes"):
             d[k] = list(d[k])
-        d["attacks"] = [{"name": a.name, "label": a.label, "settings": dict(a.settings)} for a in self.attacks]
+        d["attacks"] = [{"name": a.name, "label": a.label, "settings": dict(a.settings), **({"eps": list(a.eps)}
+                         if a.eps else {})} for a in self.attacks]
         # Options added later appear only when set, so that earlier runs keep their digest and resume.
         also = d.pop("also_compare")
         if also:

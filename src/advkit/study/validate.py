@@ -7,13 +7,22 @@ its settings are checked by the attack itself.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
 
-from advkit.attacks import check_budget, create, parse, standalone, standalone_key
+from advkit.attacks import budget_norm, check_budget, create, parse, standalone, standalone_key
 from advkit.study.errors import ConfigError
-from advkit.study.schema import AttackSpec, SampleSpec, StudyConfig, eps_label, parse_alpha, parse_fraction
+from advkit.study.schema import (
+    AttackSpec,
+    SampleSpec,
+    StudyConfig,
+    eps_label,
+    norm_label,
+    parse_alpha,
+    parse_fraction,
+)
 
 __all__ = ["validate"]
 
@@ -21,7 +30,7 @@ TOP_KEYS = {"title", "dataset", "data_dir", "data_options", "sources", "targets"
             "allow_large_eps", "gamma", "seeds", "sample", "baseline", "batch_size", "shard_size", "device",
             "save_png", "save_tensors", "reference", "notes"}
 SAMPLE_KEYS = {"n", "pool", "split", "only_correct", "seed", "order", "range", "draw"}
-ATTACK_KEYS = {"name", "label", "settings"}
+ATTACK_KEYS = {"name", "label", "settings", "eps"}
 CONNECTION_KEYS = ("residual", "dense", "none")
 
 
@@ -33,6 +42,28 @@ def _as_list(value: Any) -> list[Any]:
     if isinstance(value, (list, tuple)):
         return list(value)
     return [value]
+
+
+def _eps_list(value: Any, where: str, problems: list[str]) -> list[str]:
+    """The budgets of an eps list as labels (``["16/255", "0.1"]``); each bad or repeated entry is a problem."""
+    raw = _as_list(value)
+    if not raw:
+        problems.append(f"{where}: give at least one budget (e.g. ['16/255'])")
+    out: list[str] = []
+    for i, e in enumerate(raw):
+        try:
+            parse_fraction(e, f"{where}[{i}]")
+            out.append(eps_label(e))
+        except ValueError as err:
+            problems.append(str(err))
+    for e in sorted({x for x in out if out.count(x) > 1}):
+        problems.append(f"{where}: {e} is listed twice")
+    return out
+
+
+def _uses_eps(a: AttackSpec) -> bool:
+    solo = standalone_key(a.name)
+    return solo is None or "eps" not in standalone()[solo].unused
 
 
 def _int(value: Any, where: str, problems: list[str], minimum: int = 0) -> int:
@@ -68,7 +99,7 @@ def _attacks(raw: Any, problems: list[str]) -> list[AttackSpec]:
             continue
         extra = set(item) - ATTACK_KEYS
         if extra:
-            problems.append(f"{where}: unknown key(s) {sorted(extra)} (allowed: name, label, settings)")
+            problems.append(f"{where}: unknown key(s) {sorted(extra)} (allowed: name, label, settings, eps)")
         name = item.get("name")
         if not isinstance(name, str) or not name.strip():
             problems.append(f"{where}.name: missing attack name")
@@ -92,13 +123,23 @@ def _attacks(raw: Any, problems: list[str]) -> list[AttackSpec]:
         if not isinstance(settings, dict):
             problems.append(f"{where}.settings: expected a mapping of attack settings, got {settings!r}")
             settings = {}
+        if "eps" in settings:
+            problems.append(f"{where}.settings.eps: the cells and tables are labelled by the eps list, so one eps "
+                            f"here would run every cell at {settings['eps']!r} under the headings of the study's "
+                            f"budgets; give the attack its own list instead: {{name: {name}, eps: "
+                            f"[{settings['eps']}]}}")
+        own = _eps_list(item["eps"], f"{where}.eps", problems) if "eps" in item else []
         default = name if not (file_part and standalone_key(name)) else \
             f"{kind}-" + re.sub(r"[^A-Za-z0-9_.+\-]", "_", Path(file_part).stem)
         label = item.get("label", default)
         if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9_.+\-]+", label):
             problems.append(f"{where}.label: use letters, digits and _ . + - only, got {label!r}")
             label = name
-        out.append(AttackSpec(name=name, label=label, settings=dict(settings)))
+        spec = AttackSpec(name=name, label=label, settings=dict(settings), eps=tuple(own),
+                          norm=budget_norm(name, settings.get("norm")) or "linf")
+        if own and not _uses_eps(spec):
+            problems.append(f"{where}.eps: {name!r} does not use eps (it bounds itself); drop it")
+        out.append(spec)
     labels = [a.label for a in out]
     for lab in sorted({x for x in labels if labels.count(x) > 1}):
         problems.append(f"attacks: label {lab!r} is used twice; give one of them a label: ...")
@@ -160,6 +201,40 @@ def _models(raw: Any, where: str, problems: list[str], required: bool) -> list[s
     return out
 
 
+def _budget_problems(attacks: list[AttackSpec], eps: list[str], allow_large: bool) -> list[str]:
+    """Each budget checked against its attack's own norm (an L-inf eps above 1 is refused unless
+    ``allow_large_eps``), and the study's eps list refused where it would bound attacks of different norms."""
+    problems: list[str] = []
+    checked: set[tuple[str, str]] = set()
+    for i, a in enumerate(attacks):
+        where = f"attacks[{i}].eps" if a.eps else "eps"
+        if not _uses_eps(a) or (where, a.norm) in checked:
+            continue
+        checked.add((where, a.norm))
+        for j, e in enumerate(a.eps or eps):
+            try:
+                value = parse_fraction(e, where)
+            except ValueError:  # reported already
+                continue
+            try:
+                check_budget(value, a.norm, allow_large=allow_large,
+                             flag="allow_large_eps: true in the experiment file")
+            except ValueError as err:
+                problems.append(f"{where}[{j}]: {err}")
+    shared = [(i, a) for i, a in enumerate(attacks) if not a.eps and _uses_eps(a)]
+    norms = list(dict.fromkeys(a.norm for _, a in shared))
+    if len(norms) > 1:  # the first attack's norm is the list's; the others are named, with the fix
+        first = ", ".join(a.label for _, a in shared if a.norm == norms[0])
+        for i, a in shared:
+            if a.norm != norms[0]:
+                problems.append(
+                    f"attacks[{i}]: {a.label} bounds eps in {norm_label(a.norm)} but shares the eps list "
+                    f"{list(eps)} with {norm_label(norms[0])} attacks ({first}); an {norm_label(a.norm)} radius is "
+                    f"another size of perturbation, so the two cannot share an eps heading. Give it its own "
+                    f"budgets, {{name: {a.name}, eps: [...]}}, or the same norm, settings: {{norm: {norms[0]}}}")
+    return problems
+
+
 def validate(raw: dict[str, Any]) -> StudyConfig:
     """Build a :class:`StudyConfig` from a plain dict, collecting every problem into one :class:`ConfigError`."""
     problems: list[str] = []
@@ -180,27 +255,11 @@ def validate(raw: dict[str, Any]) -> StudyConfig:
     sources = _models(raw.get("sources"), "sources", problems, True)
     targets = _models(raw.get("targets"), "targets", problems, True)
     attacks = _attacks(raw.get("attacks"), problems)
-    eps_raw = _as_list(raw.get("eps", ["16/255"]))
-    if not eps_raw:
-        problems.append("eps: give at least one budget (e.g. ['16/255'])")
-    eps: list[str] = []
-    for i, e in enumerate(eps_raw):
-        try:
-            parse_fraction(e, f"eps[{i}]")
-            eps.append(eps_label(e))
-        except ValueError as err:
-            problems.append(str(err))
-    for e in sorted({x for x in eps if eps.count(x) > 1}):
-        problems.append(f"eps: {e} is listed twice")
+    eps = _eps_list(raw.get("eps", ["16/255"]), "eps", problems)
     allow_large = raw.get("allow_large_eps", False)
     if not isinstance(allow_large, bool):
         problems.append(f"allow_large_eps: expected true or false, got {allow_large!r}")
-    elif not allow_large and any(a.settings.get("norm", "linf") == "linf" for a in attacks):
-        for i, e in enumerate(eps):
-            try:
-                check_budget(parse_fraction(e, f"eps[{i}]"), flag="allow_large_eps: true in the experiment file")
-            except ValueError as err:
-                problems.append(f"eps[{i}]: {err}")
+        allow_large = True
     steps = _int(raw.get("steps", 10), "steps", problems, 1)
     alpha = raw.get("alpha")
     if alpha is not None:
@@ -262,30 +321,30 @@ def validate(raw: dict[str, Any]) -> StudyConfig:
     notes = _as_list(raw.get("notes"))
     title = raw.get("title", "Transfer study")
     if not problems:  # build each attack once so that its settings are checked by the attack itself
-        alpha_v = None if alpha is None else parse_alpha(alpha, "alpha", eps[0])
         for i, a in enumerate(attacks):
+            first = (a.eps or eps)[0]
             solo = standalone_key(a.name)
             kw: dict[str, Any] = {}
-            if solo is None or "eps" not in standalone()[solo].unused:
-                kw["eps"] = parse_fraction(eps[0], "eps")
+            if _uses_eps(a):
+                kw["eps"] = parse_fraction(first, "eps")
             if solo is None:
                 kw["steps"] = 1 if parse(a.name)[0] == "fgsm" else steps
-                if alpha_v is not None and parse(a.name)[0] != "fgsm":
-                    kw["alpha"] = alpha_v
+                if alpha is not None and parse(a.name)[0] != "fgsm":
+                    kw["alpha"] = parse_alpha(alpha, "alpha", first)
             try:
                 for k, v in a.settings.items():
                     where = f"attacks[{i}].settings.{k}"
                     if k == "alpha" and isinstance(v, str):
-                        v = parse_alpha(v, where, eps[0])
-                    elif k == "eps" and isinstance(v, str):
-                        v = parse_fraction(v, where)
+                        v = parse_alpha(v, where, first)
                     kw[k] = v
-                create(a.name, **kw)
+                atk = create(a.name, **kw)
+                attacks[i] = dataclasses.replace(a, norm=str(getattr(atk, "norm", "linf")))
             except ValueError as e:
                 msg = str(e)
                 problems.append(msg if msg.startswith(f"attacks[{i}]") else f"attacks[{i}].settings: {msg}")
             except TypeError as e:
                 problems.append(f"attacks[{i}].settings: {e}")
+    problems += _budget_problems(attacks, eps, allow_large)
     if problems:
         raise ConfigError(problems)
     return StudyConfig(

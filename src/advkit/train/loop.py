@@ -26,11 +26,13 @@ from advkit.models.frozen import frozen_eval
 from advkit.models.registry import get_arch
 from advkit.models.wrapper import Classifier
 from advkit.train.adversarial import adversarial_objective, craft_adversarial, fgsm_accuracy, robust_accuracy
+from advkit.train.fit import check_model_fits
 from advkit.train.recipe import OBJECTIVES, PAPERS, Recipe, card_recipe_notes, train_command
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NO_FLIP", "TrainingDivergedError", "accuracy", "augment_batch", "bf16_supported", "train"]
+__all__ = ["NO_FLIP", "TrainingDivergedError", "accuracy", "augment_batch", "bf16_supported", "load_static_models",
+           "train"]
 
 NO_FLIP = {"mnist"}
 
@@ -88,6 +90,21 @@ def bf16_supported() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def load_static_models(specs: list[str], dataset: str) -> list[Classifier]:
+    """The static pre-trained models of ensemble adversarial training (Tramer et al. 2018), loaded and checked to
+    fit ``dataset``: FGSM on them uses its labels, so input shape, classes and training dataset must match.
+
+    Raises:
+        ValueError: a model that cannot be loaded or does not fit, naming it and what differs.
+    """
+    from advkit.models import load as load_model
+
+    models = [load_model(s, dataset=dataset) for s in specs]
+    for s, m in zip(specs, models, strict=True):
+        check_model_fits(m, s, dataset, "static model", same_classes=True)
+    return models
+
+
 class TrainingDivergedError(ValueError):
     """The training loss became NaN or infinite; nothing was written."""
 
@@ -129,14 +146,20 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         settings, the objective, the paper, how examples were crafted), ``fgsm_test_accuracy`` (accuracy on FGSM
         examples at the training eps crafted against the final model) and ``robust_test_accuracy`` (under PGD, 20
         steps, one random restart, at the training eps, with its interval).
+
+    Raises:
+        ValueError: an unknown dataset or architecture, a static model (ensemble adversarial training) made for
+            other data (input shape, classes or training dataset), before any data is loaded; too few images for
+            one batch; a bad device. TrainingDivergedError: the loss became NaN or infinite.
     """
     recipe = recipe or Recipe()
     adv = recipe.adversarial
     spec = get_spec(dataset)
-    if not spec.classes:
+    if not spec.classes or spec.loader is not None:  # image folders (imagenet too): no fixed image size
         raise ValueError(f"{dataset!r} has no fixed classes or image size; advkit trains on fashion-mnist, mnist or "
                          f"cifar10")
     arch_spec = get_arch(arch)
+    static = load_static_models(adv["static"], dataset) if adv is not None and adv["attack"] == "ensemble" else []
     tr = train_data or load(dataset, train_split, data_dir=data_dir)
     te = test_data or load(dataset, "test", data_dir=data_dir)
     va = None
@@ -178,11 +201,7 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps,
                                                     pct_start=0.25)
     use_bf16 = recipe.bf16 and (torch.cuda.is_bf16_supported() if dev.type == "cuda" else bf16_supported())
-    static = []
-    if adv is not None and adv["attack"] == "ensemble":  # Tramer et al.: the static pre-trained sources
-        from advkit.models import load as load_model
-
-        static = [load_model(s, dataset=dataset).to(dev) for s in adv["static"]]
+    static = [m.to(dev) for m in static]
     pad = 2 if h <= 28 else 4
     flip = dataset not in NO_FLIP
     images = tr.images
