@@ -226,12 +226,18 @@ RANDOM_KILLER = textwrap.dedent("""
 """)
 
 RANDOMISED = ["mi+di", "pgd", "vmi", "admix"]  # DI's resize/pad, PGD's random start, VMI's and Admix's samples
+# every other kind of attack: a generator (convolutions only: the last bit depends on the input's memory layout), a
+# UAP (a stored perturbation) and a query attack (random squares, its queries per image)
+ARTEFACTS_AND_QUERIES = ["generator:fashion-mnist-resnet20", "uap:fashion-mnist-resnet20",
+                         {"name": "square", "settings": {"max_queries": 30}}]
 
 
-def test_resume_of_randomised_cells_gives_identical_tensors(tiny_zoo, tmp_path):
-    """Kill a study of randomised attacks twice at different points (in processes whose global random state was
-    used differently) and resume it: every shard's examples are bit-identical to an uninterrupted run's."""
-    cfg = tiny_config(tiny_zoo, attacks=RANDOMISED, batch_size=2, shard_size=4, save_png=0)
+@pytest.mark.parametrize("attacks", [RANDOMISED, ARTEFACTS_AND_QUERIES], ids=["randomised", "generator-uap-query"])
+def test_resume_of_randomised_cells_gives_identical_tensors(tiny_zoo, tmp_path, attacks):
+    """Kill a study twice at different points (in processes whose global random state was used differently) and
+    resume it: every shard's examples are bit-identical to an uninterrupted run's, for the randomised gradient
+    attacks and for generator, UAP and query cells."""
+    cfg = tiny_config(tiny_zoo, attacks=attacks, batch_size=2, shard_size=4, save_png=0)
     ref = run_study(cfg, tmp_path / "ref")
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -242,13 +248,14 @@ def test_resume_of_randomised_cells_gives_identical_tensors(tiny_zoo, tmp_path):
     assert len(list((out / "cells").glob("*/shard-*.safetensors"))) == 9
     torch.rand(99)
     res = run_study(cfg, out)
-    assert (res.reused, res.computed) == (9, 7)
+    assert (res.reused, res.computed) == (9, len(attacks) * 2 * 2 - 9)  # 2 seeds x 2 shards per attack
     one, two = RunDir(ref.run_dir), RunDir(res.run_dir)
     for c in ref.records["cells"]:
         for shard in range(2):
             a, _ = one.read_shard(c["id"], shard)
             b, _ = two.read_shard(c["id"], shard)
-            for key in ("x_adv", "x_8bit", "pred", "l2", "l0"):
+            assert a.keys() == b.keys()
+            for key in a:  # x_adv, x_8bit, pred, l2, l0, ... and a query cell's queries
                 assert torch.equal(a[key], b[key]), (c["id"], shard, key)
     assert _strip(res.records) == _strip(ref.records)
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 import advkit
 from advkit._files import atomic_write_text, check_writable_dir
@@ -33,6 +32,7 @@ from advkit.evaluate.queries import query_stats
 from advkit.models import check_input_shape
 from advkit.models import load as load_model
 from advkit.study.errors import RunExistsError
+from advkit.study.runstate import atomic_save_tensors, disk_full_as_error
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +158,6 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
         start_info["transfer_success"] = rate(success & (r.queries == 1)).__dict__
         summary["start"] = start_info
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.json", json.dumps({"attack": attack, "attack_kwargs": attack_kwargs,
-                                                            "model": model, "dataset": dataset, "limit": limit,
-                                                            "seed": seed, "targeted": targeted, "start": start,
-                                                            "surrogate": surrogate, "oracle": oracle},
-                                                           indent=2) + "\n")
         tensors = {"x": x.contiguous(), "x_adv": x_adv.contiguous(), "x_adv_8bit": x_q.contiguous(),
                    "y": y.contiguous(), "success": success.to(torch.uint8).contiguous()}
         if r.queries is not None:
@@ -174,12 +168,16 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
             tensors["index"] = idx.contiguous()
         if target is not None:
             tensors["target"] = target.contiguous()
-        tmp = out / ".adversarial.safetensors.part"
-        save_file(tensors, str(tmp))
-        tmp.replace(out / "adversarial.safetensors")
-        if save_images and len(y):
-            names = [f"{int(i):05d}_y{int(a)}_pred{int(b)}.png" for i, a, b in
-                     zip(idx if idx is not None else range(len(y)), y, pred_q, strict=True)]
-            save_pngs(x_q, out / "png", names)
-        atomic_write_text(out / "results.json", json.dumps(summary, indent=2, default=str) + "\n")
+        with disk_full_as_error(out, command, resumable=False):  # a message naming the disk, not a traceback
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "config.json", json.dumps(
+                {"attack": attack, "attack_kwargs": attack_kwargs, "model": model, "dataset": dataset,
+                 "limit": limit, "seed": seed, "targeted": targeted, "start": start, "surrogate": surrogate,
+                 "oracle": oracle}, indent=2) + "\n")
+            atomic_save_tensors(out / "adversarial.safetensors", tensors, {"attack": attack, "model": m.name})
+            if save_images and len(y):
+                names = [f"{int(i):05d}_y{int(a)}_pred{int(b)}.png" for i, a, b in
+                         zip(idx if idx is not None else range(len(y)), y, pred_q, strict=True)]
+                save_pngs(x_q, out / "png", names)
+            atomic_write_text(out / "results.json", json.dumps(summary, indent=2, default=str) + "\n")
     return summary

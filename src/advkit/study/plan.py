@@ -113,7 +113,7 @@ def plan_cells(cfg: StudyConfig, connections: dict[str, str],
                 gammas = (resolve(src, a.settings["gamma"]),)
             else:
                 gammas = tuple(dict.fromkeys(resolve(src, g) for g in cfg.gammas_for(src, connections.get(src))))
-            for eps in cfg.eps:
+            for eps in cfg.eps_for(a):  # the attack's own budgets, else the study's
                 for g in gammas:
                     for seed in cfg.seeds:
                         cells.append(Cell(cell_id(src, a.label, eps, g, seed), src, a, eps, g, seed,

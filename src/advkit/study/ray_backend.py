@@ -5,7 +5,8 @@ images (no dataset is needed on the workers) and the model specs; a worker loads
 the next tasks it runs. On a cluster with GPUs each task asks for ``gpus_per_task`` GPUs (default one) and the
 models run there. The driver writes every finished shard into the run directory as it arrives, so an interrupted
 Ray run resumes like a local one. Tasks call the same :func:`advkit.study.cells.run_shard` as the local
-backend, so for the same seeds the results are identical (on the same kind of device).
+backend, so for the same seeds the results are identical (on the same kind of device). A shard whose worker
+process or node dies is run again (``max_retries``), with the same result.
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ from advkit.study.cells import ShardTask, load_models, resolve_device, run_shard
 
 log = logging.getLogger(__name__)
 
-__all__ = ["import_ray", "run_tasks_ray"]
+__all__ = ["WorkerLostError", "import_ray", "run_tasks_ray"]
 
 _WORKER_MODELS: dict[str, Any] = {}
+
+
+class WorkerLostError(ValueError):
+    """Shards whose Ray worker kept dying (retries spent); the finished shards are kept."""
 
 
 def import_ray() -> Any:
@@ -50,7 +55,7 @@ def _work(task: ShardTask, threads: int | None) -> tuple[ShardTask, dict[str, to
 def run_tasks_ray(tasks: list[ShardTask], on_done: Callable[[ShardTask, dict[str, torch.Tensor], dict[str, Any]],
                                                              None],
                   address: str | None = None, gpus_per_task: float | None = None, cpus_per_task: float = 1.0,
-                  max_in_flight: int = 64) -> None:
+                  max_in_flight: int = 64, max_retries: int = 3) -> None:
     """Run ``tasks`` as Ray tasks and call ``on_done(task, tensors, meta)`` in the driver as each one finishes.
 
     Args:
@@ -61,6 +66,12 @@ def run_tasks_ray(tasks: list[ShardTask], on_done: Callable[[ShardTask, dict[str
         gpus_per_task: GPUs each task asks for; ``None``: 1 when the cluster has GPUs, else 0.
         cpus_per_task: CPUs each task asks for (torch in the task uses that many threads).
         max_in_flight: how many tasks are submitted ahead of the results collected.
+        max_retries: how many times Ray runs a shard again when its worker process or node dies (a shard's result
+            does not depend on where or how often it runs).
+
+    Raises:
+        WorkerLostError: a shard's worker died more than ``max_retries`` times; the shards that finished, including
+            those still running then, were passed to ``on_done`` first, so a rerun resumes after them.
     """
     if not tasks:
         return
@@ -71,15 +82,36 @@ def run_tasks_ray(tasks: list[ShardTask], on_done: Callable[[ShardTask, dict[str
         log.info("Ray already initialised in this process; ignoring address=%s", address)
     if gpus_per_task is None:
         gpus_per_task = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    remote = ray.remote(_work).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=2)
+    # a worker or node that dies (killed, out of memory) is a system failure: Ray runs the shard again; an error
+    # raised by the attack itself is not retried and reaches the caller as it is
+    remote = ray.remote(_work).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries)
     threads = max(1, int(cpus_per_task))
     queue = list(tasks)
-    running: list[Any] = []
+    running: dict[Any, ShardTask] = {}
+    lost: list[tuple[ShardTask, Exception]] = []
     log.info("submitting %d shard(s) to Ray (%s GPU(s) per task)", len(tasks), gpus_per_task)
     while queue or running:
-        while queue and len(running) < max_in_flight:
-            running.append(remote.remote(queue.pop(0), threads))
-        ready, running = ray.wait(running, num_returns=1)
+        while queue and not lost and len(running) < max_in_flight:
+            task = queue.pop(0)
+            running[remote.remote(task, threads)] = task
+        if not running:
+            break
+        ready, _ = ray.wait(list(running), num_returns=1)
         for ref in ready:
-            task, tensors, meta = ray.get(ref)
+            task = running.pop(ref)
+            try:
+                _, tensors, meta = ray.get(ref)
+            except ray.exceptions.RayTaskError:
+                raise
+            except ray.exceptions.RayError as e:  # retries spent: keep what still finishes, submit nothing more
+                log.error("shard %s/%d lost: %s", task.cell, task.shard, e)
+                lost.append((task, e))
+                continue
             on_done(task, tensors, meta)
+    if lost:
+        first, why = lost[0]
+        raise WorkerLostError(
+            f"{len(lost)} shard(s) failed: the Ray worker computing each died on all {max_retries + 1} tries (first: "
+            f"{first.cell} shard {first.shard}: {type(why).__name__}: {(str(why).splitlines() or [''])[0]}); "
+            f"out of memory is the usual cause (give the workers more, or lower batch_size). The finished shards "
+            f"are kept: rerun the same command to compute the rest")

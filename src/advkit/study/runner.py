@@ -30,7 +30,8 @@ from advkit.study.aggregate import aggregate, write_records
 from advkit.study.cells import ShardTask, load_models, resolve_device, run_shard, task_key
 from advkit.study.config import StudyConfig, load_config
 from advkit.study.plan import Cell, connection_kind, display_names, plan_cells
-from advkit.study.runstate import RunDir, atomic_save_tensors, read_tensors
+from advkit.study.runlock import run_lock
+from advkit.study.runstate import RunDir, atomic_save_tensors, disk_full_as_error, read_tensors
 from advkit.study.sample import ProgressFn, sample_key, seed_picks, select_sample
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,8 @@ def run_study(config: StudyConfig | str | Path | dict[str, Any], out: str | Path
         ConfigError: the experiment is invalid (every problem, by field).
         RunExistsError: ``out`` holds a finished run and ``force`` is false.
         RunConfigMismatchError: ``out`` holds an unfinished run of another experiment and ``force`` is false.
+        RunLockedError: another process is running a study in ``out`` (it holds the directory's lock).
+        DiskFullError: the disk that holds ``out`` filled up; what was finished is kept, and the same call resumes.
         ValueError: a model or dataset cannot be loaded, or too few eligible images.
     """
     if backend not in ("local", "ray"):
@@ -180,6 +183,16 @@ def run_study(config: StudyConfig | str | Path | dict[str, Any], out: str | Path
     cfg = load_config(config, overrides) if overrides or not isinstance(config, StudyConfig) else config
     # everything that can be refused is checked before the run directory is written: the directory itself, the
     # models, the plan (SGM on a source without skip connections) and, for a new run, the sample
+    RunDir.check(out, cfg, force=force)
+    # one process per run directory; checked again under the lock (another process may have finished it meanwhile)
+    with run_lock(out, command), disk_full_as_error(out, command):
+        return _run_locked(cfg, out, force=force, backend=backend, address=address, progress=progress,
+                           command=command, reuse=reuse)
+
+
+def _run_locked(cfg: StudyConfig, out: str | Path, *, force: bool, backend: str, address: str | None,
+                progress: ProgressFn | None, command: str, reuse: list[str | Path] | None) -> StudyResult:
+    """:func:`run_study` once the run directory's lock is held."""
     run = RunDir.check(out, cfg, force=force)
     device = resolve_device(cfg.device)
     models = load_models(list(dict.fromkeys((*cfg.sources, *cfg.targets))), cfg.dataset, device)

@@ -15,31 +15,50 @@ Layout of ``out``::
 
 Every file is written to a temporary name in its folder and renamed into place, so a run killed at any moment
 leaves either the whole file or none of it; on resume, finished shards are kept, leftovers (``*.part``) are
-removed, and a shard file that does not read back is recomputed.
+removed, and a shard file that does not read back is recomputed. A disk that fills up mid-run therefore loses
+nothing: :func:`disk_full_as_error` turns the error into a :class:`DiskFullError` that names the disk and says to
+free space and rerun the same command, which resumes. While a study writes the directory it holds its lock
+(:mod:`advkit.study.runlock`, ``.advkit.lock``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from advkit._files import atomic_path, atomic_write_text, check_writable_dir
-from advkit.study.errors import RunConfigMismatchError, RunExistsError
+from advkit.study.errors import RunConfigMismatchError, RunExistsError, missing_report
+from advkit.study.runkind import describe_run
+from advkit.study.runlock import LOCK_NAME
 from advkit.study.schema import StudyConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunConfigMismatchError", "RunDir", "RunExistsError", "atomic_save_tensors", "cell_id", "read_tensors"]
+__all__ = ["DiskFullError", "RunConfigMismatchError", "RunDir", "RunExistsError", "atomic_save_tensors", "cell_id",
+           "disk_full_as_error", "read_tensors"]
+
+# the errors of a full disk (or an exhausted quota), and how safetensors words them (it wraps the OS error in a
+# SafetensorError: "Error while serializing: I/O error: No space left on device (os error 28)")
+_DISK_FULL = {errno.ENOSPC: "No space left on device", errno.EDQUOT: "Disk quota exceeded"}
+
+
+class DiskFullError(ValueError):
+    """The disk that holds an output folder is full; the message names it and says how to go on."""
+
 
 OWNED = ("config.yaml", "config.json", "manifest.json", "state", "cells", "results", "results.json", "png",
          "figures", "report.md", "report.html")
@@ -59,7 +78,60 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict
     """Write a safetensors file atomically, with ``meta`` as JSON under the metadata key ``"advkit"``."""
     metadata = {"advkit": json.dumps(meta or {}, default=str)}
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        except SafetensorError as e:  # the OS error it wraps, with the file's name
+            code = next((c for c, text in _DISK_FULL.items() if text in str(e) or f"os error {c})" in str(e)), None)
+            if code is None:
+                raise
+            raise OSError(code, os.strerror(code), str(path)) from e
+
+
+def _mount_point(path: Path) -> Path:
+    """The mount point of the file system that holds ``path`` (or would hold it)."""
+    p = path.resolve()
+    while not p.exists() or (not os.path.ismount(p) and p.parent != p):
+        p = p.parent
+    return p
+
+
+@contextlib.contextmanager
+def disk_full_as_error(folder: str | Path, command: str = "", resumable: bool = True) -> Iterator[None]:
+    """Turn a full disk (``ENOSPC``, ``EDQUOT``, or safetensors' error wrapping one) met in the block into a
+    :class:`DiskFullError` that names ``folder``, its disk and its free space, and says how to go on.
+
+    Args:
+        folder: the output folder being written.
+        command: the command to rerun (named in the message when given).
+        resumable: whether a rerun resumes (a study) or starts again (a single attack run).
+    """
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _DISK_FULL:
+            raise
+        folder = Path(folder)
+        mount = _mount_point(folder)
+        try:
+            free = f"{_size(shutil.disk_usage(mount).free)} free now"
+        except OSError:
+            free = "free space unknown"
+        what = f" while writing {e.filename}" if e.filename else ""
+        rerun = f"rerun the same command ({command})" if command else "rerun the same command"
+        then = (f"{rerun} to resume: every finished shard is kept and only the rest is computed (or move {folder} "
+                f"to a larger disk and resume there)" if resumable else f"{rerun}; this run was not kept")
+        raise DiskFullError(f"the disk that holds {folder} is full ({_DISK_FULL[e.errno].lower()}; the file system "
+                            f"mounted at {mount}, {free}){what}. Free space on it, then {then}") from e
+
+
+def _size(n: int) -> str:
+    """``n`` bytes in the largest binary unit that keeps it at 1 or more: ``"16 KiB"``, ``"3.2 GiB"``."""
+    units = ("bytes", "KiB", "MiB", "GiB", "TiB")
+    k = 0
+    x = float(n)
+    while x >= 1024 and k < len(units) - 1:
+        x, k = x / 1024, k + 1
+    return f"{x:.0f} {units[k]}" if x >= 100 or k == 0 else f"{x:.1f} {units[k]}"
 
 
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -115,12 +187,15 @@ class RunDir:
         Raises:
             ValueError: the run is not finished, or the file is not a transfer run's results.
         """
+        what = describe_run(self.root)  # does not exist, a file, an unfinished run, a JSMA run...
         if not self.finished:
-            raise ValueError(f"{self.root}: not a finished transfer run (no results.json); finish it with "
-                             f"`advkit transfer CONFIG --out {self.root}`")
+            fix = (f"finish it with `advkit transfer CONFIG --out {self.root}`" if "unfinished transfer" in what
+                   else "give the --out folder of a finished `advkit transfer` run")
+            raise ValueError(f"{what}, not a finished transfer run; {fix}")
         records = json.loads(self.results_json.read_text())
         if not isinstance(records, dict) or "cells" not in records:
-            raise ValueError(f"{self.results_json}: not a transfer run's results (no 'cells')")
+            raise ValueError(f"{what}, not a transfer run (its results.json has no 'cells'); give the --out folder "
+                             f"of a finished `advkit transfer` run")
         return records
 
     def config_digest(self) -> str | None:
@@ -140,9 +215,7 @@ class RunDir:
             return run
         if run.finished:
             if not (run.root / "report.md").is_file():
-                raise RunExistsError(f"{run.root} holds a finished run whose report is missing (the run was stopped "
-                                     f"while writing it?): `advkit report {run.root}` writes it; pass --force to "
-                                     f"run the study again")
+                raise RunExistsError(missing_report(run.root))
             raise RunExistsError(f"{run.root} already holds a finished run (results.json); pass force=True "
                                  f"(--force) to overwrite it, or choose another output directory")
         old, digest = run.config_digest(), config.digest()
@@ -170,7 +243,8 @@ class RunDir:
             run.clear()
         elif plan.is_file():
             log.info("resuming the run in %s", run.root)
-        elif run.root.is_dir() and any(run.root.iterdir()) and not any((run.root / n).exists() for n in OWNED):
+        elif (run.root.is_dir() and any(p.name != LOCK_NAME for p in run.root.iterdir())
+              and not any((run.root / n).exists() for n in OWNED)):
             log.warning("%s is not empty; the run's files are written beside what is there", run.root)
         run.root.mkdir(parents=True, exist_ok=True)
         run.remove_leftovers()
