@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from advkit.cli.common import console, fail, invocation, parse_number, warn
+from advkit.cli.common import bars, console, fail, invocation, parse_number, warn
 
 __all__ = ["attack"]
 
@@ -139,15 +138,11 @@ def attack(
     kw = _settings(name, {k: v for k, v in options.items() if v is not None}, setting or [])
     _check_eps(name, kw, dataset, allow_large_eps)
     command = invocation(ctx)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
-        task = bar.add_task(f"{name} on {model}", total=None)
-        try:
-            s = run_attack(name, model, dataset, out, attack_kwargs=kw, limit=limit, seed=seed, targeted=targeted,
-                           force=force, command=command, start=start, surrogate=surrogate, oracle=oracle,
-                           on_batch=lambda done, total: bar.update(task, completed=done, total=total))
-        except ValueError as e:
-            fail(str(e))
+    with bars(transient=True) as bar:
+        s = run_attack(name, model, dataset, out, attack_kwargs=kw, limit=limit, seed=seed, targeted=targeted,
+                       force=force, command=command, start=start, surrogate=surrogate, oracle=oracle,
+                       progress=lambda stage, done, total, detail: bar(f"{name} on {model}: {stage}", done, total,
+                                                                       detail))
     succ, succ8 = s["success"], s["success_8bit"]
     console.print(f"{name} on {s['model']} ({dataset}): clean accuracy {100 * s['clean_accuracy']:.2f}% of "
                   f"{s['clean_n']}; attacked {s['attacked']} {s['success_over']}")

@@ -3,6 +3,7 @@ line and the study's progress bars. Only the CLI prints; the library logs."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import sys
@@ -66,6 +67,10 @@ def describe_error(e: BaseException) -> str | None:
         if name is None:
             return str(e) or "the output already exists; choose another --out or remove it"
         return f"{name} already exists and is not a run folder; choose another --out or remove it"
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" while writing {name}" if name is not None else ""
+        return (f"the disk is full{where}; free space on it (or choose an --out on a larger disk), then rerun the "
+                f"same command: a study or training run resumes from what it finished")
     if isinstance(e, PermissionError):
         return f"permission denied: {name}; choose a folder you can write to (or read), e.g. under your home folder"
     if isinstance(e, FileNotFoundError) and name is not None and not str(e).startswith(str(name)):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +32,37 @@ from advkit.models import check_input_shape
 from advkit.models import load as load_model
 from advkit.study.errors import RunExistsError
 from advkit.study.runstate import atomic_save_tensors, disk_full_as_error
+from advkit.study.sample import ProgressFn
 
 log = logging.getLogger(__name__)
 
 __all__ = ["RunExistsError", "run_attack"]
 
 
+class _QueryProgress:
+    """An oracle's ``on_query`` hook that reports a query attack's progress within a batch of images: the most
+    queries any image of the batch has spent so far, out of the per-image budget. :meth:`reset` starts a batch."""
+
+    def __init__(self, progress: ProgressFn, budget: int) -> None:
+        self.progress, self.budget = progress, budget
+        self.spent = torch.zeros(0, dtype=torch.int64)
+
+    def reset(self) -> None:
+        self.spent = torch.zeros(0, dtype=torch.int64)
+
+    def __call__(self, rows: torch.Tensor, rows_of: torch.Tensor, outputs: torch.Tensor) -> None:
+        counts = torch.bincount(rows_of.detach().cpu().long())
+        if counts.numel() > self.spent.numel():
+            self.spent = torch.cat([self.spent, self.spent.new_zeros(counts.numel() - self.spent.numel())])
+        self.spent[:counts.numel()] += counts
+        self.progress("queries", int(self.spent.max()), self.budget, "per image, this batch")
+
+
 def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attack_kwargs: dict[str, Any],
                limit: int | None = 1000, seed: int = 0, targeted: bool = False, batch_size: int = 250,
                only_correct: bool = True, force: bool = False, save_images: bool = True, command: str = "",
                start: str | None = None, surrogate: str | None = None, oracle: str | None = None,
-               on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+               progress: ProgressFn | None = None) -> dict[str, Any]:
     """Craft with ``attack`` on ``model`` over a dataset split and (optionally) save everything to ``out``.
 
     Args:
@@ -62,7 +81,9 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
         surrogate: the model ``start`` is crafted on (zoo name or path).
         oracle: query attacks: what the target answers, ``"scores"`` or ``"label"`` (default: what the attack
             needs).
-        on_batch: progress callback ``(done, total)``.
+        progress: ``progress(stage, done, total, detail)``: stage ``"images"`` after each batch of images and,
+            for a query attack, stage ``"queries"`` within a batch (the most queries any image of the batch has
+            spent, against the per-image budget), so a long query attack shows it is moving.
 
     Returns:
         The summary written to ``results.json``.
@@ -120,8 +141,19 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
         x_start = r0.x_adv
         start_info = {"attack": start, "surrogate": s_model.name, "surrogate_success": rate(r0.success).__dict__,
                       "seconds": round(time.perf_counter() - t0, 3)}
-    victim = Oracle(m, output=oracle) if oracle is not None else m
+    victim: Any = m
+    queries = None
+    if atk.black_box:
+        if progress is not None:
+            queries = _QueryProgress(progress, int(atk.max_queries))
+        victim = Oracle(m, output=oracle or str(atk.oracle_output), on_query=queries)
     t0 = time.perf_counter()
+
+    def on_batch(done: int, total: int) -> None:
+        if queries is not None:
+            queries.reset()
+        if progress is not None:
+            progress("images", done, total, "")
     r = attack_batched(atk, victim, x, y, target=target, batch_size=batch_size, generator=g, start=x_start,
                        on_batch=on_batch)
     seconds = time.perf_counter() - t0
