@@ -96,13 +96,25 @@ def test_weights_of_another_architecture_name_what_differs(tmp_path: Path) -> No
 
 
 def test_the_cli_imports_measures_and_refuses(tmp_path: Path, fmnist_test) -> None:
-    torch.save(lenet5_state(), tmp_path / "w.pt")
-    r = runner.invoke(app, ["models", "import", str(tmp_path / "w.pt"), "--arch", "lenet5", "--dataset",
-                            "fashion-mnist", "--out", str(tmp_path / "m"), "--name", "mine"])
+    # the shipped Fashion-MNIST LeNet's weights as an outside file: imported with its normalisation, the written
+    # checkpoint holds the same tensors and measures the shipped card's test accuracy, 90.73%
+    from safetensors.torch import load_file
+
+    from advkit.models import zoo_path
+
+    shipped = zoo_path("lenet", "fashion-mnist")
+    torch.save(load_file(str(shipped)), tmp_path / "w.pt")
+    r = runner.invoke(app, ["models", "import", str(tmp_path / "w.pt"), "--arch", "lenet", "--dataset",
+                            "fashion-mnist", "--out", str(tmp_path / "m"), "--name", "mine", "--mean", "0.286",
+                            "--std", "0.353"])
     assert r.exit_code == 0, r.output
     card = json.loads((tmp_path / "m" / "mine.json").read_text())
-    assert card["test_images"] == 10000 and 0 <= card["test_accuracy"] <= 1  # untrained: near chance
-    assert "clean accuracy on the fashion-mnist test split" in r.output
+    assert (card["test_images"], card["test_correct"], card["test_accuracy"]) == (10000, 9073, 0.9073)
+    assert json.loads(shipped.with_suffix(".json").read_text())["test_accuracy"] == 0.9073
+    assert (card["mean"], card["std"], card["warnings"]) == ([0.286], [0.353], [])
+    written, source = load_file(str(tmp_path / "m" / "mine.safetensors")), load_file(str(shipped))
+    assert written.keys() == source.keys() and all(torch.equal(written[k], source[k]) for k in source)
+    assert "clean accuracy on the fashion-mnist test split: 90.73%" in r.output
     assert card["command"].startswith("advkit models import")
     r = runner.invoke(app, ["evaluate", str(tmp_path / "m" / "mine.safetensors"), "--limit", "20"])
     assert r.exit_code == 0, r.output

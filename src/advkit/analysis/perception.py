@@ -25,8 +25,17 @@ import torch
 from safetensors.torch import load_file
 
 from advkit.data import load as load_data
+from advkit.study.runkind import JSMA, describe_run
 
-__all__ = ["PerceptionStudy", "jsma_examples", "nearest_distance", "perception_study"]
+__all__ = ["PerceptionStudy", "check_jsma_run", "jsma_examples", "nearest_distance", "perception_study"]
+
+
+def check_jsma_run(run_dir: str | Path) -> None:
+    """``ValueError`` saying what ``run_dir`` is (missing, a transfer run, an unfinished run...) unless it is a
+    finished ``advkit reproduce jsma`` run."""
+    what = describe_run(run_dir)
+    if not what.endswith(JSMA):
+        raise ValueError(f"{what}, not a finished `advkit reproduce jsma` run; give the --out folder of one")
 
 
 def jsma_examples(run_dir: str | Path) -> dict[str, Any]:
@@ -38,10 +47,8 @@ def jsma_examples(run_dir: str | Path) -> dict[str, Any]:
         ValueError: not a finished JSMA run, or one written before examples were kept (rerun it).
     """
     root = Path(run_dir)
-    results = root / "results.json"
-    if not results.is_file():
-        raise ValueError(f"{root}: not a finished `advkit reproduce jsma` run (no results.json)")
-    payload = json.loads(results.read_text())
+    check_jsma_run(root)
+    payload = json.loads((root / "results.json").read_text())
     folders = [root / s["folder"] for s in payload["sets"]] if "sets" in payload else [root]
     parts: dict[str, list[Any]] = {k: [] for k in ("x_adv", "x", "source", "target", "share", "row", "base")}
     dataset, splits = None, []

@@ -31,11 +31,13 @@ def clusters(
     from advkit._files import check_writable_dir
     from advkit.analysis.clusters import cluster_perturbations
     from advkit.report.cluster_report import write_cluster_report
+    from advkit.study.runstate import RunDir
 
-    out = out or run_dir / "analysis" / "clusters"
-    check_writable_dir(out)
     if k_max < k_min:
         raise typer.BadParameter(f"--k-max {k_max} is below --k-min {k_min}")
+    RunDir(run_dir).records()  # says what RUN_DIR is unless a finished transfer run, before --out is checked
+    out = out or run_dir / "analysis" / "clusters"
+    check_writable_dir(out)
     settings = {"k_min": k_min, "k_max": k_max, "components": components, "seed": seed, "eps": eps,
                 "silhouette_sample": silhouette_sample}
     with console.status("clustering perturbations"):
@@ -100,9 +102,10 @@ def perception(
     """Human perception by proxy: each JSMA example's distance to the nearest clean training image of its source
     class and of its target class, per class pair, with the hardest and easiest pairs' examples."""
     from advkit._files import check_writable_dir
-    from advkit.analysis.perception import perception_study
+    from advkit.analysis.perception import check_jsma_run, perception_study
     from advkit.report.perception_report import write_perception_report
 
+    check_jsma_run(run_dir)  # says what RUN_DIR is unless a finished JSMA run, before --out is checked
     out = out or run_dir / "analysis" / "perception"
     check_writable_dir(out)
     with console.status("measuring distances to the training images"):

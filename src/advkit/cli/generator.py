@@ -38,6 +38,9 @@ def train_generator(
     seed: Annotated[int, typer.Option(min=0, help="Seed of the initialisation, shuffling and dropout.")] = 0,
     limit: Annotated[int | None, typer.Option(min=1, help="Train on the first N training images only.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing generator at --out.")] = False,
+    cross_domain: Annotated[bool, typer.Option(help="Train on --dataset images against sources trained on another "
+                                                    "dataset of the same image size (Naseer et al.'s cross-domain "
+                                                    "setting); refused otherwise.")] = False,
 ) -> None:
     """Train a perturbation generator (Naseer et al. 2019) against --source models; use it as generator:PATH."""
     from advkit.models.generator import save_generator
@@ -52,7 +55,8 @@ def train_generator(
         try:
             gen, card = train(source, dataset, eps=eps_v, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
                               ngf=ngf, blocks=blocks, seed=seed, limit=limit, out=str(out),
-                              on_step=lambda s, t, v: bar.update(task, completed=s, total=t, loss=f"loss {v:.3f}"))
+                              on_step=lambda s, t, v: bar.update(task, completed=s, total=t, loss=f"loss {v:.3f}"),
+                              cross_domain=cross_domain)
         except ValueError as e:
             fail(str(e))
     path = save_generator(gen, out, card)
@@ -79,6 +83,8 @@ def train_uap(
     subset: Annotated[str, typer.Option(help="first (the first --images training images) or random (drawn with "
                                              "--seed).")] = "first",
     force: Annotated[bool, typer.Option(help="Overwrite an existing file at --out.")] = False,
+    cross_domain: Annotated[bool, typer.Option(help="Compute it on --dataset images for a source trained on another "
+                                                    "dataset of the same image size; refused otherwise.")] = False,
 ) -> None:
     """Compute a universal adversarial perturbation (Moosavi-Dezfooli et al. 2017) for --source; use as uap:PATH."""
     from advkit.models.universal import save_universal
@@ -94,7 +100,8 @@ def train_uap(
         with console.status("computing the universal perturbation") as status:
             v, card = compute(source, dataset, eps=xi, norm=norm, images=images, max_passes=max_passes, delta=delta,
                               seed=seed, subset=subset, out=str(out),
-                              on_pass=lambda p, r: status.update(f"pass {p}: fools {100 * r:.1f}% of the images"))
+                              on_pass=lambda p, r: status.update(f"pass {p}: fools {100 * r:.1f}% of the images"),
+                              cross_domain=cross_domain)
     except ValueError as e:
         fail(str(e))
     path = save_universal(v, out, card)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from advkit.cli.common import console, fail, invocation, parse_number
+from advkit.cli.common import console, fail, invocation, parse_number, warn
 
 app = typer.Typer(help="Models: the architecture registry and the shipped zoo.", no_args_is_help=True)
 sgm_app = typer.Typer(help="The Skip Gradient Method: inspect what it finds in a model.", no_args_is_help=True)
@@ -78,7 +78,9 @@ def models_import(
     """Convert an outside PyTorch state dict, once, into safetensors plus a model card (source SHA-256 recorded).
 
     The file is read with torch.load(weights_only=True), never a full unpickle: a file holding anything but
-    tensors and plain containers is refused with the reason. advkit.models.load then reads the safetensors file."""
+    tensors and plain containers is refused with the reason. advkit.models.load then reads the safetensors file.
+    Weights whose outputs are NaN, or whose clean accuracy is near chance (a missing --mean/--std), are written
+    with a warning."""
     from advkit.models.importer import import_state_dict
 
     shape = None
@@ -100,6 +102,8 @@ def models_import(
                       f"over {card['test_images']} images")
     else:
         console.print(card.get("test_accuracy_note", "clean accuracy not measured"))
+    for w in card.get("warnings", []):
+        warn(w)
     console.print(f"use it as: --model {path}")
 
 

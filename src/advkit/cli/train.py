@@ -71,6 +71,18 @@ def train(
     if out.exists() and not force:
         fail(f"{out} exists; pass --force to overwrite it")
     adv_spec: dict[str, object] | None = None
+    if adversarial is None and adversarial_eps is None:
+        # by the source's name: typer >= 0.28 bundles its own click, whose ParameterSource is another class
+        given = [f"--{n.replace('_', '-')}" for n in ("adversarial_static", "adversarial_alpha", "adversarial_steps",
+                                                      "adversarial_step_size", "adversarial_craft",
+                                                      "adversarial_random_init")
+                 if getattr(ctx.get_parameter_source(n), "name", "DEFAULT") != "DEFAULT"]
+        if given:
+            several = len(given) > 1
+            fail(f"{', '.join(given)} {'are settings' if several else 'is a setting'} of adversarial training, which "
+                 f"is off without --adversarial: add --adversarial "
+                 f"{'ensemble' if '--adversarial-static' in given else 'fgsm|pgd|ensemble'} (or drop "
+                 f"{'them' if several else 'it'})")
     if adversarial is not None or adversarial_eps is not None:
         adv_spec = {"attack": adversarial or "fgsm", "craft": adversarial_craft}
         if adversarial_eps is not None:
@@ -92,6 +104,10 @@ def train(
     try:
         recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
                         augment=augment, adversarial=adv_spec, schedule=schedule, nesterov=nesterov, bf16=bf16)
+        if recipe.adversarial is not None and recipe.adversarial["attack"] == "ensemble":
+            from advkit.train.loop import load_static_models
+
+            load_static_models(recipe.adversarial["static"], dataset)  # refused before the bar starts
     except ValueError as e:
         fail(str(e))
     command = invocation(ctx)

@@ -3,16 +3,23 @@
 ``NAME.safetensors`` holds the network's state dict; ``NAME.json`` holds the card: architecture, dataset, input
 shape, mean/std, training recipe, seed, epochs, test accuracy, the SHA-256 of the weights file, the advkit
 version and the command that reproduces it. Loading checks the hash before reading a single tensor.
+
+Generators and universal perturbations also keep the card fields that decide an attack's budget and input shape
+(``eps``, ``norm``, ``input_shape``...) in the safetensors metadata, which the card's SHA-256 covers: a card whose
+``eps`` was edited no longer matches its weights file (:func:`check_protected`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -21,7 +28,11 @@ from advkit.data.download import sha256_of
 from advkit.models.registry import get_arch
 from advkit.models.wrapper import Classifier
 
+log = logging.getLogger(__name__)
+
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar")
+PROTECTED_KEY = "advkit"  # the one safetensors metadata entry holding a card's protected fields, as sorted JSON
+_UNPROTECTED_WARNED: set[str] = set()  # files from an older advkit, warned about once per process
 
 
 def tensor_digest(model: nn.Module) -> str:
@@ -53,18 +64,29 @@ def save_checkpoint(model: Classifier, path: str | Path, card: dict[str, Any]) -
     return write_with_card(model.net.state_dict(), path, card)
 
 
-def write_with_card(tensors: dict[str, torch.Tensor], path: str | Path, card: dict[str, Any]) -> Path:
+def write_with_card(tensors: dict[str, torch.Tensor], path: str | Path, card: dict[str, Any], *,
+                    protect: Sequence[str] = ()) -> Path:
     """Write ``tensors`` to ``path`` (``.safetensors``) and ``card`` plus the file's SHA-256 and name to the
-    ``.json`` beside it, both atomically (temporary file, then rename). Shared by every advkit file format."""
+    ``.json`` beside it, both atomically (temporary file, then rename). Shared by every advkit file format.
+
+    Args:
+        protect: card fields also kept in the weights file's metadata, so that the card's SHA-256 covers them
+            (:func:`check_protected` compares them on loading).
+    """
     path = Path(path)
     if path.suffix != ".safetensors":
         raise CheckpointError(f"{path}: advkit writes weights as .safetensors files")
+    missing = [k for k in protect if k not in card]
+    if missing:
+        raise CheckpointError(f"{path}: the card lacks {', '.join(missing)}, which the weights file must record")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    # one metadata key only: safetensors writes metadata in a per-process order, so several keys would make the
+    # file's SHA-256 differ between identical trainings
+    metadata = ({PROTECTED_KEY: json.dumps({k: card[k] for k in protect}, sort_keys=True)} if protect
+                else {"format": "pt"})
     with atomic_path(path) as tmp:  # 0644: checkpoints are meant to be shared
-        # one metadata key only: safetensors writes metadata in a per-process order, so several keys would make
-        # the file's SHA-256 differ between identical trainings
-        save_file(state, str(tmp), metadata={"format": "pt"})
+        save_file(state, str(tmp), metadata=metadata)
         digest = sha256_of(tmp)
     full = {**card, "sha256": digest, "weights": path.name}
     atomic_write_bytes(path.with_suffix(".json"), (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
@@ -81,6 +103,82 @@ def verify_hash(path: Path, card: dict[str, Any]) -> None:
         )
 
 
+def check_protected(path: Path, card: dict[str, Any], fields: Sequence[str]) -> None:
+    """Compare the card's ``fields`` with those recorded in the weights file's metadata (written by
+    :func:`write_with_card` with ``protect``; the card's SHA-256 covers them).
+
+    A file written before advkit recorded them (no metadata entry) is accepted with a logged warning (once per
+    file and process): its card cannot be checked, and refusing it would break every artefact trained by an older
+    advkit (and the runs that reuse them); rewriting it with the current advkit protects it.
+
+    Raises:
+        CheckpointError: a field differs (naming the field and both values), or the file's header is unreadable.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    raw = meta.get(PROTECTED_KEY)
+    if raw is None:
+        if str(path) in _UNPROTECTED_WARNED:
+            return
+        _UNPROTECTED_WARNED.add(str(path))
+        log.warning("%s: written by an older advkit that did not record %s in the weights file, so the card's values "
+                    "(%s) cannot be checked against the hash; retrain it with the card's command to protect them",
+                    path, ", ".join(fields), ", ".join(f"{k} {card.get(k)!r}" for k in fields))
+        return
+    try:
+        recorded = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: its metadata entry {PROTECTED_KEY!r} is not valid JSON ({e})") from e
+    for k in fields:
+        if k in recorded and json.loads(json.dumps(card.get(k))) != recorded[k]:
+            raise CheckpointError(
+                f"{path.with_suffix('.json')}: the card's {k} is {card.get(k)!r} but the weights file {path.name} "
+                f"records {recorded[k]!r} (covered by its SHA-256): the card was edited. Restore {k} "
+                f"{recorded[k]!r} in the card" + ("; to attack with another budget, give it at attack time "
+                                                   "(--eps), not in the card" if k == "eps" else ""))
+
+
+def describe_card(card: dict[str, Any]) -> tuple[str, str] | None:
+    """What an advkit card describes and how it is used: ``(what, use)`` with ``{path}`` in ``use``, or ``None``
+    for a card advkit does not recognise."""
+    kind = card.get("kind")
+    if kind == "generator":
+        return "a perturbation generator (advkit train-generator)", "attack with generator:{path}"
+    if kind == "universal":
+        return "a universal perturbation (advkit train-uap)", "attack with uap:{path}"
+    if "arch" in card and kind is None:
+        return (f"a classifier checkpoint (arch {card['arch']!r})",
+                "use it as a model (--model {path}, or --source {path} to train an attack against it)")
+    return None
+
+
+def wrong_kind(path: Path, card: dict[str, Any], want: str) -> CheckpointError | None:
+    """The error for a card of another kind than ``want`` (``"generator"``, ``"universal"``, ``"classifier"``),
+    naming what the file is and how to use it; ``None`` when it is the wanted kind or unknown."""
+    kind = card.get("kind") or ("classifier" if "arch" in card else None)
+    found = describe_card(card)
+    if kind == want or found is None:
+        return None
+    wanted = {"generator": "a perturbation generator", "universal": "a universal perturbation",
+              "classifier": "a classifier"}[want]
+    what, use = found
+    return CheckpointError(f"{path}: this is {what}, not {wanted}; {use.format(path=path)}")
+
+
+def existing_file(path: Path, what: str, command: str) -> None:
+    """``CheckpointError`` when ``path`` does not exist or is a folder, saying which (and what the folder holds)."""
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.safetensors"))
+        held = f" (it holds {', '.join(inside[:5])}{' ...' if len(inside) > 5 else ''})" if inside else ""
+        raise CheckpointError(f"{path}: a folder, not a {what} file{held}; give the .safetensors file written by "
+                              f"`{command}`")
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file; give the .safetensors file written by `{command}`")
+
+
 def shipped_names(folder: Path) -> list[str]:
     """Stems of the ``.safetensors`` files shipped in ``folder``, sorted."""
     return sorted(p.stem for p in folder.glob("*.safetensors"))
@@ -90,13 +188,15 @@ def resolve_shipped(spec: str, folder: Path, what: str, command: str) -> Path:
     """``spec`` as a path (it has a ``.safetensors`` suffix, a ``/`` or exists), else the shipped file of that name
     in ``folder``; ``CheckpointError`` listing the shipped ones otherwise."""
     path = Path(spec)
-    if path.suffix == ".safetensors" or path.is_file() or "/" in spec:
-        return path
     shipped = folder / f"{spec}.safetensors"
+    if path.suffix == ".safetensors" or "/" in spec or path.is_file() or (path.is_dir() and not shipped.is_file()):
+        existing_file(path, what, command)  # a missing file or a folder is named as such
+        return path
     if shipped.is_file():
         return shipped
-    raise CheckpointError(f"no {what} {spec!r}: give the path of a .safetensors file written by `{command}`, or a "
-                          f"shipped one ({', '.join(shipped_names(folder)) or 'none'})")
+    raise CheckpointError(f"no {what} {spec!r}: no such file here and no shipped {what} of that name; give the path "
+                          f"of a .safetensors file written by `{command}`, or a shipped one "
+                          f"({', '.join(shipped_names(folder)) or 'none'})")
 
 
 def _refuse_pickle(path: Path) -> None:
@@ -134,6 +234,9 @@ def read_card(path: str | Path) -> dict[str, Any]:
     if not isinstance(card, dict):
         raise CheckpointError(f"{card_path}: a model card is a JSON mapping, this file holds a "
                               f"{type(card).__name__}")
+    other = wrong_kind(path, card, "classifier")
+    if other is not None:
+        raise other
     for key in ("arch", "input_shape", "num_classes", "mean", "std", "sha256"):
         if key not in card:
             raise CheckpointError(f"{card_path}: model card lacks the field {key!r}")
@@ -178,7 +281,8 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> Classifier:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file" if path.is_dir() else
+                              f"{path}: no such checkpoint file")
     _refuse_pickle(path)
     if path.suffix != ".safetensors":
         raise CheckpointError(f"{path}: expected a .safetensors file, got '{path.suffix}'")

@@ -10,7 +10,8 @@ and 6 blocks on ImageNet; the 28 px datasets here use ``ngf = 16`` by default (a
 
 Checkpoints are ``NAME.safetensors`` plus the ``NAME.json`` card (``kind: "generator"``, input shape, ``ngf``,
 blocks, eps, loss, sources, data, epochs, seed, the command that reproduces it, the weights' SHA-256); loading
-checks the hash first and never unpickles.
+checks the hash first and never unpickles. The fields that decide the attack's budget and input shape
+(:data:`PROTECTED`) are also kept in the weights file's metadata, so an edited card is refused.
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ from torch import nn
 from advkit.models.checkpoint import (
     CheckpointError,
     _refuse_pickle,
+    check_protected,
+    existing_file,
     resolve_shipped,
     shipped_names,
     verify_hash,
     write_with_card,
+    wrong_kind,
 )
 
 __all__ = ["GENERATOR_DIR", "PerturbationGenerator", "generator_path", "load_generator", "project_linf",
@@ -38,6 +42,7 @@ __all__ = ["GENERATOR_DIR", "PerturbationGenerator", "generator_path", "load_gen
 GENERATOR_DIR = Path(__file__).resolve().parent / "weights" / "generators"
 
 CARD_FIELDS = ("kind", "input_shape", "ngf", "blocks", "eps", "sha256")
+PROTECTED = ("kind", "input_shape", "ngf", "blocks", "eps")  # also in the weights' metadata, under their hash
 
 
 class _Block(nn.Module):
@@ -106,12 +111,19 @@ def generator_path(spec: str) -> Path:
 def save_generator(gen: PerturbationGenerator, path: str | Path, card: dict[str, Any]) -> Path:
     """Write the weights (``.safetensors``) and the card (``.json``) atomically; the card gets the SHA-256."""
     return write_with_card(gen.state_dict(), path, {**card, "kind": "generator", "input_shape": list(gen.input_shape),
-                                                    "ngf": gen.ngf, "blocks": gen.blocks})
+                                                    "ngf": gen.ngf, "blocks": gen.blocks}, protect=PROTECTED)
 
 
 def read_generator_card(path: str | Path) -> dict[str, Any]:
-    """The card beside a generator's weights; :class:`CheckpointError` naming what is missing."""
+    """The card beside a generator's weights, its :data:`PROTECTED` fields checked against the weights file's
+    metadata (the file's header only; :func:`load_generator` also checks the hash).
+
+    Raises:
+        CheckpointError: no such file, a folder, no card, a card of another kind (a universal perturbation, a
+            classifier: named), a missing field, or a protected field that differs from the weights file's.
+    """
     path = Path(path)
+    existing_file(path, "generator", "advkit train-generator")
     card_path = path.with_suffix(".json")
     if not card_path.is_file():
         raise CheckpointError(f"{path}: no generator card at {card_path}; advkit needs it to know the input shape, "
@@ -121,11 +133,19 @@ def read_generator_card(path: str | Path) -> dict[str, Any]:
         card: dict[str, Any] = json.loads(card_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{card_path}: not valid JSON ({e})") from e
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{card_path}: a generator card is a JSON mapping, this file holds a "
+                              f"{type(card).__name__}")
+    other = wrong_kind(path, card, "generator")
+    if other is not None:
+        raise other
     missing = [k for k in CARD_FIELDS if k not in card]
     if missing:
         raise CheckpointError(f"{card_path}: generator card lacks {', '.join(missing)}")
     if card["kind"] != "generator":
         raise CheckpointError(f"{card_path}: this card describes a {card['kind']!r}, not a perturbation generator")
+    _refuse_pickle(path)
+    check_protected(path, card, PROTECTED)
     return card
 
 
@@ -133,12 +153,12 @@ def load_generator(path: str | Path) -> tuple[PerturbationGenerator, dict[str, A
     """Load a generator written by :func:`save_generator`, frozen and in eval mode, with its card.
 
     Raises:
-        CheckpointError: no file, a pickle, no card, a hash that does not match the card, or weights that do not
-            fit the card's architecture.
+        CheckpointError: no file, a pickle, no card (or another kind's, or an edited one: see
+            :func:`read_generator_card`), a hash that does not match the card, or weights that do not fit the
+            card's architecture.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such generator file")
+    existing_file(path, "generator", "advkit train-generator")
     _refuse_pickle(path)
     card = read_generator_card(path)
     verify_hash(path, card)

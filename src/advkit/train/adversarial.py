@@ -15,6 +15,7 @@ Three methods (:data:`advkit.train.recipe.ADVERSARIAL_METHODS`), each minimising
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -94,7 +95,7 @@ def fgsm_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
 
 
 def craft_adversarial(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict[str, Any], *,
-                      static: list[torch.nn.Module] | None = None, generator: torch.Generator) -> torch.Tensor:
+                      static: Sequence[torch.nn.Module] | None = None, generator: torch.Generator) -> torch.Tensor:
     """The adversarial batch of one training step for ``settings`` (a completed recipe ``adversarial`` dict).
 
     ``generator`` draws PGD's random start and the ensemble's source, so a run is reproducible from its seed. For

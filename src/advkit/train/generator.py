@@ -9,6 +9,7 @@ can be the training domain. Adam with learning rate 2e-4 and betas (0.5, 0.999),
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ import advkit
 from advkit.data import load as load_data
 from advkit.models import load as load_model
 from advkit.models.generator import PerturbationGenerator, project_linf
+from advkit.train.fit import check_model_fits
 
 __all__ = ["LOSSES", "generator_loss", "train_command", "train_generator"]
 
@@ -38,13 +40,16 @@ def generator_loss(adv_logits: torch.Tensor, clean_logits: torch.Tensor, kind: s
 
 
 def train_command(sources: Sequence[str], dataset: str, eps: float, epochs: int, seed: int, loss: str,
-                  limit: int | None, ngf: int, blocks: int, batch_size: int, lr: float, out: str) -> str:
+                  limit: int | None, ngf: int, blocks: int, batch_size: int, lr: float, out: str,
+                  cross_domain: bool = False) -> str:
     """The ``advkit train-generator`` command that reproduces a training."""
     parts = ["advkit train-generator", *[f"--source {s}" for s in sources], f"--dataset {dataset}",
              f"--eps {eps:g}", f"--epochs {epochs}", f"--seed {seed}", f"--loss {loss}", f"--ngf {ngf}",
              f"--blocks {blocks}", f"--batch-size {batch_size}", f"--lr {lr:g}"]
     if limit is not None:
         parts.append(f"--limit {limit}")
+    if cross_domain:
+        parts.append("--cross-domain")
     parts.append(f"--out {out}")
     return " ".join(parts)
 
@@ -65,7 +70,7 @@ def train_generator(sources: Sequence[str], dataset: str = "fashion-mnist", *, e
                     batch_size: int = 64, lr: float = 2e-4, loss: str = "relativistic", ngf: int = 16,
                     blocks: int = 6, seed: int = 0, limit: int | None = None, eval_images: int = 1000,
                     out: str = "generator.safetensors",
-                    on_step: Callable[[int, int, float], None] | None = None
+                    on_step: Callable[[int, int, float], None] | None = None, cross_domain: bool = False
                     ) -> tuple[PerturbationGenerator, dict[str, Any]]:
     """Train a generator against ``sources`` on ``dataset``'s training split.
 
@@ -81,13 +86,16 @@ def train_generator(sources: Sequence[str], dataset: str = "fashion-mnist", *, e
         eval_images: test images on which the card reports each source's fooling rate.
         out: where the weights will be written (recorded in the card's command).
         on_step: progress callback ``(step, total_steps, loss)``.
+        cross_domain: train on ``dataset`` images against sources trained on another dataset of the same image
+            shape (Naseer et al.'s cross-domain setting); refused unless asked for, as it is usually a mistake.
 
     Returns:
         ``(generator, card)``: the trained generator (eval mode) and its card, ready for
         :func:`~advkit.models.generator.save_generator`.
 
     Raises:
-        ValueError: no source, a bad setting, or sources that disagree with the data's shape.
+        ValueError: no source, a bad or non-finite setting, or a source that does not fit ``dataset`` (another
+            input shape, or, without ``cross_domain``, another training dataset): all before any data is loaded.
     """
     if not sources:
         raise ValueError("train a generator against at least one source model (--source NAME)")
@@ -98,7 +106,12 @@ def train_generator(sources: Sequence[str], dataset: str = "fashion-mnist", *, e
     for name, v in (("epochs", epochs), ("batch_size", batch_size), ("ngf", ngf), ("blocks", blocks)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"the learning rate (--lr) must be a finite number > 0 (the paper's: 2e-4), got {lr!r}")
     models = [load_model(s, dataset=dataset) for s in sources]
+    for s, m in zip(sources, models, strict=True):
+        check_model_fits(m, s, dataset, "source", same_classes=False, allow_other_dataset=cross_domain,
+                         allowed_by="--cross-domain")
     train = load_data(dataset, "train", limit=limit)
     c, h, w = train.x.shape[1:]
     for s, m in zip(sources, models, strict=True):
@@ -143,13 +156,15 @@ def train_generator(sources: Sequence[str], dataset: str = "fashion-mnist", *, e
         "paper": "Naseer et al. 2019" if loss == "relativistic" else "Poursaeed et al. 2018 (GAP loss)",
         "dataset": dataset, "data_note": train.note, "train_images": n, "eps": float(eps), "loss": loss,
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "limit": limit,
+        **({"cross_domain": True} if cross_domain else {}),
         "sources": [{"spec": s, "name": getattr(m, "name", s), "sha256": (getattr(m, "card", {}) or {}).get("sha256")}
                     for s, m in zip(sources, models, strict=True)],
         "final_loss": round(last, 4), "train_seconds": round(time.perf_counter() - t0, 1),
         "fooling_rate_test": fooling, "fooling_rate_images": len(test.x),
         "fooling_rate_note": "share of the first test images whose source prediction changes",
         "advkit_version": advkit.__version__,
-        "command": train_command(sources, dataset, eps, epochs, seed, loss, limit, ngf, blocks, batch_size, lr, out),
+        "command": train_command(sources, dataset, eps, epochs, seed, loss, limit, ngf, blocks, batch_size, lr, out,
+                                 cross_domain),
     }
     for p in gen.parameters():
         p.requires_grad_(False)

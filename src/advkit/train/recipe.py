@@ -77,12 +77,16 @@ def adversarial_settings(spec: Mapping[str, Any] | None) -> dict[str, Any] | Non
         raise ValueError(f"unknown setting(s) {sorted(unknown)} for {method} adversarial training; known: "
                          f"{', '.join(defaults)}")
     out = {**defaults, **spec}
-    for key, lo, hi in (("eps", 0.0, math.inf), ("alpha", 0.0, 1.0), ("step_size", 0.0, math.inf)):
+    # eps and step_size are L-inf distances in pixel units of [0, 1] (as `advkit attack` takes them): above 1 is a
+    # mistake (5 for 5/255, say), not a stronger attack
+    for key, lo, hi, what in (("eps", 0.0, 1.0, " (an L-inf radius in pixel units of [0, 1], e.g. 0.3 or 8/255)"),
+                              ("alpha", 0.0, 1.0, " (the weight of the clean term)"),
+                              ("step_size", 0.0, 1.0, " (in pixel units of [0, 1], e.g. 0.01)")):
         if key not in out:
             continue
         v = out[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
-            raise ValueError(f"adversarial {key} must be a finite number in [{lo}, {hi}], got {v!r}")
+            raise ValueError(f"adversarial {key} must be a finite number in [{lo:g}, {hi:g}]{what}, got {v!r}")
         out[key] = float(v)
     if "steps" in out and (isinstance(out["steps"], bool) or not isinstance(out["steps"], int) or out["steps"] < 1):
         raise ValueError(f"adversarial steps must be an integer >= 1, got {out['steps']!r}")
@@ -137,6 +141,15 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        for name, v in (("epochs", self.epochs), ("batch size", self.batch_size)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        for label, x in (("learning rate (--lr)", self.lr), ("momentum", self.momentum),
+                         ("weight decay", self.weight_decay)):  # NaN would pass every comparison below
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+                raise ValueError(f"{label} must be a finite number, got {x!r}")
+        if not self.lr > 0.0:
+            raise ValueError(f"learning rate (--lr) must be > 0, got {self.lr!r}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if not self.weight_decay >= 0.0:
