@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from advkit.cli.common import console, fail, parse_number
+from advkit.cli.common import bars, console, fail, parse_number
 
 __all__ = ["train_generator", "train_uap"]
 
@@ -48,14 +47,12 @@ def train_generator(
 
     _check_out(out, force)
     eps_v = parse_number(eps, "--eps")
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                  transient=True) as bar:
-        task = bar.add_task(f"generator vs {', '.join(source)}", total=None, loss="")
+    what = f"generator vs {', '.join(source)}"
+    with bars(transient=True) as bar:
         try:
             gen, card = train(source, dataset, eps=eps_v, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
                               ngf=ngf, blocks=blocks, seed=seed, limit=limit, out=str(out),
-                              on_step=lambda s, t, v: bar.update(task, completed=s, total=t, loss=f"loss {v:.3f}"),
+                              on_step=lambda s, t, v: bar(what, s, t, f"loss {v:.3f}"),
                               cross_domain=cross_domain)
         except ValueError as e:
             fail(str(e))

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from advkit.cli.common import bars, command_line, console, err, fail, invocation, parse_number
 
@@ -59,19 +58,15 @@ def reproduce_jsma_cmd(
     splits = list(PAPER_SPLITS) if protocol == "paper" else (split or ["test"])
     model = model or ("lenet_50k" if protocol == "paper" else "lenet")
     warn = lambda msg: err.print(f"warning: {msg}")  # noqa: E731
-    with Progress(TextColumn("JSMA {task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total} attacks"), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task(splits[0], total=None)
+    with bars(transient=True) as bar:
         if len(splits) == 1:
             r = run_jsma(out, dataset, model, samples, split=splits[0], theta=theta, upsilon=upsilon,
                          output=output, command=invocation(ctx), say=console.print, warn=warn,
-                         progress=lambda done, total: bar.update(task, completed=done, total=total))
+                         progress=lambda done, total: bar(f"JSMA {splits[0]} attacks", done, total))
         else:
             rs = run_jsma_sets(out, splits, dataset, model, samples, theta=theta, upsilon=upsilon,
                                output=output, command=invocation(ctx), say=console.print, warn=warn,
-                               progress=lambda s, done, total: bar.update(task, description=s,
-                                                                          completed=done, total=total))
+                               progress=lambda s, done, total: bar(f"JSMA {s} attacks", done, total))
     if len(splits) > 1:
         for s in rs.sets:
             console.print(f"{s['set']} ({s['split']}): success {100 * s['success_rate']:.2f}%, features modified "
