@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from advkit.cli.common import console, fail
+from advkit.cli.common import console
 
 app = typer.Typer(help="Datasets: list what is registered and where it was found; fetch files.", no_args_is_help=True)
 
@@ -36,8 +36,5 @@ def data_fetch(
     """Find a local copy of a dataset or download it from its canonical source (checked by SHA-256)."""
     from advkit import data
 
-    try:
-        where = data.fetch(name, data_dir=data_dir, force=force)
-    except ValueError as e:
-        fail(str(e))
+    where = data.fetch(name, data_dir=data_dir, force=force)
     console.print(f"{name}: files at {where}")

@@ -45,10 +45,7 @@ def evaluate(
         fail(f"no shipped checkpoints for {dataset}")
     if out is not None:
         check_writable_dir(out)  # before any work
-    try:
-        ds = data.load(dataset, split, limit=limit, data_dir=data_dir)
-    except ValueError as e:
-        fail(str(e))
+    ds = data.load(dataset, split, limit=limit, data_dir=data_dir)
     rows = []
     t = Table("model", "arch", "accuracy", "95% interval", "n")
     for col in t.columns[:2]:

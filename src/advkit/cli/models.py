@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from advkit.cli.common import console, fail, invocation, parse_number, warn
+from advkit.cli.common import console, invocation, parse_number, warn
 
 app = typer.Typer(help="Models: the architecture registry and the shipped zoo.", no_args_is_help=True)
 sgm_app = typer.Typer(help="The Skip Gradient Method: inspect what it finds in a model.", no_args_is_help=True)
@@ -117,16 +117,13 @@ def sgm_inspect(
     """Print the skip connections (residual additions, dense concatenations) SGM finds in a model."""
     from advkit import backprop, models
 
-    try:
-        if arch:
-            spec = models.get_arch(model)
-            from advkit.data import get_spec
+    if arch:
+        spec = models.get_arch(model)
+        from advkit.data import get_spec
 
-            c, h, _ = get_spec(dataset).shape
-            net = spec.build(c, 10, h)
-        else:
-            net = models.load(model, dataset=dataset)
-        found = backprop.find_connections(net)
-    except ValueError as e:
-        fail(str(e))
+        c, h, _ = get_spec(dataset).shape
+        net = spec.build(c, 10, h)
+    else:
+        net = models.load(model, dataset=dataset)
+    found = backprop.find_connections(net)
     console.print(backprop.format_connections(found))

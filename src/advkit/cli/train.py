@@ -101,15 +101,12 @@ def train(
             adv_spec["static"] = adversarial_static or ""
         elif adversarial_static is not None:
             fail("--adversarial-static applies to --adversarial ensemble only")
-    try:
-        recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
-                        augment=augment, adversarial=adv_spec, schedule=schedule, nesterov=nesterov, bf16=bf16)
-        if recipe.adversarial is not None and recipe.adversarial["attack"] == "ensemble":
-            from advkit.train.loop import load_static_models
+    recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
+                    augment=augment, adversarial=adv_spec, schedule=schedule, nesterov=nesterov, bf16=bf16)
+    if recipe.adversarial is not None and recipe.adversarial["attack"] == "ensemble":
+        from advkit.train.loop import load_static_models
 
-            load_static_models(recipe.adversarial["static"], dataset)  # refused before the bar starts
-    except ValueError as e:
-        fail(str(e))
+        load_static_models(recipe.adversarial["static"], dataset)  # refused before the bar starts
     command = invocation(ctx)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
@@ -123,12 +120,9 @@ def train(
                 console.print(f"{arch} epoch {epoch + 1}/{epochs} done: last batch loss {loss:.3f}, "
                               f"{time.monotonic() - started:.0f} s elapsed")
 
-        try:
-            _, card = train_model(arch, dataset, recipe=recipe, seed=seed, out=out, name=out.stem,
-                                  data_dir=str(data_dir) if data_dir else None, on_step=on_step, command=command,
-                                  train_split=train_split, val_split=val_split, device=device)
-        except ValueError as e:
-            fail(str(e))
+        _, card = train_model(arch, dataset, recipe=recipe, seed=seed, out=out, name=out.stem,
+                              data_dir=str(data_dir) if data_dir else None, on_step=on_step, command=command,
+                              train_split=train_split, val_split=val_split, device=device)
     console.print(f"test accuracy {100 * card['test_accuracy']:.2f}% on {card['test_size']} images; wrote {out} "
                   f"and {out.with_suffix('.json')}")
     if "validation_accuracy" in card:
