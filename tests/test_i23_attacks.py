@@ -247,3 +247,12 @@ def test_transfer_refuses_a_set_key_given_twice(tmp_path: Path):
     r = cli("transfer", str(config), "--out", str(tmp_path / "run"), "--set", "eps=0.1", "--set", "eps=0.2")
     refused(r, "--set eps=0.1 and --set eps=0.2 both set eps; give each setting once")
     assert not (tmp_path / "run").exists()
+
+
+def test_create_refuses_a_setting_and_its_alias_together():
+    # before: create("mi", decay=0.5, mu=1.0) ran with mu=1.0 (the last one won)
+    from advkit.attacks import create
+
+    with pytest.raises(ValueError, match=r"decay= and mu= both set decay"):
+        create("mi", decay=0.5, mu=1.0)
+    assert create("mi", mu=0.5).parts[-1].decay == 0.5

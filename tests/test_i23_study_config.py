@@ -197,3 +197,13 @@ def test_a_run_stopped_while_writing_its_report_is_still_told_apart(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"command": ""}))
     assert "run from Python" in missing_report(tmp_path)
     assert f"`advkit report {Path(tmp_path)}`" in missing_report(tmp_path)
+
+
+def test_a_key_given_twice_inside_one_set_value_is_refused():
+    # before: --set 'sample={n: 1, n: 2}' kept n = 2 silently (yaml.safe_load keeps the last)
+    from advkit.cli.study import parse_overrides
+    from advkit.study.errors import ConfigError
+
+    assert parse_overrides(["sample={n: 1, seed: 2}"]) == {"sample": {"n": 1, "seed": 2}}
+    with pytest.raises(ConfigError, match=r"--set sample=\{n: 1, n: 2\}\) n: given twice"):
+        parse_overrides(["sample={n: 1, n: 2}"])

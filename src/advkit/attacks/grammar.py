@@ -114,10 +114,14 @@ def create(name: str, **kwargs: Any) -> Attack:
     aliases = {a: f for cls in classes for a, f in cls.aliases.items()}
     owned = set(COMMON) | {f for cls in classes for f in cls.setting_names()}
     per_part: list[dict[str, Any]] = [{} for _ in classes]
+    given: dict[str, str] = {}
     for k, v in kwargs.items():
         field = aliases.get(k, k)
         if field not in owned:
             raise ValueError(f"{k!r} does not apply to {name!r} (its settings: {', '.join(sorted(owned))})")
+        if field in given:  # a name and its alias (decay= and mu=): never "the last wins"
+            raise ValueError(f"{given[field]}= and {k}= both set {field} of {name!r}; give it once")
+        given[field] = k
         if field in COMMON:
             common[field] = v
         for i, cls in enumerate(classes):

@@ -25,6 +25,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     Values are read as YAML (``yaml.safe_load``: numbers, lists, strings; never evaluated as code); a bare
     comma-separated value becomes a list. A key given twice is a ``ConfigError`` naming both, never "the last wins".
     """
+    from advkit.study.config import read_yaml_value
     from advkit.study.errors import ConfigError
 
     out: dict[str, Any] = {}
@@ -38,7 +39,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
                                f"setting once"])
         given[key.strip()] = item
         try:
-            parsed = yaml.safe_load(value) if value.strip() else None
+            parsed = read_yaml_value(value, f"--set {item}") if value.strip() else None
         except yaml.YAMLError as e:
             problem = getattr(e, "problem", None) or "not valid YAML"
             raise typer.BadParameter(f"--set {item!r}: the value is not valid YAML ({problem}); write lists as "

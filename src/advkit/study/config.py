@@ -127,6 +127,15 @@ class _UniqueKeyJsonLocator(_UniqueKeyLoader):
     reader = "JSON"
 
 
+def read_yaml_value(text: str, what: str) -> Any:
+    """One YAML value given on a command line (``--set KEY=VALUE``), read like an experiment file: plain data
+    only, and a key given twice inside it is a ``ConfigError`` naming ``what``."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: plain data only
+    except _DuplicateKeys as e:
+        raise ConfigError([f"({what}) {p.split(';')[0]}; keep one" for p in e.problems]) from None
+
+
 def _read_yaml(text: str, path: Path) -> Any:
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader) or {}  # a SafeLoader subclass: plain data only
