@@ -300,3 +300,14 @@ def test_a_ray_worker_killed_mid_study_changes_nothing(tiny_run, tiny_zoo, tmp_p
         for key in ("x_adv", "x_8bit", "pred", "pred_8bit", "l2"):
             assert torch.equal(a[key], b[key]), (c["id"], key)
         assert all(m.get("worker_pid") for m in metas)
+
+
+def test_a_folder_holding_only_a_stale_lock_is_called_empty(tmp_path):
+    # a run killed before its first shard leaves only the lock file (the OS released the lock itself)
+    from advkit.study.runkind import describe_run
+    from advkit.study.runlock import LOCK_NAME
+
+    (tmp_path / LOCK_NAME).write_text("pid 1\n")
+    assert describe_run(tmp_path) == f"{tmp_path} is an empty folder"
+    (tmp_path / "other.txt").write_text("x")
+    assert "without results.json" in describe_run(tmp_path)

@@ -18,9 +18,12 @@ Where things are:
 from advkit.study.config import AttackSpec, SampleSpec, StudyConfig, apply_overrides, load_config
 from advkit.study.errors import ConfigError, RunConfigMismatchError, RunExistsError
 from advkit.study.plan import Cell, plan_cells
+from advkit.study.ray_backend import WorkerLostError
+from advkit.study.runlock import RunLockedError
 from advkit.study.runner import StudyResult, run_study
-from advkit.study.runstate import RunDir
+from advkit.study.runstate import DiskFullError, RunDir
 from advkit.study.sample import ProgressFn
 
-__all__ = ["AttackSpec", "Cell", "ConfigError", "ProgressFn", "RunConfigMismatchError", "RunDir", "RunExistsError",
-           "SampleSpec", "StudyConfig", "StudyResult", "apply_overrides", "load_config", "plan_cells", "run_study"]
+__all__ = ["AttackSpec", "Cell", "ConfigError", "DiskFullError", "ProgressFn", "RunConfigMismatchError", "RunDir",
+           "RunExistsError", "RunLockedError", "SampleSpec", "StudyConfig", "StudyResult", "WorkerLostError",
+           "apply_overrides", "load_config", "plan_cells", "run_study"]

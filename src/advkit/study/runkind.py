@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from advkit.study.runlock import LOCK_NAME
+
 __all__ = ["TRANSFER", "JSMA", "describe_run", "run_kind"]
 
 TRANSFER = "a transfer run (advkit transfer)"
@@ -45,7 +47,7 @@ def describe_run(root: str | Path) -> str:
     if not results.is_file():
         if (root / "state" / "plan.json").is_file():
             return f"{root} is an unfinished transfer run (no results.json yet)"
-        if not any(root.iterdir()):
+        if not any(p.name != LOCK_NAME for p in root.iterdir()):  # a lock left by a killed run holds nothing
             return f"{root} is an empty folder"
         return f"{root} is a folder without results.json (no finished run)"
     try:
