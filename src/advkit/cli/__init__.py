@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
@@ -55,7 +56,7 @@ class _Commands(TyperGroup):
     unreadable, unwritable or not text) ends as ``error: ...`` with exit status 2 and no traceback; Ctrl-C ends
     with status 130 and says how to go on. ``ADVKIT_TRACEBACK=1`` shows the traceback of the former."""
 
-    def invoke(self, ctx: typer.Context) -> object:
+    def invoke(self, ctx: Any) -> Any:  # click's Context, or typer's bundled copy of it (typer >= 0.28)
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning

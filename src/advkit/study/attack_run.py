@@ -22,6 +22,7 @@ import advkit
 from advkit._files import atomic_write_text, check_writable_dir
 from advkit.attacks import Oracle, attack_batched, create, query_attacks
 from advkit.attacks.oracle import OUTPUTS
+from advkit.attacks.query import QueryAttack
 from advkit.data import load as load_data
 from advkit.data import warn_if_seen_in_training
 from advkit.evaluate.checks import check_model
@@ -104,7 +105,7 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
                          "model it is crafted on)")
     if oracle is not None and oracle not in OUTPUTS:
         raise ValueError(f"--oracle must be one of {', '.join(OUTPUTS)}, got {oracle!r}")
-    if oracle == "label" and atk.oracle_output == "scores":
+    if oracle == "label" and isinstance(atk, QueryAttack) and atk.oracle_output == "scores":
         raise ValueError(f"--oracle label: {attack} is score-based and needs class probabilities; use --oracle "
                          f"scores, or a decision-based attack (hsj) against a label-only target")
     start_atk = None
@@ -143,7 +144,7 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
                       "seconds": round(time.perf_counter() - t0, 3)}
     victim: Any = m
     queries = None
-    if atk.black_box:
+    if isinstance(atk, QueryAttack):
         if progress is not None:
             queries = _QueryProgress(progress, int(atk.max_queries))
         victim = Oracle(m, output=oracle or str(atk.oracle_output), on_query=queries)
@@ -182,7 +183,7 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
         "forward_passes": fw, "backward_passes": bw, "seconds": round(seconds, 3),
         "info": info, "advkit_version": advkit.__version__, "command": command,
     }
-    if r.queries is not None:
+    if r.queries is not None and isinstance(atk, QueryAttack):
         summary["queries"] = query_stats(r.queries, success, atk.max_queries)
         summary["oracle"] = oracle or atk.oracle_output
     if start_info is not None:
