@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from advkit.cli.common import console
+from advkit.cli.common import bars, console
 
 app = typer.Typer(help="Datasets: list what is registered and where it was found; fetch files.", no_args_is_help=True)
 
@@ -36,5 +36,8 @@ def data_fetch(
     """Find a local copy of a dataset or download it from its canonical source (checked by SHA-256)."""
     from advkit import data
 
-    where = data.fetch(name, data_dir=data_dir, force=force)
+    with bars(transient=True) as bar:
+        where = data.fetch(name, data_dir=data_dir, force=force,
+                           progress=lambda f, done, total: bar(f"download {f} (kB)", done // 1000,
+                                                                None if total is None else total // 1000))
     console.print(f"{name}: files at {where}")
