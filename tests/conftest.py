@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -62,3 +67,42 @@ def tiny_resnet():
 
     torch.manual_seed(0)
     return Classifier(TinyResNet(), (0.5,), (0.25,), (1, 12, 12), 10, name="tiny").freeze()
+
+
+# ---- stand-ins for torchvision and timm (tests/fakes), offline ----------------------------------------------------
+FAKES = Path(__file__).resolve().parent / "fakes"
+
+
+def drop_package(package: str) -> None:
+    """Forget ``package`` and its submodules (the next import reads them again)."""
+    for key in [k for k in sys.modules if k == package or k.startswith(package + ".")]:
+        del sys.modules[key]
+
+
+def _fake(package: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    for key in [k for k in sys.modules if k == package or k.startswith(package + ".")]:
+        monkeypatch.delitem(sys.modules, key)  # restored after the test
+    monkeypatch.syspath_prepend(str(FAKES))
+    module = importlib.import_module(package)
+    assert Path(module.__file__ or "").resolve().is_relative_to(FAKES)
+    try:
+        yield module
+    finally:
+        drop_package(package)
+
+
+@pytest.fixture
+def tv(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The fake torchvision, offline (downloads raise URLError) and with an empty download log."""
+    for module in _fake("torchvision", monkeypatch):
+        monkeypatch.setattr(module.models, "ONLINE", False)
+        monkeypatch.setattr(module.models, "DOWNLOADS", [])
+        yield module
+
+
+@pytest.fixture
+def timm(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The fake timm, offline (the simulated Hub raises LocalEntryNotFoundError)."""
+    for module in _fake("timm", monkeypatch):
+        monkeypatch.setattr(module, "ONLINE", False)
+        yield module

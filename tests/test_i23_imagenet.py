@@ -10,11 +10,8 @@ for the smoke run's sources.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
-import sys
-from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path
 from types import ModuleType
@@ -182,34 +179,6 @@ def test_dry_run_checks_the_labels(tmp_path: Path) -> None:
 
 
 # ---- torchvision / timm stand-ins ----------------------------------------------------------------------------
-
-
-def _fake(package: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    for key in [k for k in sys.modules if k == package or k.startswith(package + ".")]:
-        monkeypatch.delitem(sys.modules, key)  # restored after the test
-    monkeypatch.syspath_prepend(str(FAKES))
-    module = importlib.import_module(package)
-    assert Path(module.__file__ or "").resolve().is_relative_to(FAKES)
-    try:
-        yield module
-    finally:
-        for key in [k for k in sys.modules if k == package or k.startswith(package + ".")]:
-            del sys.modules[key]
-
-
-@pytest.fixture
-def tv(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    for module in _fake("torchvision", monkeypatch):
-        monkeypatch.setattr(module.models, "ONLINE", False)
-        monkeypatch.setattr(module.models, "DOWNLOADS", [])
-        yield module
-
-
-@pytest.fixture
-def timm(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    for module in _fake("timm", monkeypatch):
-        monkeypatch.setattr(module, "ONLINE", False)
-        yield module
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:

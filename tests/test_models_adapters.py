@@ -6,16 +6,15 @@ The fakes are put on ``sys.path`` so the adapter's real code path (lazy import, 
 
 from __future__ import annotations
 
-import importlib
 import sys
 import urllib.error
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import drop_package
 from safetensors.torch import save_file
 
 import advkit.models
@@ -24,40 +23,6 @@ from advkit.models.adapters import Preprocess, load_adapter
 FAKES = Path(__file__).resolve().parent / "fakes"
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-
-def _drop(package: str) -> None:
-    for key in [k for k in sys.modules if k == package or k.startswith(package + ".")]:
-        del sys.modules[key]
-
-
-def _fake(package: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    for key in [k for k in sys.modules if k == package or k.startswith(package + ".")]:
-        monkeypatch.delitem(sys.modules, key)  # restored after the test
-    monkeypatch.syspath_prepend(str(FAKES))
-    module = importlib.import_module(package)
-    assert Path(module.__file__).resolve().is_relative_to(FAKES)
-    try:
-        yield module
-    finally:
-        _drop(package)
-
-
-@pytest.fixture
-def tv(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """The fake torchvision, offline (downloads raise URLError) and with an empty download log."""
-    for module in _fake("torchvision", monkeypatch):
-        monkeypatch.setattr(module.models, "ONLINE", False)
-        monkeypatch.setattr(module.models, "DOWNLOADS", [])
-        yield module
-
-
-@pytest.fixture
-def timm(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """The fake timm, offline (the simulated Hub raises LocalEntryNotFoundError)."""
-    for module in _fake("timm", monkeypatch):
-        monkeypatch.setattr(module, "ONLINE", False)
-        yield module
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -266,7 +231,7 @@ def test_broken_torchvision_install(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         with pytest.raises(ValueError, match="failed to import") as info:
             load_adapter("torchvision:resnet50")
     finally:
-        _drop("torchvision")
+        drop_package("torchvision")
     msg = str(info.value)
     assert "RuntimeError" in msg and "torchvision::nms" in msg and "pip install torchvision" in msg
 

@@ -218,6 +218,22 @@ def _refuse_pickle(path: Path) -> None:
         )
 
 
+def read_card_of_kind(path: Path, card_path: Path, kind: str) -> dict[str, Any]:
+    """The JSON card ``card_path`` of the artefact ``path``, which must be a mapping describing a ``kind``
+    (``"classifier"``, ``"generator"``, ``"universal"``): ``CheckpointError`` for text that is not JSON, JSON that
+    is not a mapping, and a card of another kind (naming what the file is and how to use it)."""
+    try:
+        card = json.loads(card_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{card_path}: not valid JSON ({e})") from e
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{card_path}: a card is a JSON mapping, this file holds a {type(card).__name__}")
+    other = wrong_kind(path, card, kind)
+    if other is not None:
+        raise other
+    return card
+
+
 def read_card(path: str | Path) -> dict[str, Any]:
     """Read the JSON model card next to a ``.safetensors`` file."""
     path = Path(path)
@@ -227,16 +243,7 @@ def read_card(path: str | Path) -> dict[str, Any]:
             f"{path}: no model card at {card_path}. advkit needs the card to know the architecture and "
             f"preprocessing; write one with `advkit train` or copy the card that came with the weights."
         )
-    try:
-        card: dict[str, Any] = json.loads(card_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{card_path}: not valid JSON ({e})") from e
-    if not isinstance(card, dict):
-        raise CheckpointError(f"{card_path}: a model card is a JSON mapping, this file holds a "
-                              f"{type(card).__name__}")
-    other = wrong_kind(path, card, "classifier")
-    if other is not None:
-        raise other
+    card = read_card_of_kind(path, card_path, "classifier")
     for key in ("arch", "input_shape", "num_classes", "mean", "std", "sha256"):
         if key not in card:
             raise CheckpointError(f"{card_path}: model card lacks the field {key!r}")

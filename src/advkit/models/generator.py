@@ -16,7 +16,6 @@ checks the hash first and never unpickles. The fields that decide the attack's b
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,11 @@ from advkit.models.checkpoint import (
     _refuse_pickle,
     check_protected,
     existing_file,
+    read_card_of_kind,
     resolve_shipped,
     shipped_names,
     verify_hash,
     write_with_card,
-    wrong_kind,
 )
 
 __all__ = ["GENERATOR_DIR", "PerturbationGenerator", "generator_path", "load_generator", "project_linf",
@@ -129,16 +128,7 @@ def read_generator_card(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no generator card at {card_path}; advkit needs it to know the input shape, "
                               f"eps and the weights' hash. Retrain with `advkit train-generator` or copy the card "
                               f"that came with the weights")
-    try:
-        card: dict[str, Any] = json.loads(card_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{card_path}: not valid JSON ({e})") from e
-    if not isinstance(card, dict):
-        raise CheckpointError(f"{card_path}: a generator card is a JSON mapping, this file holds a "
-                              f"{type(card).__name__}")
-    other = wrong_kind(path, card, "generator")
-    if other is not None:
-        raise other
+    card = read_card_of_kind(path, card_path, "generator")
     missing = [k for k in CARD_FIELDS if k not in card]
     if missing:
         raise CheckpointError(f"{card_path}: generator card lacks {', '.join(missing)}")

@@ -6,7 +6,6 @@ card is refused."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,11 @@ from advkit.models.checkpoint import (
     _refuse_pickle,
     check_protected,
     existing_file,
+    read_card_of_kind,
     resolve_shipped,
     shipped_names,
     verify_hash,
     write_with_card,
-    wrong_kind,
 )
 
 __all__ = ["UNIVERSAL_DIR", "load_universal", "save_universal", "shipped_universal", "universal_path"]
@@ -64,15 +63,7 @@ def load_universal(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     if not card_path.is_file():
         raise CheckpointError(f"{path}: no card at {card_path}; advkit needs it for the eps, norm and hash. "
                               f"Recompute with `advkit train-uap` or copy the card that came with it")
-    try:
-        card: dict[str, Any] = json.loads(card_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{card_path}: not valid JSON ({e})") from e
-    if not isinstance(card, dict):
-        raise CheckpointError(f"{card_path}: a card is a JSON mapping, this file holds a {type(card).__name__}")
-    other = wrong_kind(path, card, "universal")
-    if other is not None:
-        raise other
+    card = read_card_of_kind(path, card_path, "universal")
     missing = [k for k in FIELDS if k not in card]
     if missing or card.get("kind") != "universal":
         raise CheckpointError(f"{card_path}: not a universal-perturbation card (lacks {', '.join(missing) or 'kind'})")
