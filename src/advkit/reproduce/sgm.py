@@ -19,8 +19,8 @@ The paper's numbers are ImageNet numbers on 50- to 200-layer networks; the repor
 Each seed attacks ``n`` images drawn from a pool of ``2n`` that every model classifies correctly, so the spread
 over seeds covers the choice of images as well as the attacks' randomness.
 
-``quick=True`` is a smoke-sized version (one source, four targets, 100 images, one seed; about a minute on two idle
-CPU cores, under three when another process holds one of them); the report states what it leaves out.
+``quick=True`` is a smoke-sized version (one source, four targets, 100 images, one seed; 33 s measured on two idle
+CPU cores, 887 s when five other processes shared them); the report states what it leaves out.
 """
 
 from __future__ import annotations
