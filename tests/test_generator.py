@@ -35,14 +35,24 @@ def test_generator_attack_beats_the_noise_control_within_budget(trained, lenet, 
     assert r.info["generator"]["trained_eps"] == 0.1
 
 
-def test_card_records_what_reproduces_the_generator(trained):
+def test_card_records_what_reproduces_the_generator(trained, lenet):
     _, card, path = trained
     on_disk = json.loads(path.with_suffix(".json").read_text())
     assert on_disk["kind"] == "generator" and on_disk["input_shape"] == [1, 28, 28]
     assert on_disk["sources"][0]["name"] == "lenet" and on_disk["sources"][0]["sha256"]
     assert on_disk["command"].startswith("advkit train-generator --source lenet --dataset fashion-mnist --eps 0.1")
     assert "--limit 1536" in on_disk["command"] and on_disk["loss"] == "relativistic"
-    assert 0 <= on_disk["fooling_rate_test"]["lenet"] <= 1
+    # the card's fooling rate is the share of the evaluation images (the default balanced test subset) whose
+    # prediction the saved generator changes
+    import advkit.data
+    from advkit.evaluate import predict
+
+    assert on_disk["fooling_rate_images"] == 256
+    x = advkit.data.load("fashion-mnist", "test", limit=256).x
+    clean = predict(lenet, x)
+    r = A.create(f"generator:{path}")(lenet, x, clean)
+    assert on_disk["fooling_rate_test"]["lenet"] == pytest.approx(r.success_rate, abs=1e-4)
+    assert r.success_rate > 0.3
 
 
 def test_saved_generator_loads_to_the_same_function(trained, lenet_batch):

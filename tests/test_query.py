@@ -210,10 +210,25 @@ def test_start_is_projected_onto_the_budget_and_checked(lenet, batch):
 
 
 def test_attack_batched_carries_queries_and_start(lenet, batch):
+    from advkit.attacks.batched import batch_seed
+
     x, y = batch
+    start = A.create("pgd", eps=0.1, steps=10)(lenet, x, y, generator=torch.Generator().manual_seed(0)).x_adv
+    start[::2] = x[::2]  # every other image starts from the clean one
+    with torch.no_grad():
+        fooled = lenet(start).argmax(1) != y
+    assert 0 < int(fooled.sum()) < len(y)
     atk = A.create("square", eps=0.1, max_queries=50)
-    r = A.attack_batched(atk, lenet, x, y, batch_size=5, seed=3, start=x)
+    r = A.attack_batched(atk, lenet, x, y, batch_size=5, seed=3, start=start)
     assert r.queries is not None and r.queries.shape == y.shape and int(r.queries.max()) <= 50
+    # each batch got its slice of the start: a start that already fools is returned as is, for one query
+    assert r.queries[fooled].tolist() == [1] * int(fooled.sum()) and torch.equal(r.x_adv[fooled], start[fooled])
+    assert int(r.queries[~fooled].min()) > 1
+    # and the batched result is the attack on each slice with that batch's own generator
+    for k, i in enumerate(range(0, len(y), 5)):
+        sl = slice(i, i + 5)
+        one = atk(lenet, x[sl], y[sl], start=start[sl], generator=torch.Generator().manual_seed(batch_seed(3, k)))
+        assert torch.equal(one.x_adv, r.x_adv[sl]) and torch.equal(one.queries, r.queries[sl])
 
 
 # ---------------------------------------------------------------------------------------- building blocks

@@ -82,7 +82,24 @@ def test_train_uap_command_writes_a_card(tmp_path):
     assert r.exit_code == 0, r.output
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["command"].startswith("advkit train-uap") and card["source"]["name"] == "lenet"
-    assert 0 <= card["fooling_rate_test"] <= 1
+    assert card["eps"] == 0.1 and card["norm"] == "linf" and card["images"] == 64
+    assert len(card["fooling_rate_train_per_pass"]) == 1
+    # the card's test fooling rate is what the saved perturbation does on the first test images, and it beats
+    # random sign noise of the same radius
+    import advkit.data
+    import advkit.models
+
+    v, _ = load_universal(out)
+    assert float(v.abs().max()) <= 0.1 + 1e-6
+    test = advkit.data.load("fashion-mnist", "test", limit=card["fooling_rate_images"])
+    lenet = advkit.models.load("lenet", dataset="fashion-mnist")
+    with torch.no_grad():
+        clean = lenet(test.x).argmax(1)
+        fooled = float((lenet((test.x + v).clamp(0, 1)).argmax(1) != clean).float().mean())
+        sign = torch.randint(0, 2, v.shape, generator=torch.Generator().manual_seed(0)) * 0.2 - 0.1
+        noise = float((lenet((test.x + sign).clamp(0, 1)).argmax(1) != clean).float().mean())
+    assert card["fooling_rate_test"] == pytest.approx(fooled, abs=1e-4)
+    assert fooled >= noise + 0.1, (fooled, noise)  # measured: 0.36 vs 0.17
     again = CliRunner().invoke(app, ["train-uap", "--source", "lenet", "--out", str(out)])
     assert again.exit_code == 2 and "--force" in again.output
     bad = CliRunner().invoke(app, ["train-uap", "--source", "lenet", "--out", str(tmp_path / "x.safetensors"),
