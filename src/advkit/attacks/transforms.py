@@ -59,8 +59,10 @@ def smooth_gradient(grad: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 
 def l1_normalise(grad: torch.Tensor) -> torch.Tensor:
-    """``grad / mean(|grad|)`` per sample: the L1 normalisation of MI-FGSM (Dong et al. 2018) up to the constant
-    number of features, which changes neither the sign nor the relative weight of accumulated terms."""
+    """``grad / mean(|grad|)`` per sample: the L1 normalisation of MI-FGSM (Dong et al. 2018) divided by the number
+    of features, as the MI and NI authors' code does (``tf.reduce_mean(tf.abs(g))``). For MI the constant changes
+    neither the sign nor the relative weight of accumulated terms; for NI it does matter, because the look-ahead
+    point moves by ``alpha * mu * g_t``, so the mean (not the sum) is what reproduces NI-FGSM."""
     scale = grad.abs().flatten(1).mean(1).clamp_min(1e-12)
     return grad / scale.view(-1, *([1] * (grad.ndim - 1)))
 

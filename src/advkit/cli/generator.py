@@ -56,7 +56,7 @@ def train_generator(
     path = save_generator(gen, out, card)
     rates = ", ".join(f"{k} {100 * v:.1f}%" for k, v in card["fooling_rate_test"].items())
     console.print(f"generator ({card['loss']} loss, eps {card['eps']:g}, {epochs} epoch(s) on {card['train_images']} "
-                  f"{dataset} images, {card['train_seconds']:.0f}s): fools {rates} of the first "
+                  f"{dataset} images, {card['train_seconds']:.0f}s): fools {rates} of "
                   f"{card['fooling_rate_images']} test images")
     console.print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB) and its card; attack with generator:{path}")
 
@@ -101,5 +101,6 @@ def train_uap(
     fooling = card["fooling_rate_train_per_pass"]
     console.print(f"universal perturbation for {card['source']['name']} (eps {xi:g} {norm}, {len(fooling)} pass(es) "
                   f"over {card['images']} images): the kept pass fools {100 * max(fooling):.1f}% of them and "
-                  f"{100 * card['fooling_rate_test']:.1f}% of the first {card['fooling_rate_images']} test images; "
+                  f"{100 * card['fooling_rate_test']:.1f}% of {card['fooling_rate_images']} class-balanced test "
+                  f"images; "
                   f"saved {path}; attack with uap:{path}")

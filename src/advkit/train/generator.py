@@ -161,7 +161,8 @@ def train_generator(sources: Sequence[str], dataset: str = "fashion-mnist", *, e
                     for s, m in zip(sources, models, strict=True)],
         "final_loss": round(last, 4), "train_seconds": round(time.perf_counter() - t0, 1),
         "fooling_rate_test": fooling, "fooling_rate_images": len(test.x),
-        "fooling_rate_note": "share of the first test images whose source prediction changes",
+        "fooling_rate_note": ("share of a class-balanced, seeded sample of test images (advkit.data.load's "
+                              "limit) whose source prediction changes"),
         "advkit_version": advkit.__version__,
         "command": train_command(sources, dataset, eps, epochs, seed, loss, limit, ngf, blocks, batch_size, lr, out,
                                  cross_domain),

@@ -63,7 +63,7 @@ def train_uap(source: str, dataset: str = "fashion-mnist", *, eps: float = 0.1, 
         max_passes, delta: at most ``max_passes`` passes, stopping once ``1 - delta`` of the images are fooled.
         seed: the order in which the images are visited, and with ``subset="random"`` which images.
         subset: ``"first"`` (the first ``images`` of the split) or ``"random"`` (drawn with ``seed``).
-        eval_images: first test images on which the card reports the fooling rate.
+        eval_images: test images (a class-balanced, seeded sample) on which the card reports the fooling rate.
         out: where it will be written (for the card's command).
         on_pass: progress callback ``(pass, fooling rate on the training images)``.
         cross_domain: compute it on ``dataset`` images for a source trained on another dataset of the same image
