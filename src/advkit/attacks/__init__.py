@@ -21,7 +21,7 @@ from advkit.attacks import simba as _simba  # noqa: F401
 from advkit.attacks import hsj as _hsj  # noqa: F401
 from advkit.attacks import generator as _generator  # noqa: F401
 from advkit.attacks import universal as _universal  # noqa: F401
-from advkit.attacks.base import Attack, AttackResult, Counter, attack_loss, project, validate_inputs
+from advkit.attacks.base import Attack, AttackResult, Counter, attack_loss, check_budget, project, validate_inputs
 from advkit.attacks.batched import attack_batched, batch_seed
 from advkit.attacks.engine import Iterative
 from advkit.attacks.grammar import create, label, parse
@@ -47,30 +47,6 @@ def names() -> list[str]:
 def query_attacks() -> list[str]:
     """Names of the registered query (black-box) attacks."""
     return sorted(n for n, cls in standalone().items() if cls.black_box)
-
-
-def check_budget(eps: float, norm: str = "linf", *, allow_large: bool = False, flag: str | None = "--allow-large-eps",
-                 shape: tuple[int, ...] | None = None) -> None:
-    """``ValueError`` for a budget larger than the whole pixel box, checked against the attack's own ``norm``.
-
-    An L-inf ``eps`` above 1 covers the whole range of pixels in ``[0, 1]`` and is almost always a budget on the
-    0-255 scale (``8`` meant as ``8/255``): refused unless ``allow_large`` (``flag`` names that switch; ``None``:
-    there is none). An L2 radius above 1 is ordinary; one above ``sqrt(C * H * W)`` (images of ``shape``, when
-    given) is more than the distance between an all-black and an all-white image, and is refused.
-    """
-    if norm == "linf" and eps > 1 and not allow_large:
-        fix = f"If you mean {eps:g}, pass {flag}" if flag else "Use at most 1"
-        raise ValueError(f"eps {eps:g} is larger than the whole pixel range for an L-inf radius: advkit's budgets "
-                         f"are in pixel units of [0, 1], so 8 on the 0-255 scale is 8/255 ({8 / 255:.4f}). {fix}")
-    if norm == "l2" and shape is not None:
-        import math
-
-        d = math.prod(shape)
-        if eps > math.sqrt(d):
-            raise ValueError(f"eps {eps:g} is an L2 radius larger than the whole image box of "
-                             f"{'x'.join(map(str, shape))} images (sqrt({d}) = {math.sqrt(d):.2f}, the distance from "
-                             f"an all-black to an all-white image); use at most {math.sqrt(d):.2f} (or an L-inf "
-                             f"budget: norm linf)")
 
 
 def budget_norm(name: str, norm: object = None) -> str | None:

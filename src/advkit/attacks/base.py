@@ -231,6 +231,28 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torc
     return x_adv.clamp(0.0, 1.0)
 
 
+def check_budget(eps: float, norm: str = "linf", *, allow_large: bool = False, flag: str | None = "--allow-large-eps",
+                 shape: tuple[int, ...] | None = None) -> None:
+    """``ValueError`` for a budget larger than the whole pixel box, checked against the attack's own ``norm``.
+
+    An L-inf ``eps`` above 1 covers the whole range of pixels in ``[0, 1]`` and is almost always a budget on the
+    0-255 scale (``8`` meant as ``8/255``): refused unless ``allow_large`` (``flag`` names that switch; ``None``:
+    there is none). An L2 radius above 1 is ordinary; one above ``sqrt(C * H * W)`` (images of ``shape``, when
+    given) is more than the distance between an all-black and an all-white image, and is refused.
+    """
+    if norm == "linf" and eps > 1 and not allow_large:
+        fix = f"If you mean {eps:g}, pass {flag}" if flag else "Use at most 1"
+        raise ValueError(f"eps {eps:g} is larger than the whole pixel range for an L-inf radius: advkit's budgets "
+                         f"are in pixel units of [0, 1], so 8 on the 0-255 scale is 8/255 ({8 / 255:.4f}). {fix}")
+    if norm == "l2" and shape is not None:
+        d = math.prod(shape)
+        if eps > math.sqrt(d):
+            raise ValueError(f"eps {eps:g} is an L2 radius larger than the whole image box of "
+                             f"{'x'.join(map(str, shape))} images (sqrt({d}) = {math.sqrt(d):.2f}, the L2 diameter "
+                             f"of the pixel cube: the distance from an all-black to an all-white image); use at most "
+                             f"{math.sqrt(d):.2f} (or an L-inf budget: norm linf)")
+
+
 def validate_inputs(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> None:
     """Check an attack's inputs; ``ValueError`` naming the first problem found and the fix."""
     if not isinstance(x, torch.Tensor):

@@ -13,7 +13,6 @@ get the top-1 label. A label-only oracle handed to a score-based attack is refus
 
 from __future__ import annotations
 
-import math
 from abc import abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advkit.attacks.base import Attack
+from advkit.attacks.base import Attack, check_budget
 from advkit.attacks.oracle import Oracle, QuerySession
 
 __all__ = ["QueryAttack", "check_query_budget", "margin", "objective"]
@@ -90,10 +89,7 @@ class QueryAttack(Attack):
             raise ValueError(f"{self.name} is a score-based attack and needs class probabilities, but this oracle "
                              f"answers with labels only; pass Oracle(model, output='scores') or use a "
                              f"decision-based attack (hsj)")
-        d = int(x[0].numel()) if x.shape[0] else 1
-        if self.norm == "l2" and self.eps > math.sqrt(d):
-            raise ValueError(f"eps={self.eps} is larger than the L2 diameter of the pixel cube of these images "
-                             f"(sqrt({d}) = {math.sqrt(d):.2f}); an L2 radius in pixel units is at most that")
+        check_budget(self.eps, self.norm, allow_large=True, shape=tuple(x.shape[1:]))
         return oracle.session(int(x.shape[0]), self.max_queries, x.device)
 
     # the base call hands _run what _open returns: here a query session, not a gradient attack's Counter

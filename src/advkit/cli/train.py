@@ -103,10 +103,6 @@ def train(
             fail("--adversarial-static applies to --adversarial ensemble only")
     recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
                     augment=augment, adversarial=adv_spec, schedule=schedule, nesterov=nesterov, bf16=bf16)
-    if recipe.adversarial is not None and recipe.adversarial["attack"] == "ensemble":
-        from advkit.train.loop import load_static_models
-
-        load_static_models(recipe.adversarial["static"], dataset)  # refused before the bar starts
     command = invocation(ctx)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:

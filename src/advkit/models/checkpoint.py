@@ -234,6 +234,30 @@ def read_card_of_kind(path: Path, card_path: Path, kind: str) -> dict[str, Any]:
     return card
 
 
+def read_artefact_card(path: Path, kind: str, fields: Sequence[str], protected: Sequence[str], what: str,
+                       command: str) -> dict[str, Any]:
+    """The card of a generator or universal perturbation (``kind``) at ``path``, checked: the file exists and is no
+    pickle, the card is there, of that kind, has every one of ``fields``, and its ``protected`` fields match those
+    recorded in the weights file (:func:`check_protected`). The weights' hash is the loader's to check.
+
+    Raises:
+        CheckpointError: naming what is wrong (``what`` names the artefact, ``command`` the one that writes it).
+    """
+    existing_file(path, what, command)
+    _refuse_pickle(path)
+    card_path = path.with_suffix(".json")
+    if not card_path.is_file():
+        raise CheckpointError(f"{path}: no card at {card_path}; with no {what} card advkit cannot know the "
+                              f"{', '.join(p for p in protected if p != 'kind')} or check the weights' hash. Rerun "
+                              f"`{command}` or copy the card that came with the weights")
+    card = read_card_of_kind(path, card_path, kind)
+    missing = [k for k in fields if k not in card]
+    if missing or card.get("kind") != kind:
+        raise CheckpointError(f"{card_path}: not a complete {what} card (lacks {', '.join(missing) or 'kind'})")
+    check_protected(path, card, protected)
+    return card
+
+
 def read_card(path: str | Path) -> dict[str, Any]:
     """Read the JSON model card next to a ``.safetensors`` file."""
     path = Path(path)

@@ -25,10 +25,7 @@ from torch import nn
 
 from advkit.models.checkpoint import (
     CheckpointError,
-    _refuse_pickle,
-    check_protected,
-    existing_file,
-    read_card_of_kind,
+    read_artefact_card,
     resolve_shipped,
     shipped_names,
     verify_hash,
@@ -121,22 +118,7 @@ def read_generator_card(path: str | Path) -> dict[str, Any]:
         CheckpointError: no such file, a folder, no card, a card of another kind (a universal perturbation, a
             classifier: named), a missing field, or a protected field that differs from the weights file's.
     """
-    path = Path(path)
-    existing_file(path, "generator", "advkit train-generator")
-    card_path = path.with_suffix(".json")
-    if not card_path.is_file():
-        raise CheckpointError(f"{path}: no generator card at {card_path}; advkit needs it to know the input shape, "
-                              f"eps and the weights' hash. Retrain with `advkit train-generator` or copy the card "
-                              f"that came with the weights")
-    card = read_card_of_kind(path, card_path, "generator")
-    missing = [k for k in CARD_FIELDS if k not in card]
-    if missing:
-        raise CheckpointError(f"{card_path}: generator card lacks {', '.join(missing)}")
-    if card["kind"] != "generator":
-        raise CheckpointError(f"{card_path}: this card describes a {card['kind']!r}, not a perturbation generator")
-    _refuse_pickle(path)
-    check_protected(path, card, PROTECTED)
-    return card
+    return read_artefact_card(Path(path), "generator", CARD_FIELDS, PROTECTED, "generator", "advkit train-generator")
 
 
 def load_generator(path: str | Path) -> tuple[PerturbationGenerator, dict[str, Any]]:
@@ -148,8 +130,6 @@ def load_generator(path: str | Path) -> tuple[PerturbationGenerator, dict[str, A
             card's architecture.
     """
     path = Path(path)
-    existing_file(path, "generator", "advkit train-generator")
-    _refuse_pickle(path)
     card = read_generator_card(path)
     verify_hash(path, card)
     c, h, w = card["input_shape"]

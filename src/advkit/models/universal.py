@@ -14,10 +14,7 @@ from safetensors.torch import load_file
 
 from advkit.models.checkpoint import (
     CheckpointError,
-    _refuse_pickle,
-    check_protected,
-    existing_file,
-    read_card_of_kind,
+    read_artefact_card,
     resolve_shipped,
     shipped_names,
     verify_hash,
@@ -57,17 +54,7 @@ def load_universal(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
             metadata, or a hash that does not match.
     """
     path = Path(path)
-    existing_file(path, "universal perturbation", "advkit train-uap")
-    _refuse_pickle(path)
-    card_path = path.with_suffix(".json")
-    if not card_path.is_file():
-        raise CheckpointError(f"{path}: no card at {card_path}; advkit needs it for the eps, norm and hash. "
-                              f"Recompute with `advkit train-uap` or copy the card that came with it")
-    card = read_card_of_kind(path, card_path, "universal")
-    missing = [k for k in FIELDS if k not in card]
-    if missing or card.get("kind") != "universal":
-        raise CheckpointError(f"{card_path}: not a universal-perturbation card (lacks {', '.join(missing) or 'kind'})")
-    check_protected(path, card, PROTECTED)
+    card = read_artefact_card(path, "universal", FIELDS, PROTECTED, "universal perturbation", "advkit train-uap")
     verify_hash(path, card)
     v = load_file(str(path)).get("perturbation")
     if v is None or list(v.shape) != list(card["input_shape"]):
