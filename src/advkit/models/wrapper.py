@@ -2,6 +2,8 @@
 
 Following foolbox's ``PyTorchModel(bounds=(0, 1), preprocessing=...)`` and the SGM authors'
 ``nn.Sequential(Normalize(mean, std), net)``: preprocessing lives in the model, never in an attack.
+:class:`Preprocess` (a differentiable :class:`Resize` to the crop size, then :class:`Normalize`) is the
+preprocessing of the torchvision / timm adapters.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -88,3 +91,51 @@ def check_input_shape(model: object, shape: tuple[int, ...] | torch.Size, data: 
                     f"model trained at {got[1]}x{got[2]}")
     raise ValueError(f"model {name} expects {'x'.join(map(str, need))} images (its card's input_shape), but "
                      f"{data} is {'x'.join(map(str, got))}; it needs " + "; ".join(hint))
+
+
+class Resize(nn.Module):
+    """Resize ``(N, C, H, W)`` images to ``size`` with ``F.interpolate`` (bilinear, no antialiasing).
+
+    Differentiable and deterministic on CPU; inputs already at ``size`` pass through untouched. The aspect ratio is
+    not kept (a non-square input is stretched), and without antialiasing a large downscale aliases: feed images
+    near the crop size for faithful ImageNet accuracy.
+
+    Args:
+        size: target ``(height, width)``.
+        mode: ``F.interpolate`` mode.
+    """
+
+    def __init__(self, size: tuple[int, int], mode: str = "bilinear") -> None:
+        super().__init__()
+        self.size = (int(size[0]), int(size[1]))
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == self.size:
+            return x
+        return F.interpolate(x, size=self.size, mode=self.mode, align_corners=False, antialias=False)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, mode={self.mode!r}"
+
+
+class Preprocess(nn.Module):
+    """Pixels ``(N, C, H, W)`` in ``[0, 1]`` -> resized to the crop size -> normalised, as the network expects.
+
+    Attributes:
+        resize: the :class:`Resize` to the weights' crop size.
+        normalize: the per-channel :class:`Normalize`.
+        channels: the number of input channels ``C`` it accepts.
+    """
+
+    def __init__(self, size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
+                 mode: str = "bilinear") -> None:
+        super().__init__()
+        self.channels = len(mean)
+        self.resize = Resize(size, mode)
+        self.normalize = Normalize(mean, std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"expected pixels of shape (N, {self.channels}, H, W), got {tuple(x.shape)}")
+        return self.normalize(self.resize(x))

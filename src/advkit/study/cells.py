@@ -125,7 +125,7 @@ def run_shard(task: ShardTask, models: Mapping[str, nn.Module]) -> tuple[dict[st
     # the standard (N, C, H, W) strides, whatever the caller's: a freshly selected one-channel sample has
     # channels-last strides (still "contiguous"), a resumed run reads it back from disk with the standard ones, and
     # convolutions choose their kernel by layout, so the two would differ in the last bit (a generator's output)
-    x_all = task.images.clone(memory_format=torch.contiguous_format).float().div_(255.0)
+    x_all = task.images.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
     y_all = task.y.long()
     m = int(y_all.shape[0])
     t0 = time.perf_counter()
