@@ -25,7 +25,7 @@ import torch
 
 import advkit.data
 import advkit.models
-from advkit.attacks.jsma import JSMA, all_targets, modified_features
+from advkit.attacks.saliency.jsma import JSMA, all_targets, modified_features
 
 
 def advkit_method(batch_size: int, output: str) -> Callable[..., torch.Tensor]:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import advkit.attacks as A
-from advkit.attacks.transforms import gaussian_kernel, input_diversity, l1_normalise, smooth_gradient
+from advkit.attacks.gradient.transforms import gaussian_kernel, input_diversity, l1_normalise, smooth_gradient
 
 GRADIENT_ATTACKS = [n for n in A.names() if n not in A.standalone()]
 NO_SGM = [n for n in GRADIENT_ATTACKS if not A.needs_skip_connections(n)]
@@ -293,7 +293,7 @@ def test_sgm_on_a_model_without_skips_is_an_error(lenet, lenet_batch):
 
 
 def test_sgm_auto_gamma_follows_card_then_authors_rule(tiny_resnet):
-    from advkit.attacks.engine import resolve_gamma
+    from advkit.attacks.gradient.engine import resolve_gamma
     from advkit.models import get_arch
 
     assert resolve_gamma("auto", tiny_resnet) == 0.2  # residual, no card: the authors' ResNet value

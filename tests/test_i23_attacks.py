@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import advkit.attacks as A
 import advkit.models
-from advkit.attacks.oracle import Oracle
+from advkit.attacks.query.oracle import Oracle
 from advkit.cli import app
 from advkit.models import Classifier
 

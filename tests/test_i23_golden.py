@@ -14,8 +14,8 @@ from i23_reference import _batch, _Flat, _grad, _l1, _l2_step, _linf_step, _radi
 from torch import nn
 
 import advkit.attacks as A
-from advkit.attacks.base import Attack, Counter, project
-from advkit.attacks.transforms import random_start
+from advkit.attacks.core.base import Attack, Counter, project
+from advkit.attacks.gradient.transforms import random_start
 from advkit.evaluate.quantize import quantize
 
 
@@ -149,7 +149,7 @@ def _threshold_model(level: float) -> nn.Module:
     (63.4, 163.3, 0.0),  # 163.4 rounds down to 163 < 163.3: the float example succeeds, the 8-bit one does not
 ])
 def test_jsma_study_rechecks_success_on_rounded_8bit_examples(theta_levels, level, expected_8bit):
-    from advkit.attacks.jsma import JSMA
+    from advkit.attacks.saliency.jsma import JSMA
     from advkit.reproduce.jsma import reproduce_jsma
 
     model = _threshold_model(level)

@@ -15,7 +15,7 @@ from i23_reference import _batch, _Flat, _radius_cdf_distance
 from torch import nn
 
 import advkit.attacks as A
-from advkit.attacks.transforms import gaussian_kernel, input_diversity, random_start, smooth_gradient
+from advkit.attacks.gradient.transforms import gaussian_kernel, input_diversity, random_start, smooth_gradient
 
 # ================================================================ mutation run: survivors in attacks/ (group 1)
 # ------------------------------------------------------------------------------------------- part settings
@@ -70,10 +70,10 @@ def test_engine_settings_are_checked():
 
 
 def test_engine_adds_the_default_base_and_orders_parts_by_hook():
-    from advkit.attacks.engine import Iterative
-    from advkit.attacks.inputs import InputDiversity
-    from advkit.attacks.momentum import Momentum
-    from advkit.attacks.steps import FGSM, PGD
+    from advkit.attacks.gradient.engine import Iterative
+    from advkit.attacks.gradient.inputs import InputDiversity
+    from advkit.attacks.gradient.momentum import Momentum
+    from advkit.attacks.gradient.steps import FGSM, PGD
 
     atk = Iterative(parts=(InputDiversity(), Momentum()))
     assert [p.token for p in atk.parts] == ["ifgsm", "mi", "di"] and atk.base.token == "ifgsm"
@@ -118,7 +118,7 @@ def test_no_generator_means_seed_zero(tiny_resnet):
 # -------------------------------------------------------------------------------------------- the losses
 def test_attack_loss_values():
     """Cross-entropy summed over the batch (not averaged), and Carlini & Wagner's logit margin."""
-    from advkit.attacks.base import attack_loss
+    from advkit.attacks.core.base import attack_loss
 
     logits = torch.tensor([[2.0, 1.0, -1.0], [0.0, 3.0, 0.5]])
     y, t = torch.tensor([0, 2]), torch.tensor([1, 0])
@@ -135,7 +135,7 @@ def test_attack_loss_values():
 
 def test_golden_margin_loss_step(tiny_resnet):
     """One signed step on the margin loss's gradient, untargeted and targeted."""
-    from advkit.attacks.base import attack_loss
+    from advkit.attacks.core.base import attack_loss
 
     x, y = _batch()
     eps = 0.05
@@ -290,7 +290,7 @@ def test_l2_random_start_on_one_feature_is_uniform_on_the_interval():
 
 # ------------------------------------------------------------------------------------------------- Admix
 def test_admix_partners_are_drawn_independently_per_sample():
-    from advkit.attacks.inputs import other_class_partner
+    from advkit.attacks.gradient.inputs import other_class_partner
 
     y = torch.arange(40) % 10
     p = other_class_partner(y, torch.Generator().manual_seed(0))

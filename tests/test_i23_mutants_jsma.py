@@ -30,13 +30,13 @@ class _Linear2(nn.Module):
 
 
 def _jsma(**kw):
-    from advkit.attacks.jsma import JSMA
+    from advkit.attacks.saliency.jsma import JSMA
 
     return JSMA(output="logits", **kw)
 
 
 def test_jsma_settings_are_checked():
-    from advkit.attacks.jsma import JSMA
+    from advkit.attacks.saliency.jsma import JSMA
 
     for kw, match in [({"theta": True}, "theta"), ({"theta": float("nan")}, "theta"), ({"theta": "1"}, "theta"),
                       ({"upsilon": True}, "upsilon"), ({"batch_size": True}, "batch_size"),
@@ -46,15 +46,15 @@ def test_jsma_settings_are_checked():
 
 
 def test_all_targets_keeps_the_label_dtype():
-    from advkit.attacks.jsma import all_targets
+    from advkit.attacks.saliency.jsma import all_targets
 
     rows, t = all_targets(torch.tensor([2, 0], dtype=torch.int32), 3)
     assert t.dtype == torch.int32 and t.tolist() == [0, 1, 1, 2] and rows.tolist() == [0, 0, 1, 1]
 
 
 def test_jsma_plans_every_search_under_its_own_cap_and_variant(monkeypatch):
-    import advkit.attacks.jsma as jsma_module
-    from advkit.attacks.jsma_search import plan_search
+    import advkit.attacks.saliency.jsma as jsma_module
+    from advkit.attacks.saliency.search import plan_search
 
     calls: list[tuple[object, object]] = []
 
@@ -123,7 +123,7 @@ class _NoK(nn.Module):
 
 
 def test_untargeted_jsma_costs_the_targeted_runs_plus_one_check_per_batch():
-    from advkit.attacks.jsma import all_targets
+    from advkit.attacks.saliency.jsma import all_targets
     from tests.test_jsma import tiny_model
 
     model = tiny_model(seed=4, c=1, side=6, k=4)

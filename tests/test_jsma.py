@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import advkit.attacks as A
-import advkit.attacks.jsma as jsma_module
-from advkit.attacks.jsma import JSMA, all_targets, modified_features
+import advkit.attacks.saliency.jsma as jsma_module
+from advkit.attacks.saliency.jsma import JSMA, all_targets, modified_features
 from advkit.models import Classifier
 from tests.test_jsma_search import PeakMemory
 

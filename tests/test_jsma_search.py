@@ -11,7 +11,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from advkit.attacks.jsma_search import (
+from advkit.attacks.saliency.search import (
     DEFAULT_MAX_MEMORY,
     estimate_memory,
     fixed_bytes,

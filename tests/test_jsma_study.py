@@ -12,7 +12,7 @@ import torch
 
 import advkit.reproduce.jsma as report_module
 import advkit.reproduce.jsma as study_module
-from advkit.attacks.jsma import JSMA
+from advkit.attacks.saliency.jsma import JSMA
 from advkit.reproduce.jsma import reproduce_jsma, save_study
 from tests.test_jsma import tiny_model
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import advkit.attacks as A
-from advkit.attacks.inputs import other_class_partner
+from advkit.attacks.gradient.inputs import other_class_partner
 
 GRADIENT_ATTACKS = [n for n in A.names() if n not in A.standalone()]
 NEEDS_SKIPS = [n for n in GRADIENT_ATTACKS if A.needs_skip_connections(n)]

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 import advkit.attacks as A
-from advkit.attacks.oracle import BlackBoxError, Oracle, QueryBudgetError
-from advkit.attacks.query import QueryAttack
-from advkit.attacks.simba import dct_matrix, low_frequency_order
-from advkit.attacks.square import p_schedule, pseudo_gaussian_square
+from advkit.attacks.query.base import QueryAttack
+from advkit.attacks.query.oracle import BlackBoxError, Oracle, QueryBudgetError
+from advkit.attacks.query.simba import dct_matrix, low_frequency_order
+from advkit.attacks.query.square import p_schedule, pseudo_gaussian_square
 
 
 class Logged(nn.Module):

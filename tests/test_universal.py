@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import advkit.attacks as A
-from advkit.attacks.deepfool import deepfool, universal_perturbation
 from advkit.models.checkpoint import CheckpointError
 from advkit.models.universal import load_universal, save_universal
+from advkit.train.deepfool import deepfool, universal_perturbation
 
 
 def test_deepfool_flips_labels_with_small_steps(lenet, lenet_batch):

@@ -7,29 +7,29 @@ parts, the batched helper, the registry and the name grammar.
 """
 
 # Each module registers its parts (or standalone attack) on import; the order here is the registry's order.
-from advkit.attacks import steps as _steps  # noqa: F401,I001
-from advkit.attacks import scopes as _scopes  # noqa: F401
-from advkit.attacks import momentum as _momentum  # noqa: F401
-from advkit.attacks import inputs as _inputs  # noqa: F401
-from advkit.attacks import gradients as _gradients  # noqa: F401
-from advkit.attacks import ila as _ila  # noqa: F401
-from advkit.attacks import jsma as _jsma  # noqa: F401
-from advkit.attacks import noise as _noise  # noqa: F401
-from advkit.attacks import square as _square  # noqa: F401
-from advkit.attacks import nes as _nes  # noqa: F401
-from advkit.attacks import simba as _simba  # noqa: F401
-from advkit.attacks import hsj as _hsj  # noqa: F401
-from advkit.attacks import generator as _generator  # noqa: F401
-from advkit.attacks import universal as _universal  # noqa: F401
-from advkit.attacks.base import Attack, AttackResult, Counter, attack_loss, check_budget, project, validate_inputs
+from advkit.attacks.gradient import steps as _steps  # noqa: F401,I001
+from advkit.attacks.gradient import scopes as _scopes  # noqa: F401
+from advkit.attacks.gradient import momentum as _momentum  # noqa: F401
+from advkit.attacks.gradient import inputs as _inputs  # noqa: F401
+from advkit.attacks.gradient import gradients as _gradients  # noqa: F401
+from advkit.attacks.gradient import ila as _ila  # noqa: F401
+from advkit.attacks.saliency import jsma as _jsma  # noqa: F401
+from advkit.attacks.core import noise as _noise  # noqa: F401
+from advkit.attacks.query import square as _square  # noqa: F401
+from advkit.attacks.query import nes as _nes  # noqa: F401
+from advkit.attacks.query import simba as _simba  # noqa: F401
+from advkit.attacks.query import hsj as _hsj  # noqa: F401
+from advkit.attacks.artefact import generator as _generator  # noqa: F401
+from advkit.attacks.artefact import universal as _universal  # noqa: F401
+from advkit.attacks.core.base import Attack, AttackResult, Counter, attack_loss, check_budget, project, validate_inputs
 from advkit.attacks.batched import attack_batched, batch_seed
-from advkit.attacks.engine import Iterative
+from advkit.attacks.gradient.engine import Iterative
 from advkit.attacks.grammar import create, label, parse
-from advkit.attacks.oracle import BlackBoxError, Oracle, QueryBudgetError
-from advkit.attacks.parts import Part, macros, parts, register_macro, register_part
-from advkit.attacks.query import QueryAttack
-from advkit.attacks.registry import register_attack, standalone
-from advkit.attacks.scopes import resolve_gamma
+from advkit.attacks.query.oracle import BlackBoxError, Oracle, QueryBudgetError
+from advkit.attacks.gradient.parts import Part, macros, parts, register_macro, register_part
+from advkit.attacks.query.base import QueryAttack
+from advkit.attacks.core.registry import register_attack, standalone
+from advkit.attacks.gradient.scopes import resolve_gamma
 
 # Combinations listed (and tested) beside every single part and macro: the ones the papers and the SGM tables use.
 COMBINATIONS = ("sgm+mi", "sgm+di", "sgm+mi+di", "mi+di", "mi+di+ti", "sgm+linbp", "linbp+mi", "ni+si", "mi+ila",

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from advkit.attacks.base import Attack, AttackResult
-from advkit.attacks.oracle import Oracle
+from advkit.attacks.core.base import Attack, AttackResult
+from advkit.attacks.query.oracle import Oracle
 
 __all__ = ["attack_batched", "batch_seed", "merge_info"]
 

@@ -1,6 +1,6 @@
 """The name grammar: ``create("sgm+mi+di", eps=16/255, gamma=0.2)``.
 
-A name is ``+``-joined tokens, each a registered part (:mod:`advkit.attacks.parts`) or a macro standing for
+A name is ``+``-joined tokens, each a registered part (:mod:`advkit.attacks.gradient.parts`) or a macro standing for
 several (``vmi`` is ``mi+vt``). At most one base: ``fgsm``, ``ifgsm`` / ``bim`` (the default) or ``pgd``.
 Standalone attacks such as ``jsma`` are looked up by their own name.
 
@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from advkit.attacks.base import Attack
-from advkit.attacks.engine import Iterative
-from advkit.attacks.parts import HOOKS, Part, macros, parts
-from advkit.attacks.registry import standalone
+from advkit.attacks.core.base import Attack
+from advkit.attacks.core.registry import standalone
+from advkit.attacks.gradient.engine import Iterative
+from advkit.attacks.gradient.parts import HOOKS, Part, macros, parts
 
 # Common keyword arguments of every iterative attack.
 COMMON = ("eps", "steps", "alpha", "norm", "loss")

@@ -36,7 +36,7 @@ from torch import nn
 
 from advkit.analysis.detector import detection_study
 from advkit.attacks import Attack, attack_batched, create
-from advkit.attacks.jsma import JSMA, all_targets, modified_features
+from advkit.attacks.saliency.jsma import JSMA, all_targets, modified_features
 from advkit.data import load as load_data
 from advkit.data.builtin import seen_in_training
 from advkit.evaluate.metrics import predict, wilson_interval
@@ -354,7 +354,7 @@ def run_jsma(out: str | Path, dataset: str = "mnist", model: str = "lenet", samp
         samples: samples of the split (evenly spaced), each attacked toward the other classes; ``None``: all.
         split: the rows attacked: ``"test"`` (default), or a range such as ``"train[:10000]"`` (the paper's
             larger protocol attacks 10,000 images of each of the training, validation and test sets).
-        theta, upsilon, output: the JSMA settings (:class:`advkit.attacks.jsma.JSMA`).
+        theta, upsilon, output: the JSMA settings (:class:`advkit.attacks.saliency.jsma.JSMA`).
         command: the command line, recorded in ``results.json``.
         progress: ``progress(done, total)`` over the targeted attacks.
 

@@ -21,8 +21,8 @@ import torch
 import advkit
 from advkit._files import atomic_write_text, check_writable_dir
 from advkit.attacks import Oracle, attack_batched, create, query_attacks
-from advkit.attacks.oracle import OUTPUTS
-from advkit.attacks.query import QueryAttack
+from advkit.attacks.query.base import QueryAttack
+from advkit.attacks.query.oracle import OUTPUTS
 from advkit.data import load as load_data
 from advkit.data import warn_if_seen_in_training
 from advkit.evaluate.checks import check_model

@@ -199,7 +199,7 @@ class StudyConfig:
 
     def gammas_for(self, source: str, connections: str | None) -> tuple[float | str, ...]:
         """The SGM decays swept for ``source`` (whose card says ``connections``); ``"auto"`` is left for the
-        caller to resolve on the loaded model (:func:`advkit.attacks.engine.resolve_gamma`)."""
+        caller to resolve on the loaded model (:func:`advkit.attacks.gradient.engine.resolve_gamma`)."""
         g = self.gamma
         if isinstance(g, dict):
             g = g.get(source, g.get(connections or "", g.get("default", "auto")))

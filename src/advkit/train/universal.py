@@ -1,7 +1,7 @@
 """Computing a universal adversarial perturbation for one source model (Moosavi-Dezfooli et al., CVPR 2017) and
 its card: the library behind ``advkit train-uap`` and the cross-domain study.
 
-The algorithm itself is :func:`advkit.attacks.deepfool.universal_perturbation`; this module picks the images,
+The algorithm itself is :func:`advkit.train.deepfool.universal_perturbation`; this module picks the images,
 measures the result on held-out test images and records what reproduces it.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 import advkit
-from advkit.attacks.deepfool import universal_perturbation
 from advkit.data import load as load_data
 from advkit.models import load as load_model
+from advkit.train.deepfool import universal_perturbation
 from advkit.train.fit import check_model_fits
 
 __all__ = ["NORMS", "check_uap_settings", "train_uap", "uap_command"]

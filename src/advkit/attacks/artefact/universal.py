@@ -3,7 +3,7 @@
     attack = advkit.attacks.create("uap:runs/uap/lenet.safetensors")    # eps and norm from the card
     attack = advkit.attacks.create("uap:fashion-mnist-lenet")            # a shipped one
 
-``v`` comes from :func:`advkit.attacks.deepfool.universal_perturbation` (``advkit train-uap``). At attack time it
+``v`` comes from :func:`advkit.train.deepfool.universal_perturbation` (``advkit train-uap``). At attack time it
 costs nothing: ``x + v``, projected onto the budget and ``[0, 1]``; the model is asked only for the success check.
 """
 
@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from advkit.attacks.base import Attack, Counter
-from advkit.attacks.registry import register_attack
+from advkit.attacks.core.base import Attack, Counter
+from advkit.attacks.core.registry import register_attack
 from advkit.models.universal import load_universal, universal_path
 
 __all__ = ["UniversalAttack"]

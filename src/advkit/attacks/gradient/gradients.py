@@ -17,8 +17,8 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.parts import Context, Part, check_number, register_macro, register_part
-from advkit.attacks.transforms import gaussian_kernel, smooth_gradient
+from advkit.attacks.gradient.parts import Context, Part, check_number, register_macro, register_part
+from advkit.attacks.gradient.transforms import gaussian_kernel, smooth_gradient
 
 
 @register_part

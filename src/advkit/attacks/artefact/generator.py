@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from advkit.attacks.base import Attack, Counter
-from advkit.attacks.registry import register_attack
+from advkit.attacks.core.base import Attack, Counter
+from advkit.attacks.core.registry import register_attack
 from advkit.models.generator import (
     PerturbationGenerator,
     generator_path,

@@ -13,8 +13,8 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.parts import Context, Part, check_number, register_part
-from advkit.attacks.transforms import l1_normalise
+from advkit.attacks.gradient.parts import Context, Part, check_number, register_part
+from advkit.attacks.gradient.transforms import l1_normalise
 
 
 @register_part

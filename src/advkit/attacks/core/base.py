@@ -9,7 +9,7 @@ The public ``__call__`` is final: it validates the inputs (``ValueError`` naming
 eval mode with frozen parameters and restores both afterwards (even when the attack raises), runs the attack's
 ``_run``, projects the result onto the budget and ``[0, 1]``, and measures success with one more forward pass.
 Subclasses implement ``_run`` only. Gradients come from ``torch.autograd.grad``, never ``loss.backward()``.
-Query (black-box) attacks (``black_box = True``, :mod:`advkit.attacks.query`) go through the same call: ``_run``
+Query (black-box) attacks (``black_box = True``, :mod:`advkit.attacks.query.base`) go through the same call: ``_run``
 gets a counting query session instead of the model and runs under ``no_grad``, ``start=`` is accepted, and the
 result carries the queries spent per image.
 """
@@ -126,7 +126,7 @@ class Attack(ABC):
         name: registry name.
         norm: ``"linf"``, ``"l2"`` or ``"l0"``: which budget ``eps`` bounds (``l0`` attacks bound themselves).
         targeted_only: the attack needs a target.
-        black_box: the attack reaches the model only through a query oracle (:mod:`advkit.attacks.oracle`),
+        black_box: the attack reaches the model only through a query oracle (:mod:`advkit.attacks.query.oracle`),
             under ``no_grad``; it takes ``start=`` and reports ``AttackResult.queries``.
         takes_path: the attack applies a file (``generator:PATH``, ``uap:PATH``): ``create`` passes ``path=``.
         unused: inherited settings the attack does not use; ``create`` refuses them rather than record a value

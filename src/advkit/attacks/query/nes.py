@@ -15,11 +15,11 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.base import project
-from advkit.attacks.oracle import QuerySession
-from advkit.attacks.parts import check_number
-from advkit.attacks.query import QueryAttack, margin, objective, randn
-from advkit.attacks.registry import register_attack
+from advkit.attacks.core.base import project
+from advkit.attacks.core.registry import register_attack
+from advkit.attacks.gradient.parts import check_number
+from advkit.attacks.query.base import QueryAttack, margin, objective, randn
+from advkit.attacks.query.oracle import QuerySession
 
 __all__ = ["NES"]
 

@@ -1,7 +1,7 @@
 """The base of query (black-box optimisation) attacks: they reach the target only through a query oracle.
 
 A query attack is called like every attack, ``attack(model, x, y, target=None, generator=g)``; ``model`` is an
-``nn.Module`` (wrapped in an :class:`~advkit.attacks.oracle.Oracle` of the kind the attack needs) or an
+``nn.Module`` (wrapped in an :class:`~advkit.attacks.query.oracle.Oracle` of the kind the attack needs) or an
 ``Oracle`` the caller built (a label-only service, a remote API). The attack runs under ``no_grad``, spends at
 most ``max_queries`` queries on each image, stops on each image as soon as it succeeds, and reports the queries it
 spent per image in ``AttackResult.queries``. ``start=`` (for example a transfer example crafted on a surrogate)
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advkit.attacks.base import Attack, check_budget
-from advkit.attacks.oracle import Oracle, QuerySession
+from advkit.attacks.core.base import Attack, check_budget
+from advkit.attacks.query.oracle import Oracle, QuerySession
 
 __all__ = ["QueryAttack", "check_query_budget", "margin", "objective"]
 

@@ -1,7 +1,7 @@
 """The attack registry: standalone attacks, composable parts and macro names share one namespace.
 
 Standalone attacks (``jsma``, ...) register their class under a name with ``@register_attack``; parts of the
-iterative engine register with ``@register_part`` (:mod:`advkit.attacks.parts` holds them).
+iterative engine register with ``@register_part`` (:mod:`advkit.attacks.gradient.parts` holds them).
 Registering a name twice raises.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from advkit.attacks.base import Attack
+    from advkit.attacks.core.base import Attack
 
 _STANDALONE: dict[str, type[Attack]] = {}
 _TAKEN: set[str] = set()

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from advkit.attacks.parts import Context, Part, check_number, register_part
+from advkit.attacks.gradient.parts import Context, Part, check_number, register_part
 
 
 def ila_layer(model: nn.Module, layer: str = "auto") -> str:
@@ -67,7 +67,7 @@ class IntermediateLevel(Part):
         check_number("ila_steps", self.ila_steps, lo=1, integer=True)
 
     def refine(self, x_adv: torch.Tensor, ctx: Context) -> torch.Tensor:
-        from advkit.attacks.steps import STEP_RULES
+        from advkit.attacks.gradient.steps import STEP_RULES
 
         net = ctx.model.model
         name = ila_layer(net, self.ila_layer)

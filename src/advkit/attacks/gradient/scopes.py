@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from advkit.attacks.parts import Context, Part, register_part
+from advkit.attacks.gradient.parts import Context, Part, register_part
 
 
 def resolve_gamma(gamma: float | str | None, model: nn.Module) -> float | None:

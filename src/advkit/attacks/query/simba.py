@@ -22,11 +22,11 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.base import project
-from advkit.attacks.oracle import QuerySession
-from advkit.attacks.parts import check_number
-from advkit.attacks.query import QueryAttack
-from advkit.attacks.registry import register_attack
+from advkit.attacks.core.base import project
+from advkit.attacks.core.registry import register_attack
+from advkit.attacks.gradient.parts import check_number
+from advkit.attacks.query.base import QueryAttack
+from advkit.attacks.query.oracle import QuerySession
 
 __all__ = ["SimBA", "dct_matrix", "low_frequency_order"]
 

@@ -4,7 +4,7 @@ Wu et al. (SGM), Dong et al. (MI, TI), Xie et al. (DI), Lin et al. (NI, SI), Wan
 (Admix), Guo et al. (LinBP) and Huang et al. (ILA) each change one point of the same iterative gradient loop.
 A *part* is that change: a frozen dataclass whose fields are the settings it owns (with the paper's defaults),
 whose ``check`` validates them, and whose methods fill one hook point of the loop
-(:class:`advkit.attacks.engine.Iterative`):
+(:class:`advkit.attacks.gradient.engine.Iterative`):
 
 =========  ===========================================================  ==========================
 hook       what it does                                                 parts
@@ -39,7 +39,7 @@ import torch
 if TYPE_CHECKING:
     from torch import nn
 
-    from advkit.attacks.base import Counter
+    from advkit.attacks.core.base import Counter
 
 HOOKS = ("base", "scope", "update", "input", "gradient", "stage")
 
@@ -162,7 +162,7 @@ _MACROS: dict[str, tuple[str, ...]] = {}
 
 def register_part(cls: P) -> P:
     """Class decorator: add a part's token to the grammar. Registering a token twice raises."""
-    from advkit.attacks.registry import claim_name
+    from advkit.attacks.core.registry import claim_name
 
     if not cls.token or cls.hook not in HOOKS:
         raise ValueError(f"part {cls.__name__} needs a token and a hook in {HOOKS}")
@@ -173,7 +173,7 @@ def register_part(cls: P) -> P:
 
 def register_macro(name: str, tokens: tuple[str, ...]) -> None:
     """A name that stands for several parts (``vmi`` is ``mi+vt``)."""
-    from advkit.attacks.registry import claim_name
+    from advkit.attacks.core.registry import claim_name
 
     claim_name(name)
     _MACROS[name] = tokens

@@ -17,8 +17,8 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.parts import Context, CopyFn, Part, check_number, register_part
-from advkit.attacks.transforms import input_diversity
+from advkit.attacks.gradient.parts import Context, CopyFn, Part, check_number, register_part
+from advkit.attacks.gradient.transforms import input_diversity
 
 
 def _scaled(f: CopyFn, s: float) -> CopyFn:

@@ -6,7 +6,7 @@ turn that point into copies (Admix, SI, DI) and the loss gradients of the copies
 accumulate it (MI, NI); the step rule takes the step (sign for L-inf, unit L2 direction for L2) of size
 ``alpha`` and projects onto the budget and ``[0, 1]``. Scope parts (LinBP, SGM) are backward-pass modifiers
 active around the whole loop; stage parts (ILA) refine its result. The loop never names a part: each part says
-which hook it fills and in which order (:mod:`advkit.attacks.parts`).
+which hook it fills and in which order (:mod:`advkit.attacks.gradient.parts`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from advkit.attacks.base import Attack, Counter, attack_loss, check_eps
-from advkit.attacks.parts import HOOKS, Context, CopyFn, Part, parts
-from advkit.attacks.scopes import resolve_gamma
-from advkit.attacks.steps import IFGSM, STEP_RULES
+from advkit.attacks.core.base import Attack, Counter, attack_loss, check_eps
+from advkit.attacks.gradient.parts import HOOKS, Context, CopyFn, Part, parts
+from advkit.attacks.gradient.scopes import resolve_gamma
+from advkit.attacks.gradient.steps import IFGSM, STEP_RULES
 
 __all__ = ["Iterative", "resolve_gamma"]
 
@@ -66,7 +66,7 @@ class Iterative(Attack):
         if self.loss not in ("ce", "margin"):
             raise ValueError(f"loss must be 'ce' or 'margin', got {self.loss!r}")
         if not all(isinstance(p, Part) for p in self.parts):
-            raise ValueError("parts must be advkit.attacks.parts.Part instances")
+            raise ValueError("parts must be advkit.attacks.gradient.parts.Part instances")
         bases = [p for p in self.parts if p.hook == "base"]
         if len(bases) > 1:
             raise ValueError(f"more than one base ({', '.join(p.token for p in bases)}); pick one")

@@ -16,7 +16,7 @@ The search domain is the set of features that can still move in theta's directio
 moved feature saturates, so this is the paper's "remove p1 and p2 from the search domain".
 
 Samples are batched with per-sample stopping (only the still-active rows go through the model); the exact pair
-search and its memory cap are in :mod:`advkit.attacks.jsma_search`.
+search and its memory cap are in :mod:`advkit.attacks.saliency.search`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from advkit.attacks.base import Attack, Counter
-from advkit.attacks.jsma_search import (
+from advkit.attacks.core.base import Attack, Counter
+from advkit.attacks.core.registry import register_attack
+from advkit.attacks.saliency.search import (
     DEFAULT_MAX_MEMORY,
     SearchPlan,
     max_iterations,
@@ -38,7 +39,6 @@ from advkit.attacks.jsma_search import (
     plan_search,
     single_search,
 )
-from advkit.attacks.registry import register_attack
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class JSMA(Attack):
 
     def estimate_memory(self, batch: int, n_features: int, dtype: torch.dtype = torch.float32) -> int:
         """Peak bytes of the saliency search for ``batch`` samples of ``n_features`` features under this
-        attack's cap (see :func:`advkit.attacks.jsma_search.estimate_memory`); ``ValueError`` if it cannot fit."""
+        attack's cap (see :func:`advkit.attacks.saliency.search.estimate_memory`); ``ValueError`` if it cannot fit."""
         return plan_search(batch, n_features, dtype, self.max_memory_bytes, self.pairs).peak_bytes
 
     def _run(self, model: Counter, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
