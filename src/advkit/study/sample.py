@@ -19,13 +19,10 @@ from torch import nn
 
 from advkit.attacks import batch_seed
 from advkit.evaluate.metrics import predict
+from advkit.progress import ProgressFn
 from advkit.study.schema import StudyConfig
 
 __all__ = ["ProgressFn", "sample_key", "seed_picks", "select_sample"]
-
-ProgressFn = Callable[[str, int, int, str], None]
-"""``progress(stage, done, total, detail)``; stages: ``"sample"``, ``"cells"``, ``"results"``."""
-
 
 def seed_picks(cfg: StudyConfig, pool: int | None = None) -> torch.Tensor:
     """Which pool positions each seed attacks, ``(S, n)``: all of them in order when ``pool == n``, else ``n``
