@@ -14,7 +14,8 @@ from i23_reference import _batch, _Flat, _grad, _l1, _l2_step, _linf_step, _radi
 from torch import nn
 
 import advkit.attacks as A
-from advkit.attacks.core.base import Attack, Counter, project
+from advkit.attacks.core.base import Counter, ModelAttack
+from advkit.attacks.core.budget import project
 from advkit.attacks.gradient.transforms import random_start
 from advkit.evaluate.quantize import quantize
 
@@ -164,7 +165,7 @@ def test_jsma_study_rechecks_success_on_rounded_8bit_examples(theta_levels, leve
 
 # ------------------------------------------------------------------------------- the contract, end to end
 @dataclass(frozen=True)
-class _Overshoot(Attack):
+class _Overshoot(ModelAttack):
     """Returns x + 2 eps everywhere: the contract must project it back."""
 
     name: ClassVar[str] = "overshoot"

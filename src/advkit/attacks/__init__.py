@@ -21,14 +21,16 @@ from advkit.attacks.query import simba as _simba  # noqa: F401
 from advkit.attacks.query import hsj as _hsj  # noqa: F401
 from advkit.attacks.artefact import generator as _generator  # noqa: F401
 from advkit.attacks.artefact import universal as _universal  # noqa: F401
-from advkit.attacks.core.base import Attack, AttackResult, Counter, attack_loss, check_budget, project, validate_inputs
+from advkit.attacks.core.base import Attack, AttackResult, Counter, ModelAttack, attack_loss
+from advkit.attacks.core.budget import check_budget, project
+from advkit.attacks.core.checks import validate_inputs
 from advkit.attacks.batched import attack_batched, batch_seed
 from advkit.attacks.gradient.engine import Iterative
 from advkit.attacks.grammar import create, label, parse
 from advkit.attacks.query.oracle import BlackBoxError, Oracle, QueryBudgetError
 from advkit.attacks.gradient.parts import Part, macros, parts, register_macro, register_part
 from advkit.attacks.query.base import QueryAttack
-from advkit.attacks.core.registry import register_attack, standalone
+from advkit.attacks.core.registry import KINDS, of_kind, register_attack, standalone
 from advkit.attacks.gradient.scopes import resolve_gamma
 
 # Combinations listed (and tested) beside every single part and macro: the ones the papers and the SGM tables use.
@@ -46,7 +48,7 @@ def names() -> list[str]:
 
 def query_attacks() -> list[str]:
     """Names of the registered query (black-box) attacks."""
-    return sorted(n for n, cls in standalone().items() if cls.black_box)
+    return of_kind("query")
 
 
 def budget_norm(name: str, norm: object = None) -> str | None:
@@ -56,7 +58,7 @@ def budget_norm(name: str, norm: object = None) -> str | None:
         return norm
     key = standalone_key(name)
     default = standalone()[key].norm if key is not None else Iterative.norm
-    return default if isinstance(default, str) else None
+    return default or None  # a uap's norm is its file's
 
 
 def standalone_key(name: str) -> str | None:
@@ -75,9 +77,8 @@ def needs_skip_connections(name: str) -> bool:
     return any(parts()[t].needs_skip_connections for t in parse(name))
 
 
-__all__ = ["COMBINATIONS", "Attack", "AttackResult", "BlackBoxError", "Counter", "Iterative", "Oracle", "Part",
-           "QueryAttack", "QueryBudgetError", "attack_batched", "attack_loss", "batch_seed", "budget_norm",
-           "check_budget", "create",
-           "label", "macros", "names", "needs_skip_connections", "parse", "parts", "project", "query_attacks",
-           "standalone_key", "register_attack", "register_macro", "register_part", "resolve_gamma", "standalone",
-           "validate_inputs"]
+__all__ = ["Attack", "AttackResult", "BlackBoxError", "COMBINATIONS", "Counter", "Iterative", "KINDS", "ModelAttack",
+           "Oracle", "Part", "QueryAttack", "QueryBudgetError", "attack_batched", "attack_loss", "batch_seed",
+           "budget_norm", "check_budget", "create", "label", "macros", "names", "needs_skip_connections", "of_kind",
+           "parse", "parts", "project", "query_attacks", "register_attack", "register_macro", "register_part",
+           "resolve_gamma", "standalone", "standalone_key", "validate_inputs"]

@@ -99,8 +99,8 @@ def attack_batched(attack: Attack, model: nn.Module | Oracle, x: torch.Tensor, y
         g = generator if seed is None else torch.Generator().manual_seed(batch_seed(seed, first_batch + k))
         sl = slice(i, i + batch_size)
         tb = None if target is None else target[sl].to(dev)
-        kw = {} if start is None else {"start": start[sl].to(dev)}
-        r = attack(model, x[sl].to(dev), y[sl].to(dev), target=tb, generator=g, **kw)
+        sb = None if start is None else start[sl].to(dev)
+        r = attack(model, x[sl].to(dev), y[sl].to(dev), target=tb, generator=g, start=sb)
         xs.append(r.x_adv.detach().to(x.device))
         succ.append(r.success.detach().to(x.device))
         preds.append(r.pred.detach().to(x.device))

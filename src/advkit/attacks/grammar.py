@@ -15,6 +15,7 @@ from dataclasses import fields
 from typing import Any
 
 from advkit.attacks.core.base import Attack
+from advkit.attacks.core.errors import UnknownPartError, UnknownSettingError
 from advkit.attacks.core.registry import standalone
 from advkit.attacks.gradient.engine import Iterative
 from advkit.attacks.gradient.parts import HOOKS, Part, macros, parts
@@ -38,7 +39,7 @@ def _split(name: str) -> list[str]:
     unknown = [t for t in tokens if t not in known_parts and t not in known_macros]
     if unknown:
         known = sorted(set(known_parts) | set(known_macros) | set(standalone()))
-        raise ValueError(f"unknown attack part(s) {unknown} in {name!r}; known: {', '.join(known)}")
+        raise UnknownPartError(name, unknown, known)
     return tokens
 
 
@@ -77,9 +78,11 @@ def _check_standalone(name: str, cls: type[Attack], kwargs: dict[str, Any]) -> N
     for k in kwargs:
         if k in cls.unused:
             why = f" ({cls.unused_reason})" if cls.unused_reason else ""
-            raise ValueError(f"{name!r} does not use {k!r}{why}; drop it. Its settings: {', '.join(allowed)}")
+            raise UnknownSettingError(f"{name!r} does not use {k!r}{why}; drop it. Its settings: {', '.join(allowed)}",
+                                      name, k, allowed, unused=True)
         if k not in allowed:
-            raise ValueError(f"{k!r} does not apply to {name!r} (its settings: {', '.join(allowed)})")
+            raise UnknownSettingError(f"{k!r} does not apply to {name!r} (its settings: {', '.join(allowed)})", name, k,
+                                      allowed)
 
 
 def create(name: str, **kwargs: Any) -> Attack:
@@ -100,7 +103,7 @@ def create(name: str, **kwargs: Any) -> Attack:
     file_attack = standalone().get(kind.lower())
     if sep and file_attack is not None and file_attack.takes_path:
         _check_standalone(name, file_attack, kwargs)
-        return file_attack(path=path, **kwargs)
+        return file_attack(**{"path": path, **kwargs})
     key = name.strip().lower()
     solo = standalone()
     if key in solo:
@@ -118,7 +121,8 @@ def create(name: str, **kwargs: Any) -> Attack:
     for k, v in kwargs.items():
         field = aliases.get(k, k)
         if field not in owned:
-            raise ValueError(f"{k!r} does not apply to {name!r} (its settings: {', '.join(sorted(owned))})")
+            raise UnknownSettingError(f"{k!r} does not apply to {name!r} (its settings: {', '.join(sorted(owned))})",
+                                      name, k, sorted(owned))
         if field in given:  # a name and its alias (decay= and mu=): never "the last wins"
             raise ValueError(f"{given[field]}= and {k}= both set {field} of {name!r}; give it once")
         given[field] = k

@@ -93,8 +93,8 @@ def _check_eps(name: str, kw: dict[str, object], dataset: str, allow_large: bool
 def attack(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Attack name: fgsm, ifgsm, pgd, mi, di, ti, sgm, jsma, a combination "
-                                              "such as sgm+mi+di, or a query attack: square, nes, simba, hsj "
-                                              "(advkit attacks list).")],
+                                              "such as sgm+mi+di, or a query attack (advkit attacks list shows "
+                                              "each with its kind).")],
     model: Annotated[str, typer.Option(help="Source model: zoo name, .safetensors path, torchvision:/timm:NAME.")],
     dataset: Annotated[str, typer.Option(help="Dataset (test split).")] = "fashion-mnist",
     eps: Annotated[str | None, typer.Option(help="Budget in pixel units of [0,1], in the attack's norm (an L-inf "

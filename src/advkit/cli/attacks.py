@@ -21,6 +21,7 @@ def _fmt(v: object) -> str:
 def attacks_list() -> None:
     """List every registered part (with its hook, paper and settings' defaults), macro and standalone attack."""
     from advkit import attacks
+    from advkit.attacks.grammar import settings_of
 
     t = Table("name", "kind", "paper", "settings (defaults)")
     t.columns[0].no_wrap = True
@@ -31,11 +32,13 @@ def attacks_list() -> None:
         t.add_row(name, "name", "", "= " + "+".join(tokens))
     for name, solo in sorted(attacks.standalone().items()):
         doc = (solo.__doc__ or "").strip().splitlines()[0] if solo.__doc__ else ""
-        if solo.black_box:
-            settings = ", ".join(f"{f.name}={_fmt(f.default)}" for f in fields(solo) if f.default is not MISSING)
-            t.add_row(name, f"query: {solo.oracle_output}", doc[:60], settings)
-        else:
-            t.add_row(name, "standalone", doc[:60], "")
+        kind = solo.kind
+        if issubclass(solo, attacks.QueryAttack):
+            kind += ": " + ("scores" if solo.oracle_output == "scores" else "top-1 label")
+        keep = set(settings_of(solo))
+        settings = ", ".join(f"{f.name}={_fmt(f.default)}" for f in fields(solo)
+                             if f.name in keep and f.default is not MISSING)
+        t.add_row(name, kind, doc[:60], settings or "-")
     console.print(t)
     console.print("Combine parts with '+': sgm+mi+di, vmi+di+ti, admix+mi, sgm+linbp, mi+ila (one base at most).")
     console.print("Query attacks reach the target only through a counting oracle (scores or top-1 label); "

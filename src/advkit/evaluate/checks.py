@@ -106,6 +106,13 @@ def _deterministic(model: nn.Module, x: torch.Tensor, first: torch.Tensor) -> Mo
                       f"is then one draw, and gradients need expectation over transformation (EOT)")
 
 
+def _query_attacks() -> str:
+    """The registered query attacks, for the advice in a failed check."""
+    from advkit.attacks import query_attacks
+
+    return ", ".join(query_attacks())
+
+
 def _gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> ModelCheck:
     xg = x.detach().clone().requires_grad_(True)
     try:
@@ -117,7 +124,7 @@ def _gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> ModelCheck
     except RuntimeError as e:
         return ModelCheck("input_gradients", False,
                           f"the input gradient cannot be computed ({str(e).splitlines()[0]}): gradient attacks cannot "
-                          f"run on this model; use a query attack (square, nes, simba, hsj) or fix the backward pass")
+                          f"run on this model; use a query attack ({_query_attacks()}) or fix the backward pass")
     flat = grad.flatten(1)
     bad = int((~torch.isfinite(flat)).any(1).sum())
     if bad:
@@ -129,7 +136,7 @@ def _gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> ModelCheck
         return ModelCheck("input_gradients", False,
                           f"zero input gradients for {zero} of {len(x)} images: gradient masking or a "
                           f"non-differentiable step (rounding, quantisation, thresholds); gradient attacks cannot "
-                          f"move these images; try a query attack (square, hsj) or BPDA")
+                          f"move these images; try a query attack ({_query_attacks()}) or BPDA")
     return ModelCheck("input_gradients", True, f"finite, non-zero input gradients for all {len(x)} images")
 
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from advkit.attacks.core.base import Attack, Counter
+from advkit.attacks.core.base import Counter, ModelAttack
 from advkit.attacks.core.registry import register_attack
 from advkit.models.generator import (
     PerturbationGenerator,
@@ -41,15 +41,17 @@ def _loaded(path: str, sha: str) -> PerturbationGenerator:
 
 @register_attack
 @dataclass(frozen=True)
-class GeneratorAttack(Attack):
+class GeneratorAttack(ModelAttack):
     """A perturbation generator (Naseer et al. 2019), one forward pass per image; ``generator:PATH``."""
 
     name: ClassVar[str] = "generator"
+    kind: ClassVar[str] = "artefact"
     takes_path: ClassVar[bool] = True
 
     path: str = ""
     eps: float = field(default=-1.0)  # -1: the eps the generator was trained for (its card's)
-    card: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    norm: str = field(default="linf", init=False)  # generators are trained for an L-inf budget
+    card: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.path:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from advkit.attacks.core.base import Attack, Counter
+from advkit.attacks.core.base import Counter, ModelAttack
 from advkit.attacks.core.registry import register_attack
 from advkit.models.universal import load_universal, universal_path
 
@@ -23,16 +23,18 @@ __all__ = ["UniversalAttack"]
 
 @register_attack
 @dataclass(frozen=True)
-class UniversalAttack(Attack):
+class UniversalAttack(ModelAttack):
     """A universal adversarial perturbation (Moosavi-Dezfooli et al. 2017) added to every image; ``uap:PATH``."""
 
     name: ClassVar[str] = "uap"
+    kind: ClassVar[str] = "artefact"
     takes_path: ClassVar[bool] = True
 
     path: str = ""
     eps: float = field(default=-1.0)  # -1: the card's
-    card: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    perturbation: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    norm: str = field(default="", init=False)  # the card's
+    card: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+    perturbation: torch.Tensor | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.path:
@@ -42,15 +44,12 @@ class UniversalAttack(Attack):
         v, card = load_universal(self.path)
         object.__setattr__(self, "card", card)
         object.__setattr__(self, "perturbation", v)
+        object.__setattr__(self, "norm", str(card["norm"]))
         if self.eps == -1.0:
             object.__setattr__(self, "eps", float(card["eps"]))
         super().__post_init__()
         if self.eps == 0:
             raise ValueError("eps must be > 0")
-
-    @property
-    def norm(self) -> str:  # type: ignore[override]
-        return str(self.card["norm"])
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "path": self.path, "eps": self.eps, "norm": self.norm,

@@ -9,29 +9,26 @@ attack's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
-from advkit.attacks.core.base import Attack, Counter
+from advkit.attacks.core.base import Counter, ModelAttack
 from advkit.attacks.core.registry import register_attack
 
 
 @register_attack
 @dataclass(frozen=True)
-class Noise(Attack):
+class Noise(ModelAttack):
     """Random signs (L-inf) or a random direction (L2) of size ``eps``: the control row of a transfer table."""
 
     name: ClassVar[str] = "noise"
-    norm: str = "linf"  # type: ignore[misc]  # an instance field here, a ClassVar on other attacks
+    kind: ClassVar[str] = "control"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.norm not in ("linf", "l2"):
             raise ValueError(f"norm must be 'linf' or 'l2', got {self.norm!r}")
-
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, "eps": self.eps, "norm": self.norm}
 
     def _run(self, model: Counter, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
              generator: torch.Generator | None) -> torch.Tensor:

@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from advkit.attacks.core.base import Attack, Counter, attack_loss, check_eps
+from advkit.attacks.core.base import Counter, ModelAttack, attack_loss
+from advkit.attacks.core.budget import check_eps
 from advkit.attacks.gradient.parts import HOOKS, Context, CopyFn, Part, parts
 from advkit.attacks.gradient.scopes import resolve_gamma
 from advkit.attacks.gradient.steps import IFGSM, STEP_RULES
@@ -30,7 +31,7 @@ def _identity(t: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Iterative(Attack):
+class Iterative(ModelAttack):
     """A gradient attack composed from parts (see :func:`advkit.attacks.create` for the names).
 
     Attributes:
@@ -50,7 +51,6 @@ class Iterative(Attack):
     eps: float = 8 / 255
     steps: int = 10
     alpha: float | None = None
-    norm: str = "linf"  # type: ignore[misc]  # an instance field here, a ClassVar on other attacks
     loss: str = "ce"
     label: str = "ifgsm"
     parts: tuple[Part, ...] = field(default=())

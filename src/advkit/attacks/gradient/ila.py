@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from advkit.attacks.gradient.parts import Context, Part, check_number, register_part
+from advkit.attacks.core.checks import check_number
+from advkit.attacks.gradient.parts import Context, Part, register_part
 
 
 def ila_layer(model: nn.Module, layer: str = "auto") -> str:

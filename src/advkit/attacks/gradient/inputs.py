@@ -17,7 +17,8 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.gradient.parts import Context, CopyFn, Part, check_number, register_part
+from advkit.attacks.core.checks import check_number
+from advkit.attacks.gradient.parts import Context, CopyFn, Part, register_part
 from advkit.attacks.gradient.transforms import input_diversity
 
 

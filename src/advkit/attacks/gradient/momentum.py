@@ -13,7 +13,8 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.gradient.parts import Context, Part, check_number, register_part
+from advkit.attacks.core.checks import check_number
+from advkit.attacks.gradient.parts import Context, Part, register_part
 from advkit.attacks.gradient.transforms import l1_normalise
 
 

@@ -27,8 +27,6 @@ registering a token twice raises. A new part is a new file with one class.
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields
@@ -190,19 +188,3 @@ def macros() -> dict[str, tuple[str, ...]]:
 
 
 # ------------------------------------------------------------------------------------------------- checks
-def check_number(name: str, value: Any, *, lo: float | None = None, hi: float | None = None,
-                 lo_open: bool = False, hi_open: bool = False, integer: bool = False) -> None:
-    """``ValueError`` unless ``value`` is a finite real (an integer if asked) within the bounds."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
-    if ok and integer:
-        ok = isinstance(value, numbers.Integral)
-    if ok and lo is not None:
-        ok = value > lo if lo_open else value >= lo
-    if ok and hi is not None:
-        ok = value < hi if hi_open else value <= hi
-    if not ok:
-        lo_s = "" if lo is None else ("(" if lo_open else "[") + f"{lo:g}"
-        hi_s = "" if hi is None else f"{hi:g}" + (")" if hi_open else "]")
-        rng = f" in {lo_s or '(-inf'}, {hi_s or 'inf)'}" if lo is not None or hi is not None else ""
-        kind = "an integer" if integer else "a finite number"
-        raise ValueError(f"{name} must be {kind}{rng}, got {value!r}")

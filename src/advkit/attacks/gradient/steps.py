@@ -16,9 +16,9 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.core.base import project
+from advkit.attacks.core.budget import project, step_direction
 from advkit.attacks.gradient.parts import Context, Part, register_macro, register_part
-from advkit.attacks.gradient.transforms import random_start, step_direction
+from advkit.attacks.gradient.transforms import random_start
 
 
 @dataclass(frozen=True)

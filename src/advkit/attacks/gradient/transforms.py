@@ -67,14 +67,6 @@ def l1_normalise(grad: torch.Tensor) -> torch.Tensor:
     return grad / scale.view(-1, *([1] * (grad.ndim - 1)))
 
 
-def step_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
-    """The ascent direction: ``sign(grad)`` for L-inf, ``grad / ||grad||_2`` per sample for L2."""
-    if norm == "linf":
-        return grad.sign()
-    if norm == "l2":
-        n = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-        return grad / n.view(-1, *([1] * (grad.ndim - 1)))
-    raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
 
 
 def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator) -> torch.Tensor:

@@ -14,14 +14,15 @@ get the top-1 label. A label-only oracle handed to a score-based attack is refus
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advkit.attacks.core.base import Attack, check_budget
+from advkit.attacks.core.base import Attack
+from advkit.attacks.core.budget import check_budget
 from advkit.attacks.query.oracle import Oracle, QuerySession
 
 __all__ = ["QueryAttack", "check_query_budget", "margin", "objective"]
@@ -63,11 +64,11 @@ class QueryAttack(Attack):
         oracle_output: ``"scores"`` (needs class probabilities) or ``"label"`` (the top-1 label is enough).
     """
 
+    kind: ClassVar[str] = "query"
     black_box: ClassVar[bool] = True
     oracle_output: ClassVar[str] = "scores"
 
     max_queries: int = 10_000
-    norm: str = "linf"  # type: ignore[misc]  # an instance field here, a ClassVar on gradient attacks
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -80,9 +81,6 @@ class QueryAttack(Attack):
                              f"0.1), got {self.eps!r}" if norm == "linf" else
                              f"eps must be > 0 (an L2 radius in pixel units of [0, 1]), got {self.eps!r}")
 
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self)}
-
     def _open(self, model: nn.Module | Oracle, x: torch.Tensor) -> QuerySession:
         oracle = model if isinstance(model, Oracle) else Oracle(model, self.oracle_output)
         if self.oracle_output == "scores" and oracle.output != "scores":
@@ -92,14 +90,13 @@ class QueryAttack(Attack):
         check_budget(self.eps, self.norm, allow_large=True, shape=tuple(x.shape[1:]))
         return oracle.session(int(x.shape[0]), self.max_queries, x.device)
 
-    # the base call hands _run what _open returns: here a query session, not a gradient attack's Counter
-    def _run(self, model: QuerySession, x: torch.Tensor, y: torch.Tensor,  # type: ignore[override]
-             target: torch.Tensor | None, generator: torch.Generator | None,
-             start: torch.Tensor | None = None) -> torch.Tensor:
+    def _execute(self, access: QuerySession, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+                 generator: torch.Generator | None, start: torch.Tensor | None) -> torch.Tensor:
         g = generator if generator is not None else torch.Generator().manual_seed(0)
-        model.expect_classes(y, target)
-        x_adv = self._search(model, x, y, target, g, start)
-        model.info[self.name] = {"budget": self.max_queries, "oracle": model.output}
+        with torch.no_grad():
+            access.expect_classes(y, target)
+            x_adv = self._search(access, x, y, target, g, start)
+        access.info[self.name] = {"budget": self.max_queries, "oracle": access.output}
         return x_adv
 
     @abstractmethod

@@ -28,8 +28,8 @@ from typing import ClassVar
 
 import torch
 
+from advkit.attacks.core.checks import check_number
 from advkit.attacks.core.registry import register_attack
-from advkit.attacks.gradient.parts import check_number
 from advkit.attacks.query.base import QueryAttack, rand, randn
 from advkit.attacks.query.oracle import QuerySession
 
@@ -57,7 +57,7 @@ class HopSkipJump(QueryAttack):
     oracle_output: ClassVar[str] = "label"
 
     eps: float = 2.0
-    norm: str = "l2"  # type: ignore[misc]
+    norm: str = "l2"
     gamma: float = 1.0
     init_evals: int = 100
     max_evals: int = 10_000

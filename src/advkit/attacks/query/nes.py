@@ -15,9 +15,9 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.core.base import project
+from advkit.attacks.core.budget import project, step_direction
+from advkit.attacks.core.checks import check_number
 from advkit.attacks.core.registry import register_attack
-from advkit.attacks.gradient.parts import check_number
 from advkit.attacks.query.base import QueryAttack, margin, objective, randn
 from advkit.attacks.query.oracle import QuerySession
 
@@ -81,11 +81,7 @@ class NES(QueryAttack):
             # the loss is minimised, so the estimate of its gradient is subtracted
             loss = objective(oracle.scores(rows, owner), yy, tt, self.loss).view(k, self.samples)
             grad = (loss.view(k, self.samples, *([1] * (x.ndim - 1))) * u).sum(1) / (self.samples * self.sigma)
-            if self.norm == "linf":
-                step = grad.sign()
-            else:
-                step = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(k, *([1] * (x.ndim - 1)))
-            new = project(xa - self.step * step, x[active], self.eps, self.norm)
+            new = project(xa - self.step * step_direction(grad, self.norm), x[active], self.eps, self.norm)
             cur[active] = new
             done[active] = margin(oracle.scores(new, active), y[active],
                                   None if target is None else target[active]) < 0

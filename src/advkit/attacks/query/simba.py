@@ -22,9 +22,9 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.core.base import project
+from advkit.attacks.core.budget import project
+from advkit.attacks.core.checks import check_number
 from advkit.attacks.core.registry import register_attack
-from advkit.attacks.gradient.parts import check_number
 from advkit.attacks.query.base import QueryAttack
 from advkit.attacks.query.oracle import QuerySession
 
@@ -65,7 +65,7 @@ class SimBA(QueryAttack):
     name: ClassVar[str] = "simba"
 
     eps: float = 2.0
-    norm: str = "l2"  # type: ignore[misc]
+    norm: str = "l2"
     basis: str = "dct"
     step: float | None = None
 
@@ -110,7 +110,7 @@ class SimBA(QueryAttack):
         if self.basis == "pixel":
             order = torch.stack([torch.randperm(dims, generator=g) for _ in range(n)]).to(x.device)
         else:
-            order = torch.stack([low_frequency_order(*shape, g) for _ in range(n)]).to(x.device)
+            order = torch.stack([low_frequency_order(shape[0], shape[1], shape[2], g) for _ in range(n)]).to(x.device)
         cls = y if target is None else target
         sign = 1.0 if target is None else -1.0                # minimise p_y, or maximise p_t
 

@@ -24,8 +24,8 @@ from typing import ClassVar
 
 import torch
 
+from advkit.attacks.core.checks import check_number
 from advkit.attacks.core.registry import register_attack
-from advkit.attacks.gradient.parts import check_number
 from advkit.attacks.query.base import QueryAttack, margin, objective, randint, signs
 from advkit.attacks.query.oracle import QuerySession
 

@@ -29,7 +29,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from advkit.attacks.core.base import Attack, Counter
+from advkit.attacks.core.base import Counter, ModelAttack
 from advkit.attacks.core.registry import register_attack
 from advkit.attacks.saliency.search import (
     DEFAULT_MAX_MEMORY,
@@ -73,7 +73,7 @@ def modified_features(x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 @register_attack
 @dataclass(frozen=True)
-class JSMA(Attack):
+class JSMA(ModelAttack):
     """Papernot et al. 2016's Jacobian-based Saliency Map Attack, batched, with an exact bounded-memory search.
 
     Args:
@@ -97,11 +97,12 @@ class JSMA(Attack):
     """
 
     name: ClassVar[str] = "jsma"
-    norm: ClassVar[str] = "l0"
+    kind: ClassVar[str] = "saliency"
     unused: ClassVar[frozenset[str]] = frozenset({"eps"})
     unused_reason: ClassVar[str] = "an L0 attack bounded by its own settings: upsilon, the share of features changed"
 
     eps: float = field(default=8 / 255, repr=False)  # inherited, unused: upsilon bounds this L0 attack
+    norm: str = field(default="l0", init=False)
     theta: float = 1.0
     upsilon: float = 0.145
     output: str = "softmax"
