@@ -5,6 +5,9 @@ checkpoints with model cards, and optional torchvision / timm adapters (imported
 ``advkit.models.load("resnet20", dataset="fashion-mnist")`` returns the wrapped, frozen, eval-mode model from the
 shipped zoo; it also accepts a checkpoint path, ``"torchvision:NAME"`` and ``"timm:NAME"``.
 ``advkit.models.list()`` lists architectures and shipped checkpoints with their metadata.
+``advkit.models.wrap(net, mean=..., std=..., input_shape=..., num_classes=...)`` wraps a network already in memory
+(a timm model needs no arguments); architectures of other installed packages come in through the entry-point
+group ``advkit.architectures`` (:mod:`advkit.models.registry`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 
 from advkit.models.checkpoint import CheckpointError, load_checkpoint, read_card, save_checkpoint
 from advkit.models.frozen import frozen_eval
+from advkit.models.own import wrap
 from advkit.models.registry import ArchSpec, arch_names, get_arch, register_arch
 from advkit.models.wrapper import Classifier, Normalize, check_input_shape
 
@@ -169,5 +173,5 @@ __all__ = [
     "arch_names",
     "check_input_shape", "frozen_eval",
     "get_arch", "list", "load", "load_checkpoint", "read_card", "register_arch", "save_checkpoint", "shipped",
-    "zoo_path",
+    "wrap", "zoo_path",
 ]

@@ -2,12 +2,22 @@
 
 An entry says which family it belongs to, which paper it follows and what connections it has (``residual``,
 ``dense`` or ``none``), which the Skip Gradient Method and the transfer study use to group models.
+
+Another installed package adds architectures through the entry-point group ``advkit.architectures``: each entry
+point's name is the architecture's name and it loads a builder ``(in_channels, num_classes, image_size) ->
+nn.Module`` like the zoo's (optional attributes ``family``, ``connections``, ``paper``, ``description`` fill in
+its metadata) or a whole :class:`ArchSpec`. They are read once, the first time a name is looked up, so
+``advkit models list``, ``advkit train``, ``advkit models import`` and the checkpoints in experiment files all see
+them. An entry point that fails to load, or that takes a built-in name, is skipped with a warning naming its
+distribution, never a crash.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 
 from torch import nn
 
@@ -39,6 +49,9 @@ class ArchSpec:
 
 
 _ARCHS: dict[str, ArchSpec] = {}
+ENTRY_POINT_GROUP = "advkit.architectures"
+_BUILTIN: frozenset[str] = frozenset()  # the zoo's names, set below once they are registered
+_entry_points_read = False
 
 
 def register_arch(spec: ArchSpec) -> ArchSpec:
@@ -53,6 +66,7 @@ def register_arch(spec: ArchSpec) -> ArchSpec:
 
 def get_arch(name: str) -> ArchSpec:
     """Look up an architecture; unknown names raise ``ValueError`` listing the registered ones."""
+    _read_entry_points()
     try:
         return _ARCHS[name]
     except KeyError:
@@ -60,8 +74,52 @@ def get_arch(name: str) -> ArchSpec:
 
 
 def arch_names() -> list[str]:
-    """Registered architecture names in registration order."""
+    """Registered architecture names in registration order (the zoo's, then those of installed packages)."""
+    _read_entry_points()
     return list(_ARCHS)
+
+
+def _read_entry_points() -> None:
+    """Register the architectures of the ``advkit.architectures`` entry points, once per process."""
+    global _entry_points_read
+    if _entry_points_read:
+        return
+    _entry_points_read = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        problem = _register_entry_point(ep)
+        if problem:
+            dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "an unknown distribution"
+            warnings.warn(f"architecture {ep.name!r} (entry point {ep.name} = {ep.value} in group "
+                          f"{ENTRY_POINT_GROUP}, from {dist}) is not available: {problem}", stacklevel=3)
+
+
+def _register_entry_point(ep: EntryPoint) -> str | None:
+    """Register one entry point's architecture; the reason it is refused, or ``None``."""
+    if ep.name in _BUILTIN:
+        return "advkit has a built-in architecture of that name; rename the entry point in that package"
+    if ep.name in _ARCHS:
+        return "another package (or register_arch) registered that name first; rename one of them"
+    try:
+        obj = ep.load()
+    except Exception as e:  # a plug-in's import may fail in any way; it must not stop advkit
+        return f"loading it failed ({type(e).__name__}: {e})"
+    if isinstance(obj, ArchSpec):
+        if obj.name != ep.name:
+            return f"it loads ArchSpec {obj.name!r}; the entry point's name must be the architecture's name"
+        spec = obj
+    elif callable(obj):
+        doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+        spec = ArchSpec(ep.name, obj, str(getattr(obj, "family", ep.name)),
+                        str(getattr(obj, "connections", "none")), str(getattr(obj, "paper", "-")),
+                        str(getattr(obj, "description", doc[0] if doc else ep.value)))
+    else:
+        return (f"it loads a {type(obj).__name__}, not a builder (in_channels, num_classes, image_size) -> nn.Module "
+                f"or an ArchSpec")
+    try:
+        register_arch(spec)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 for _spec in [
@@ -102,3 +160,4 @@ for _spec in [
              "MobileNetV2 at width 0.5, inverted residuals"),
 ]:
     register_arch(_spec)
+_BUILTIN = frozenset(_ARCHS)
