@@ -105,7 +105,10 @@ def _residual(ix: GraphIndex, add: fx.Node) -> Connection | None:
 
 
 def _dense(ix: GraphIndex, cat: fx.Node, seen: set[fx.Node]) -> list[Connection]:
-    operands = [a for a in cat.args[0] if ix.is_tensor_operand(a)]  # type: ignore[union-attr]
+    tensors = cat.args[0] if cat.args else None
+    if not isinstance(tensors, (list, tuple)):  # torch.cat(tensors=...) or one traced sequence: no operands to see
+        return []
+    operands = [a for a in tensors if ix.is_tensor_operand(a)]
     found = []
     for new in operands:
         if new in seen:

@@ -98,7 +98,7 @@ def _norm_hook(module: nn.Module, args: Any, output: Any) -> None:
         return
     fn = output.grad_fn
     if is_scale_node(fn):
-        fn = fn.next_functions[0][0]  # type: ignore[union-attr]
+        fn = fn.next_functions[0][0]
     if fn is not None:
         fn.register_hook(_normalise)
 

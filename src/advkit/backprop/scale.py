@@ -14,7 +14,7 @@ is exactly the branch's gradient.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
@@ -46,12 +46,13 @@ def scale_grad(x: torch.Tensor, scale: float, counters: Sequence[Connection] = (
         scale: the factor (``gamma``).
         counters: connections whose ``fired`` counter goes up by one each time the backward pass runs.
     """
-    return ScaleGrad.apply(x, scale, counters)  # type: ignore[no-any-return]
+    out: torch.Tensor = ScaleGrad.apply(x, scale, counters)
+    return out
 
 
-def is_scale_node(fn: object) -> bool:
+def is_scale_node(fn: object) -> TypeGuard[torch.autograd.graph.Node]:
     """Whether an autograd node is the backward of :class:`ScaleGrad` (so hooks can look past it)."""
-    return isinstance(fn, ScaleGrad._backward_cls)  # type: ignore[attr-defined]
+    return isinstance(fn, ScaleGrad._backward_cls)
 
 
 def scaling_hook(scale: float, counters: Sequence[Connection]) -> Callable[[nn.Module, Any, Any], Any]:

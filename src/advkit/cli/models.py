@@ -83,13 +83,13 @@ def models_import(
     with a warning."""
     from advkit.models.importer import import_state_dict
 
-    shape = None
+    shape: tuple[int, int, int] | None = None
     if input_shape is not None:
         parts = input_shape.split(",")
         if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
             raise typer.BadParameter(f"--input-shape must be C,H,W (three positive integers), got {input_shape!r}")
-        shape = tuple(int(p) for p in parts)
-    path, card = import_state_dict(source, arch, out, dataset=dataset, name=name, input_shape=shape,  # type: ignore[arg-type]
+        shape = (int(parts[0]), int(parts[1]), int(parts[2]))
+    path, card = import_state_dict(source, arch, out, dataset=dataset, name=name, input_shape=shape,
                                    num_classes=num_classes, mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"),
                                    description=description, command=invocation(ctx), force=force)
     acc = card.get("test_accuracy")

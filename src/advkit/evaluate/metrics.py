@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +11,7 @@ from advkit.models.frozen import frozen_eval
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (Wilson 1927).
+    """Wilson score interval for a binomial proportion (Wilson 1927), from ``scipy.stats.binomtest``.
 
     Args:
         successes: number of successes ``k``.
@@ -29,28 +27,10 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if n == 0:
         return 0.0, 1.0
-    z = _normal_quantile(0.5 + confidence / 2)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    from scipy import stats  # here, not at the top: most commands that import metrics never need an interval
 
-
-def invert_cdf(cdf: Callable[[float], float], q: float, lo: float, hi: float, iterations: int = 200) -> float:
-    """The ``x`` in ``[lo, hi]`` with ``cdf(x) = q``, by bisection (exact to double precision; no scipy needed)."""
-    for _ in range(iterations):
-        mid = (lo + hi) / 2
-        if cdf(mid) < q:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def _normal_quantile(q: float) -> float:
-    """Inverse of the standard normal CDF."""
-    return invert_cdf(lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2))), q, -10.0, 10.0)
+    ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 @dataclass(frozen=True)
