@@ -1,20 +1,21 @@
 # advkit: the two set-up commands of README.md.
 #   make demo  - virtual environment, torch then advkit, the default data, the main job; prints the report's path
-#   make test  - the same set-up, then the test suite and the plain-install check
+#   make test  - the same set-up, then the test suite, the docs build, mypy and the plain-install check
+#   make docs  - the documentation site (reference pages generated from the code) into site/, --strict
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test plain-install venv data lint clean
+.PHONY: demo test docs plain-install venv data lint clean
 
 $(BIN)/advkit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, so that advkit's own requirement is already satisfied and nothing pulls another build
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,docs]"
 	@touch $(BIN)/advkit
 
 venv: $(BIN)/advkit
@@ -33,11 +34,20 @@ demo: data
 	$(BIN)/advkit evaluate --all --dataset fashion-mnist --out runs/demo-$(RUN_ID)/zoo-accuracy
 	$(BIN)/advkit reproduce sgm --quick --out runs/demo-$(RUN_ID)/sgm-quick
 
-# The test suite, then the plain-install check: the wheel built from this checkout, installed without extras into
-# a clean virtual environment (torch first), runs the CLI from a folder outside the checkout.
+# The test suite, the documentation build (a broken link or an unreadable docstring fails it), mypy, then the
+# plain-install check: the wheel built from this checkout, installed without extras into a clean virtual
+# environment (torch first), runs the CLI from a folder outside the checkout.
 test: data
 	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(MAKE) --no-print-directory docs
+	$(BIN)/mypy src/advkit
 	scripts/check_plain_install.sh $(PYTHON) "$(TORCH)"
+
+# The documentation site: scripts/gen_docs.py writes the pages generated from the code (attack registry, experiment
+# schema, zoo cards, CLI, reproductions) into .docs-gen/, then mkdocs builds docs/ into site/ (both git-ignored).
+docs: venv
+	$(BIN)/python scripts/gen_docs.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 plain-install:
 	scripts/check_plain_install.sh $(PYTHON) "$(TORCH)"
@@ -47,4 +57,4 @@ lint: venv
 	$(BIN)/mypy src/advkit
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site .docs-gen

@@ -128,7 +128,8 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         on_step: called as ``(epoch, step, steps_per_epoch, loss)`` after every optimiser step.
         on_epoch: called as ``(epochs_done, model)`` after every epoch, for snapshots; training mode and
             gradients are restored afterwards, so the callback may evaluate or even freeze the model.
-        train_data, test_data: preloaded splits (otherwise loaded from ``dataset``).
+        train_data: the preloaded training split (otherwise loaded from ``dataset``).
+        test_data: the preloaded test split (otherwise loaded from ``dataset``).
         command: the command line recorded in the card (default: :func:`train_command`).
         robust_images: adversarial training: test images (class-balanced) the card's PGD-20 robust accuracy is
             measured on.
