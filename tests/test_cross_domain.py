@@ -16,13 +16,12 @@ from advkit.cli import app
 from advkit.models.generator import generator_path, load_generator
 from advkit.models.universal import load_universal, universal_path
 from advkit.reproduce.cross_domain import (
+    CROSS_DOMAIN,
     QUICK,
     CrossDomainSetup,
-    apply_generator,
-    apply_universal,
+    apply_artefact,
     held_out,
     match_shape,
-    reproduce_cross_domain,
     validate_setup,
 )
 from advkit.study.errors import RunExistsError
@@ -44,23 +43,24 @@ def test_match_shape_repeats_grey_averages_colour_and_resizes():
 def test_same_shape_application_is_the_attack_itself(lenet, lenet_batch):
     x, y = lenet_batch
     gen, card = load_generator(generator_path("fashion-mnist-lenet"))
-    ours = apply_generator(gen, x, card["eps"])
+    ours = apply_artefact(A.create("generator:fashion-mnist-lenet", eps=card["eps"]), lenet, x, y)
     theirs = A.create("generator:fashion-mnist-lenet")(lenet, x, y).x_adv
     assert torch.allclose(ours, theirs, atol=1e-6)
     v, ucard = load_universal(universal_path("fashion-mnist-lenet"))
-    assert torch.allclose(apply_universal(v, x, ucard["eps"]), A.create("uap:fashion-mnist-lenet")(lenet, x, y).x_adv,
-                          atol=1e-6)
+    assert torch.allclose(apply_artefact(A.create("uap:fashion-mnist-lenet", eps=ucard["eps"]), lenet, x, y),
+                          A.create("uap:fashion-mnist-lenet")(lenet, x, y).x_adv, atol=1e-6)
 
 
-def test_carried_perturbations_stay_within_eps_and_range(lenet_batch):
-    x, _ = lenet_batch
+def test_carried_perturbations_stay_within_eps_and_range(lenet, lenet_batch):
+    x, y = lenet_batch
     big = match_shape(x, (3, 32, 32))
-    gen, _ = load_generator(generator_path("fashion-mnist-lenet"))
-    out = apply_generator(gen, big, 0.1)
+    colour = torch.nn.Sequential(torch.nn.Upsample(size=(28, 28), mode="bilinear"), torch.nn.Conv2d(3, 1, 1),
+                                 lenet).eval()  # a model of the 3x32x32 domain (its success check only)
+    gen = A.create("generator:fashion-mnist-lenet", eps=0.1)
+    out = apply_artefact(gen, colour, big, y)
     assert out.shape == big.shape and float((out - big).abs().max()) <= 0.1 + 1e-6
     assert 0 <= float(out.min()) and float(out.max()) <= 1
-    v, _ = load_universal(universal_path("fashion-mnist-lenet"))
-    u = apply_universal(v, big, 0.05)
+    u = apply_artefact(A.create("uap:fashion-mnist-lenet", eps=0.05), colour, big, y)
     assert float((u - big).abs().max()) <= 0.05 + 1e-6
 
 
@@ -81,11 +81,11 @@ def test_bad_setups_are_refused_by_name(setup, words):
 def test_refusals_write_nothing(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(ValueError, match="--resize"):
-        reproduce_cross_domain(out, CrossDomainSetup(datasets=("fashion-mnist", "cifar10")))
+        CROSS_DOMAIN.run(out, CrossDomainSetup(datasets=("fashion-mnist", "cifar10")))
     with pytest.raises(ValueError, match="host or a surrogate"):
-        reproduce_cross_domain(out, replace(TINY, targets={"fashion-mnist": ("lenet",), "mnist": ("lenet",)}))
+        CROSS_DOMAIN.run(out, replace(TINY, targets={"fashion-mnist": ("lenet",), "mnist": ("lenet",)}))
     with pytest.raises(ValueError, match="cannot load model 'nosuch'"):
-        reproduce_cross_domain(out, replace(TINY, targets={**TINY.targets, "mnist": ("lenet", "nosuch")}))
+        CROSS_DOMAIN.run(out, replace(TINY, targets={**TINY.targets, "mnist": ("lenet", "nosuch")}))
     assert not out.exists()
     r = CliRunner().invoke(app, ["reproduce", "cross-domain", "--out", str(out), "--datasets", "fashion-mnist,cifar10"])
     assert r.exit_code == 2 and "--resize" in r.output and "Traceback" not in r.output
@@ -99,7 +99,7 @@ def test_refusals_write_nothing(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cross") / "run"
-    return out, reproduce_cross_domain(out, TINY, command="test")
+    return out, CROSS_DOMAIN.run(out, TINY, command="test").result
 
 
 def test_run_measures_every_method_on_every_target_within_budget(tiny_run):
@@ -144,11 +144,13 @@ def test_finished_run_is_kept_and_a_rerun_reuses_the_trained_artefacts(tiny_run)
     out, _ = tiny_run
     before = (out / "results.json").read_text()
     with pytest.raises(RunExistsError, match="--force"):
-        reproduce_cross_domain(out, TINY)
+        CROSS_DOMAIN.run(out, TINY)
     assert (out / "results.json").read_text() == before
     (out / "results.json").unlink()   # as if killed before the end
-    again = reproduce_cross_domain(out, TINY)
+    manifest = out / "reproduction.json"
+    manifest.write_text(manifest.read_text().replace('"status": "finished"', '"status": "running"'))
+    again = CROSS_DOMAIN.run(out, TINY).result
     assert all(a["reused"] for a in again["meta"]["artefacts"])
-    changed = reproduce_cross_domain(out, replace(TINY, uap_passes=2), force=True)
+    changed = CROSS_DOMAIN.run(out, replace(TINY, uap_passes=2), force=True).result
     kinds = {(a["kind"], a["reused"]) for a in changed["meta"]["artefacts"]}
     assert kinds == {("generator", True), ("uap", False)}

@@ -127,7 +127,7 @@ def test_shipped_fgsm_checkpoints_match_the_reproduction_recipes() -> None:
 def test_reproduce_fgsm_tiny(tmp_path) -> None:
     import advkit.data
     from advkit.evaluate.metrics import predict
-    from advkit.reproduce.fgsm import FIGURE, reproduce_fgsm
+    from advkit.reproduce.fgsm import FGSM, FIGURE, measure_fgsm, write_outputs
     from advkit.reproduce.fgsm_measure import tensor_digest
     from advkit.study.errors import RunExistsError
 
@@ -135,10 +135,12 @@ def test_reproduce_fgsm_tiny(tmp_path) -> None:
     recipes = {"linear": tiny, "maxout": tiny, "maxout_advtrain": replace(tiny, adversarial=ADV)}
     out = tmp_path / "run"
     try:
-        res = reproduce_fgsm(out, "mnist", eps_grid=(0.0, 0.1), limit=200, train_limit=1024, recipes=recipes)
+        res = measure_fgsm("mnist", eps_grid=(0.0, 0.1), limit=200, train_limit=1024, recipes=recipes,
+                           save_models=out / "models")
     except advkit.data.DataNotFoundError as e:
         pytest.skip(f"MNIST subset not available: {e}")
-    for f in ("results.json", "results.csv", "report.md", FIGURE):
+    write_outputs(res, out)
+    for f in ("results.json", "results.csv", "report.md", "report.html", FIGURE):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
     assert (out / FIGURE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "results.json").read_text())["summary"] == json.loads(json.dumps(res["summary"]))
@@ -161,5 +163,5 @@ def test_reproduce_fgsm_tiny(tmp_path) -> None:
     assert lin[0] + 0.2 < lin[1] <= lin[2], lin
     assert res["sanity"]["linf_within_eps"] and res["sanity"]["nan_count"] == 0
     assert res["sanity"]["pixel_range"][0] >= 0.0 and res["sanity"]["pixel_range"][1] <= 1.0
-    with pytest.raises(RunExistsError):
-        reproduce_fgsm(out, "mnist", eps_grid=(0.0,), limit=50)
+    with pytest.raises(RunExistsError, match="--force"):  # refused before any work: a folder of files, no manifest
+        FGSM.run(out, FGSM.make_settings(changes={"dataset": "mnist"}))

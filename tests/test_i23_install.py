@@ -44,7 +44,7 @@ def test_file_exists_error_with_a_message_is_printed_as_it_is(tmp_path, monkeypa
     def refuse(*_a, **_k):
         raise FileExistsError(f"{tmp_path} holds a finished run; choose another --out")
 
-    monkeypatch.setattr(fgsm, "reproduce_fgsm", refuse)
+    monkeypatch.setattr(fgsm, "measure_fgsm", refuse)
     r = runner.invoke(app, ["reproduce", "fgsm", "--out", str(tmp_path)])
     assert r.exit_code == 2
     assert "None" not in r.output
@@ -57,7 +57,7 @@ def test_file_exists_error_from_the_os_names_the_path(tmp_path, monkeypatch):
     def refuse(*_a, **_k):
         raise FileExistsError(17, "File exists", str(tmp_path / "x"))
 
-    monkeypatch.setattr(fgsm, "reproduce_fgsm", refuse)
+    monkeypatch.setattr(fgsm, "measure_fgsm", refuse)
     r = runner.invoke(app, ["reproduce", "fgsm", "--out", str(tmp_path)])
     assert r.exit_code == 2
     assert f"{tmp_path / 'x'} already exists" in " ".join(r.output.split())

@@ -48,7 +48,7 @@ def test_each_set_has_its_folder_and_the_whole_pools_them(pooled):
     share = [float(r["share"]) for r, o in zip(rows, ok, strict=True) if o]
     assert w["distortion_successful"] == pytest.approx(sum(share) / len(share))
     assert w["success_ci95"][0] <= w["success_rate"] <= w["success_ci95"][1]
-    md = (pooled.path / "summary.md").read_text()
+    md = (pooled.path / "report.md").read_text()
     assert "| **whole** |" in md and "97.10%" in md and "4.44%" in md
 
 
@@ -169,7 +169,7 @@ def test_the_defence_study_retrains_on_the_examples_and_resumes(tmp_path, fmnist
         assert m["n_attacks"] == 27 and m["success_rate"] == pytest.approx(k / 27)
         assert m["success_ci95"] == pytest.approx(list(wilson_interval(k, 27)))
     assert r["models"]["clean"]["success_rate"] > 0.5  # JSMA fools the clean linear model on most targets
-    assert "| clean (linear) |" in (out / "summary.md").read_text()
+    assert "| clean (linear) |" in (out / "report.md").read_text()
 
     def refuse(*a, **k):
         raise AssertionError("a finished stage ran again")
@@ -228,7 +228,7 @@ def test_an_interrupted_set_resumes_at_its_first_missing_piece(tmp_path, fmnist_
     monkeypatch.setattr(resume_module, "attack_batched", lambda *a, **k: (attacked.append(a[2].shape[0]),
                                                                           real(*a, **k))[1])
     said = []
-    run_jsma(out, "fashion-mnist", "lenet", 3, split="test[:40]", say=said.append)
+    run_jsma(out, "fashion-mnist", "lenet", 3, split="test[:40]", progress=lambda *a: said.append(a[3]))
     assert attacked == [9] and any("2 of 3 pieces" in s for s in said)
     assert not pieces.exists()
     whole = run_jsma(tmp_path / "uninterrupted", "fashion-mnist", "lenet", 3, split="test[:40]").path

@@ -58,14 +58,14 @@ def test_save_is_atomic_and_complete(study, tmp_path, monkeypatch):
     out = save_study(study, tmp_path / "run", extra={"detector": {"auc_jsma": float("nan")}})
     names = sorted(p.name for p in out.iterdir())
     assert names == ["adversarial.safetensors", "distortion_heatmap.png", "pairs.csv", "records.csv",
-                     "results.json", "success_heatmap.png", "summary.md"]
+                     "report.html", "report.md", "results.json", "success_heatmap.png"]
     res = json.loads((out / "results.json").read_text())  # strict JSON: NaN written as null
     assert res["success"][0][0] is None and res["extra"]["detector"]["auc_jsma"] is None
     assert res["summary"]["n_attacks"] == 24
     with open(out / "records.csv") as f:
         assert len(list(csv.DictReader(f))) == 24
     assert (out / "success_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    md = (out / "summary.md").read_text()
+    md = (out / "report.md").read_text()
     assert "97%" in md and "4.02%" in md and "a toy split" in md
     with pytest.raises(FileExistsError):
         save_study(study, out)

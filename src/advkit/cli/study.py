@@ -101,14 +101,14 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A finished run dire
 
 
 def register_cli(app: typer.Typer) -> typer.Typer:
-    """Add ``transfer``, ``report`` and the ``reproduce`` group (:mod:`advkit.cli.reproduce`) to ``app``.
+    """Add ``transfer``, ``report`` and ``reproduce`` (:mod:`advkit.cli.reproduce`) to ``app``.
 
     Returns:
-        The ``reproduce`` group.
+        ``app``.
     """
-    from advkit.cli.reproduce import app as reproduce_app
+    from advkit.cli.reproduce import register
 
     app.command()(transfer)
     app.command("report")(report_cmd)
-    app.add_typer(reproduce_app, name="reproduce")
-    return reproduce_app
+    register(app)
+    return app

@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from advkit.models import load as load_model
 from advkit.models.checkpoint import CheckpointError
 from advkit.models.generator import load_generator, save_generator
 from advkit.models.universal import load_universal, save_universal
+from advkit.progress import ProgressFn, report
 from advkit.reproduce.cross_domain_report import aggregate_rows, write_run
 from advkit.reproduce.cross_domain_setup import (
     EPS_NOTE,
@@ -56,19 +58,19 @@ from advkit.reproduce.cross_domain_setup import (
     Artefact,
     CrossDomainSetup,
     Method,
-    Say,
-    apply_generator,
-    apply_universal,
+    apply_artefact,
     held_out,
     match_shape,
     target_models,
     validate_setup,
 )
-from advkit.study.errors import RunExistsError
+from advkit.reproduce.registry import Outcome, Reproduction, RunContext, register
 from advkit.train.generator import train_generator
 from advkit.train.universal import train_uap
 
-__all__ = ["FULL", "QUICK", "CrossDomainSetup", "apply_generator", "apply_universal", "held_out", "match_shape",
+log = logging.getLogger(__name__)
+
+__all__ = ["CROSS_DOMAIN", "FULL", "QUICK", "CrossDomainSetup", "apply_artefact", "held_out", "match_shape",
            "reproduce_cross_domain", "validate_setup"]
 
 
@@ -85,32 +87,32 @@ def _matches(card: dict[str, Any], want: dict[str, Any]) -> bool:
     return all(card.get(k) == v for k, v in want.items() if k != "spec") and spec == want["spec"]
 
 
-def _artefact(kind: str, root: Path, setup: CrossDomainSetup, dataset: str, host: str, seed: int,
-              say: Say) -> Artefact:
+def _artefact(kind: str, root: Path, setup: CrossDomainSetup, dataset: str, host: str, seed: int) -> Artefact:
+    """The trained generator or universal perturbation: reused from ``root/artefacts`` when its card matches,
+    else trained there; returned with its attack (``generator:PATH`` / ``uap:PATH`` at the run's eps)."""
     folder = root / "artefacts" / ("generators" if kind == "generator" else "universal")
     path = folder / f"{dataset}-{host}-seed{seed}.safetensors"
     want = _want(kind, setup, dataset, host, seed)
+    spec = f"{'generator' if kind == 'generator' else 'uap'}:{path}"
     if path.is_file():
         try:
-            obj, card = load_generator(path) if kind == "generator" else load_universal(path)
+            _, card = load_generator(path) if kind == "generator" else load_universal(path)
             if _matches(card, want):
-                return Artefact(kind, dataset, host, seed, path, card, True, obj)
+                return Artefact(kind, dataset, host, seed, path, card, True, create(spec, eps=float(setup.eps)))
         except CheckpointError as e:
-            say(f"retraining {path.name}: {e}")
+            log.warning("retraining %s: %s", path.name, e)
     folder.mkdir(parents=True, exist_ok=True)
     eval_images = min(setup.images, 1000)
     if kind == "generator":
-        say(f"training the generator on {dataset} against {host} (seed {seed})")
         gen, card = train_generator([host], dataset, eps=setup.eps, epochs=setup.generator_epochs, seed=seed,
                                     limit=setup.generator_images, eval_images=eval_images, out=str(path))
         save_generator(gen, path, card)
     else:
-        say(f"computing the universal perturbation on {dataset} for {host} (seed {seed})")
         v, card = train_uap(host, dataset, eps=setup.eps, images=setup.uap_images, max_passes=setup.uap_passes,
                             seed=seed, subset="random", eval_images=eval_images, out=str(path))
         save_universal(v, path, card)
-    obj, card = load_generator(path) if kind == "generator" else load_universal(path)
-    return Artefact(kind, dataset, host, seed, path, card, False, obj)
+    _, card = load_generator(path) if kind == "generator" else load_universal(path)
+    return Artefact(kind, dataset, host, seed, path, card, False, create(spec, eps=float(setup.eps)))
 
 
 # ----------------------------------------------------------------------------------------------------- methods
@@ -139,21 +141,21 @@ def _sha(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
 
 
-def reproduce_cross_domain(out: str | Path, setup: CrossDomainSetup = FULL, *, force: bool = False, command: str = "",
-                           say: Say | None = None) -> dict[str, Any]:
-    """Run the cross-domain study into ``out`` and return ``results.json``'s content.
+def reproduce_cross_domain(out: str | Path, setup: CrossDomainSetup = FULL, *, command: str = "",
+                           progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Run the cross-domain study into ``out`` and return ``results.json``'s content. The run folder's rule
+    (refusal, resume, ``--force``) is :data:`CROSS_DOMAIN`'s (:meth:`advkit.reproduce.registry.Reproduction.run`);
+    trained artefacts in ``out/artefacts`` whose cards match are reused.
+
+    Args:
+        progress: ``progress(stage, done, total, detail)``: the stages ``artefacts`` (training) and ``evaluate``.
 
     Raises:
-        RunExistsError: ``out`` holds a finished run and ``force`` is false.
         ValueError: a bad setup (see :func:`validate_setup`) or a model that cannot be loaded; raised before any
             file is written.
     """
-    say = say or (lambda _msg: None)
     root = Path(out)
     validate_setup(setup)
-    if (root / "results.json").exists() and not force:
-        raise RunExistsError(f"{root} already holds a finished run (results.json); pass --force to overwrite it or "
-                             f"choose another --out")
     t_start = time.perf_counter()
     ds = setup.datasets
     targets = {d: target_models(setup, d) for d in ds}
@@ -171,7 +173,7 @@ def reproduce_cross_domain(out: str | Path, setup: CrossDomainSetup = FULL, *, f
     residual = {s: all(_is_residual(models[d][s]) for d in ds) for s in setup.surrogates}
     samples: dict[str, dict[int, Any]] = {d: {k: load_data(d, "test", limit=setup.images, subset="random", seed=k)
                                               for k in setup.seeds} for d in ds}
-    if force and (root / "results.json").exists():
+    if (root / "results.json").exists():
         (root / "results.json").unlink()
     root.mkdir(parents=True, exist_ok=True)
     manifest = _manifest(setup, models, samples, command, status="running", artefacts=[], seconds=None)
@@ -179,23 +181,25 @@ def reproduce_cross_domain(out: str | Path, setup: CrossDomainSetup = FULL, *, f
 
     arts: dict[tuple[str, str, str, int], Artefact] = {}
     t0 = time.perf_counter()
-    for k in setup.seeds:
-        for d in ds:
-            for h in setup.hosts:
-                for kind in ("generator", "uap"):
-                    arts[(kind, d, h, k)] = _artefact(kind, root, setup, d, h, k, say)
+    todo = [(kind, d, h, k) for k in setup.seeds for d in ds for h in setup.hosts for kind in ("generator", "uap")]
+    for i, (kind, d, h, k) in enumerate(todo):
+        report(progress, "artefacts", i, len(todo), f"{kind} on {d} for {h} (seed {k})")
+        arts[(kind, d, h, k)] = _artefact(kind, root, setup, d, h, k)
+    report(progress, "artefacts", len(todo), len(todo))
     train_seconds = time.perf_counter() - t0
 
     rows: list[dict[str, Any]] = []
     attacker = set(setup.hosts) | set(setup.surrogates)
     t0 = time.perf_counter()
+    steps = [(d, k) for d in ds for k in setup.seeds]
     for d in ds:
         methods = _methods(setup, d, residual)
         for k in setup.seeds:
             data = samples[d][k]
             x, y = data.x, data.y
             clean = {t: predict(models[d][t], x) for t in targets[d]}
-            say(f"{d}, seed {k}: {len(methods)} methods on {len(targets[d])} targets")
+            report(progress, "evaluate", steps.index((d, k)), len(steps),
+                   f"{d}, seed {k}: {len(methods)} methods on {len(targets[d])} targets")
             for m in methods:
                 x_adv = _craft(m, setup, models[d], arts, x, y, k)
                 linf = float((x_adv - x).abs().amax()) if len(x) else 0.0
@@ -208,6 +212,7 @@ def reproduce_cross_domain(out: str | Path, setup: CrossDomainSetup = FULL, *, f
                                  "held_out": t not in attacker,
                                  "n": len(y), "fooled": int((pred != y).sum()), "correct": int(ok.sum()),
                                  "fooled_correct": int(((pred != y) & ok).sum()), "linf_max": linf})
+    report(progress, "evaluate", len(steps), len(steps))
     eval_seconds = time.perf_counter() - t0
 
     result = aggregate_rows(setup, targets, rows)
@@ -221,7 +226,7 @@ def reproduce_cross_domain(out: str | Path, setup: CrossDomainSetup = FULL, *, f
         "artefacts": [a.record(root) for a in arts.values()],
     }
     result["rows"] = rows
-    write_run(root, result, arts, samples, setup)
+    write_run(root, result, arts, samples, setup, models)
     manifest = _manifest(setup, models, samples, command, status="finished",
                          artefacts=result["meta"]["artefacts"], seconds=result["meta"]["seconds"])
     atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
@@ -233,10 +238,8 @@ def _craft(m: Method, setup: CrossDomainSetup, models: dict[str, nn.Module],
            arts: dict[tuple[str, str, str, int], Artefact], x: torch.Tensor, y: torch.Tensor, seed: int
            ) -> torch.Tensor:
     eps = float(setup.eps)
-    if m.kind == "generator":
-        return apply_generator(arts[("generator", m.trained_on, m.host, seed)].obj, x, eps)
-    if m.kind == "uap":
-        return apply_universal(arts[("uap", m.trained_on, m.host, seed)].obj, x, eps)
+    if m.kind in ("generator", "uap"):
+        return apply_artefact(arts[(m.kind, m.trained_on, m.host, seed)].attack, models[m.host], x, y)
     if m.kind == "noise":
         return attack_batched(create("noise", eps=eps), next(iter(models.values())), x, y, seed=seed).x_adv
     kwargs: dict[str, Any] = {"eps": eps, "steps": setup.steps}
@@ -265,3 +268,17 @@ def _manifest(setup: CrossDomainSetup, models: dict[str, dict[str, nn.Module]], 
 
 
 # ----------------------------------------------------------------------------------------------------- aggregation
+
+
+def _work(out: Path, setup: CrossDomainSetup, run: RunContext) -> Outcome:
+    # the domains' targets the run does not measure are dropped (the quick variant names both default domains)
+    setup = replace(setup, targets={d: m for d, m in setup.targets.items() if d in setup.datasets})
+    r = reproduce_cross_domain(out, setup, command=run.command, progress=run.progress)
+    return Outcome(None, [f"- {f}" for f in r["findings"]] + [f"finished in {r['meta']['seconds']:.0f} s"], r)
+
+
+CROSS_DOMAIN = register(Reproduction(
+    "cross-domain", "The seeds' cross-domain experiment (after Naseer et al. 2019): generators and universal "
+                    "perturbations trained on one dataset's hosts, measured on another's models.",
+    CrossDomainSetup, {f.name: getattr(QUICK, f.name) for f in fields(QUICK) if getattr(QUICK, f.name) !=
+                       getattr(FULL, f.name)}, _work, keep=("artefacts",)))

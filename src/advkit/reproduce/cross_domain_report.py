@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from advkit._files import atomic_write_bytes, atomic_write_text
+from advkit.attacks.artefact.universal import UniversalAttack
 from advkit.evaluate.stats import summarize_seeds
 from advkit.report import figures
 from advkit.report.html import Code, Document, Figure, Heading, Para, Table
@@ -19,7 +21,7 @@ from advkit.reproduce.cross_domain_setup import (
     Artefact,
     CrossDomainSetup,
     Method,
-    apply_generator,
+    apply_artefact,
     held_out,
     match_shape,
 )
@@ -129,7 +131,10 @@ def _flat(p: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 
 
 def write_run(root: Path, result: dict[str, Any], arts: dict[tuple[str, str, str, int], Artefact],
-           samples: dict[str, dict[int, Any]], setup: CrossDomainSetup) -> None:
+              samples: dict[str, dict[int, Any]], setup: CrossDomainSetup,
+              models: dict[str, dict[str, nn.Module]]) -> None:
+    """Write the run's CSV files, figures and ``report.md`` / ``report.html`` (``models``: per domain, the loaded
+    models; a host of each domain serves the artefact attacks' success check in the gallery)."""
     res = root / "results"
     res.mkdir(exist_ok=True)
     atomic_write_text(res / "rows.csv", _csv(ROW_FIELDS, result["rows"]))
@@ -140,7 +145,7 @@ def write_run(root: Path, result: dict[str, Any], arts: dict[tuple[str, str, str
     atomic_write_text(res / "headline.csv", _csv(tuple(hl[0]) if hl else ROW_FIELDS, hl))
     figs = root / "figures"
     figs.mkdir(exist_ok=True)
-    pngs = {"perturbations.png": _gallery(arts, samples, setup)}
+    pngs = {"perturbations.png": _gallery(arts, samples, setup, models)}
     for d in setup.datasets:
         pngs[f"transfer_{d}.png"] = _bars(result, d)
     for name, png in pngs.items():
@@ -151,17 +156,20 @@ def write_run(root: Path, result: dict[str, Any], arts: dict[tuple[str, str, str
 
 
 def _gallery(arts: dict[tuple[str, str, str, int], Artefact], samples: dict[str, dict[int, Any]],
-             setup: CrossDomainSetup) -> bytes:
+             setup: CrossDomainSetup, models: dict[str, dict[str, nn.Module]]) -> bytes:
     k0, eps = setup.seeds[0], float(setup.eps)
     pics = {d: samples[d][k0].x[:2] for d in setup.datasets}
+    labels = {d: samples[d][k0].y[:2] for d in setup.datasets}
     cols = ["UAP"] + [f"G on {d} #{i + 1}" for d in setup.datasets for i in range(len(pics[d]))]
     rows: list[tuple[str, list[torch.Tensor | None]]] = [
         ("images", [None] + [img for d in setup.datasets for img in pics[d]])]
     for d in setup.datasets:
         for h in setup.hosts:
-            v = arts[("uap", d, h, k0)].obj
-            gen = arts[("generator", d, h, k0)].obj
-            deltas = [apply_generator(gen, pics[e], eps)[i] - pics[e][i]
+            uap = arts[("uap", d, h, k0)].attack
+            assert isinstance(uap, UniversalAttack) and uap.perturbation is not None
+            v = uap.perturbation
+            gen = arts[("generator", d, h, k0)].attack
+            deltas = [apply_artefact(gen, models[e][h], pics[e], labels[e])[i] - pics[e][i]
                       for e in setup.datasets for i in range(len(pics[e]))]
             rows.append((f"{d}\n{h}", [match_shape(v[None], tuple(pics[d].shape[1:]))[0], *deltas]))
     return figures.perturbation_gallery(rows, cols, eps, f"Learned perturbations, seed {k0}, eps {eps:g} (grey = 0)")

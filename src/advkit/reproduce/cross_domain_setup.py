@@ -1,28 +1,28 @@
 """The cross-domain experiment's parts: what a run measures (:class:`CrossDomainSetup`, the full and quick
 versions, their validation), how a trained generator or universal perturbation is applied to another domain's
-images (:func:`match_shape`, :func:`apply_generator`, :func:`apply_universal`), and the records of a trained
+images (:func:`match_shape`, :func:`apply_artefact`: the artefact attacks themselves), and the records of a trained
 artefact and a measured method. :mod:`advkit.reproduce.cross_domain` runs the experiment with them and
 :mod:`advkit.reproduce.cross_domain_report` writes its files."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from advkit.attacks import Attack, attack_batched
+from advkit.attacks.artefact.generator import GeneratorAttack
+from advkit.attacks.artefact.universal import UniversalAttack
 from advkit.data import get_spec
 from advkit.models import shipped
-from advkit.models.generator import PerturbationGenerator, project_linf
 
-__all__ = ["FULL", "QUICK", "Artefact", "CrossDomainSetup", "Method", "apply_generator", "apply_universal",
+__all__ = ["FULL", "QUICK", "Artefact", "CrossDomainSetup", "Method", "apply_artefact", "artefact_shape",
            "held_out", "match_shape", "target_models", "validate_setup"]
-
-
-Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -144,28 +144,49 @@ def match_shape(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return t
 
 
-@torch.no_grad()
-def apply_generator(gen: PerturbationGenerator, x: torch.Tensor, eps: float, batch_size: int = 250) -> torch.Tensor:
-    """The generator's adversarial images for ``x`` (any shape it can be carried from), within eps and ``[0, 1]``.
+class _Carried(nn.Module):
+    """``model`` fed images of another shape, carried to its own first (the artefact attack's success check)."""
 
-    With ``x`` of the generator's own shape this is exactly the ``generator:PATH`` attack's output."""
-    shape = tuple(gen.input_shape)
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size]
-        if tuple(xb.shape[1:]) == shape:
-            out.append(project_linf(gen(xb), xb, eps))
-            continue
-        xh = match_shape(xb, shape)
-        delta = match_shape(project_linf(gen(xh), xh, eps) - xh, tuple(xb.shape[1:])).clamp(-eps, eps)
-        out.append((xb + delta).clamp(0.0, 1.0))
-    return torch.cat(out)
+    def __init__(self, model: nn.Module, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.model, self.shape = model, shape
+        self.num_classes = getattr(model, "num_classes", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(match_shape(x, self.shape))
 
 
-def apply_universal(v: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """``x + v`` (``v`` carried to ``x``'s shape), within eps and ``[0, 1]``: the ``uap:PATH`` attack's output."""
-    vv = match_shape(v[None], tuple(x.shape[1:]))[0].clamp(-eps, eps)
-    return (x + vv).clamp(0.0, 1.0)
+def artefact_shape(attack: Attack) -> tuple[int, ...]:
+    """The image shape ``(C, H, W)`` a ``generator:PATH`` or ``uap:PATH`` attack was trained for."""
+    if isinstance(attack, UniversalAttack):
+        assert attack.perturbation is not None
+        return tuple(attack.perturbation.shape)
+    if isinstance(attack, GeneratorAttack):
+        return tuple(int(v) for v in attack.card["input_shape"])
+    raise ValueError(f"{attack.name} is not a trained artefact's attack: give generator:PATH or uap:PATH")
+
+
+def apply_artefact(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   batch_size: int = 250) -> torch.Tensor:
+    """The adversarial images of a trained artefact's attack (``generator:PATH`` or ``uap:PATH``) for ``x``
+    ``(N, C, H, W)``, within the attack's eps and ``[0, 1]``.
+
+    Images of the artefact's own shape go through the attack itself (:func:`advkit.attacks.attack_batched`;
+    ``model``, a classifier of ``x``'s domain, serves only its success check). Images of another shape are carried:
+    a generator's perturbation is made on the images carried to its shape (the attack again, on ``model`` behind
+    the carrying) and carried back; a universal perturbation is carried to ``x``'s shape (:func:`match_shape`);
+    either is projected onto eps and ``[0, 1]`` around ``x``.
+    """
+    shape, own = artefact_shape(attack), tuple(x.shape[1:])
+    if own == shape:
+        return attack_batched(attack, model, x, y, batch_size=batch_size).x_adv
+    if isinstance(attack, UniversalAttack):
+        assert attack.perturbation is not None
+        return attack.project(x + match_shape(attack.perturbation[None], own)[0], x)
+    xh = match_shape(x, shape)
+    x_adv = attack_batched(attack, _Carried(model, own), xh, y, batch_size=batch_size).x_adv
+    delta = match_shape(x_adv - xh, own).clamp(-attack.eps, attack.eps)
+    return (x + delta).clamp(0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------------------------------- artefacts
@@ -178,7 +199,7 @@ class Artefact:
     path: Path
     card: dict[str, Any]
     reused: bool
-    obj: Any            # the generator, or the perturbation tensor
+    attack: Attack      # generator:PATH or uap:PATH at the run's eps
 
     def record(self, root: Path) -> dict[str, Any]:
         c = self.card

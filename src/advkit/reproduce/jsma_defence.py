@@ -19,8 +19,7 @@ interrupted run resumes at the first stage it has not finished.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,16 @@ from advkit.data import load as load_data
 from advkit.data.registry import Dataset
 from advkit.evaluate.metrics import wilson_interval
 from advkit.models import load as load_model
+from advkit.progress import ProgressFn, report
+from advkit.report.html import Document, Para, Table
 from advkit.report.provenance import manifest
+from advkit.report.run_report import save_document
 from advkit.reproduce.jsma import reproduce_jsma
+from advkit.reproduce.registry import Outcome, Reproduction, RunContext, register
 from advkit.train import train as train_model
 from advkit.train.recipe import recipe_from_card
 
-__all__ = ["run_jsma_defence"]
+__all__ = ["JSMA_DEFENCE", "DefenceSettings", "run_jsma_defence"]
 
 KINDS = ("jsma", "fgsm")
 
@@ -71,7 +74,7 @@ def _evaluate(model: Any, test: Dataset, samples: int) -> dict[str, Any]:
 
 def run_jsma_defence(out: str | Path, *, model: str = "lenet_50k", dataset: str = "mnist",
                      craft_images: int = 10000, eval_samples: int = 300, seed: int = 0, command: str = "",
-                     say: Callable[[str], None] | None = None) -> dict[str, Any]:
+                     progress: ProgressFn | None = None) -> dict[str, Any]:
     """Run the defence study into ``out`` (resuming finished stages) and return its results.
 
     Args:
@@ -82,11 +85,12 @@ def run_jsma_defence(out: str | Path, *, model: str = "lenet_50k", dataset: str 
         craft_images: class-balanced training images the examples are crafted on.
         eval_samples: test images (evenly spaced), each attacked toward the 9 other classes per network.
         seed: seeds the image choice and JSMA's random targets.
+        progress: ``progress(stage, done, total, detail)``: the stages ``craft``, ``retrain`` and ``evaluate``,
+            each over its items (a stage finished earlier reports them done).
 
     Returns:
         ``{"models": {name: evaluation}, "training_sets": {...}, "settings": {...}}`` (also ``results.json``).
     """
-    say = say or (lambda _msg: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clean = load_model(model, dataset=dataset)
@@ -96,18 +100,21 @@ def run_jsma_defence(out: str | Path, *, model: str = "lenet_50k", dataset: str 
     test = load_data(dataset, "test")
     pick = load_data(dataset, split, limit=craft_images, seed=seed)
     sets: dict[str, Any] = {}
-    for kind in KINDS:
+    for i, kind in enumerate(KINDS):
         f = out / f"{kind}_train_examples.safetensors"
+        report(progress, "craft", i, len(KINDS), f"{kind} examples on {len(pick)} training images against "
+                                                  f"{clean.name}")
         if not f.is_file():
-            say(f"crafting {kind} examples on {len(pick)} training images against {clean.name}")
             save_file(_craft(clean, kind, pick.x, pick.y, seed), str(f))
         t = load_file(str(f))
         ok = t["success"].bool()
         sets[kind] = {"file": f.name, "crafted": int(ok.numel()), "successful": int(ok.sum()),
                       "success_rate": float(ok.float().mean())}
     recipe = recipe_from_card(card)
+    report(progress, "craft", len(KINDS), len(KINDS))
     models = {"clean": clean}
-    for kind in KINDS:
+    for i, kind in enumerate(KINDS):
+        report(progress, "retrain", i, len(KINDS), f"{card.get('arch')} on {kind} examples")
         path = out / f"{card.get('arch', 'lenet')}_{kind}_augmented.safetensors"
         if not path.is_file():
             t = load_file(str(out / sets[kind]["file"]))
@@ -116,16 +123,16 @@ def run_jsma_defence(out: str | Path, *, model: str = "lenet_50k", dataset: str 
                     f"on {len(pick)} of its training images ({pick.selection}), labelled with their true class")
             data = replace(train, images=torch.cat([train.images, t["x_adv"][ok]]), y=torch.cat([train.y, t["y"][ok]]),
                            indices=None, note=note, split=f"{split}+{kind}")
-            say(f"retraining {card.get('arch')} on {len(data)} images ({note})")
             train_model(str(card.get("arch")), dataset, recipe=recipe, seed=int(card.get("seed", 0)),
                         out=path, name=f"{clean.name}_{kind}_augmented", train_data=data, test_data=test,
                         command=f"{command} (stage: retrain on {kind} examples)")
         models[kind] = load_model(str(path), dataset=dataset)
+    report(progress, "retrain", len(KINDS), len(KINDS))
     results: dict[str, Any] = {}
-    for name, m in models.items():
+    for i, (name, m) in enumerate(models.items()):
         f = out / f"eval_{name}.json"
+        report(progress, "evaluate", i, len(models), f"JSMA on {m.name}: {eval_samples} test images x 9 targets")
         if not f.is_file():
-            say(f"JSMA on {m.name}: {eval_samples} test images x 9 targets")
             atomic_write_text(f, json.dumps(_evaluate(m, test, eval_samples), indent=2) + "\n")
         results[name] = {"model": m.name, "test_accuracy": m.card.get("test_accuracy"), **json.loads(f.read_text())}
     payload = {"models": results, "training_sets": sets, "command": command,
@@ -133,32 +140,82 @@ def run_jsma_defence(out: str | Path, *, model: str = "lenet_50k", dataset: str 
                "settings": {"model": model, "dataset": dataset, "train_split": split, "craft_images": craft_images,
                             "eval_samples": eval_samples, "seed": seed, "fgsm_eps": 0.25,
                             "jsma": "theta +1, Upsilon 14.5%, softmax saliency, feature pairs"}}
+    report(progress, "evaluate", len(models), len(models))
     atomic_write_text(out / "results.json", json.dumps(payload, indent=2) + "\n")
-    atomic_write_text(out / "summary.md", defence_markdown(payload))
+    save_document(defence_document(payload), out)
     return payload
 
 
-def defence_markdown(p: dict[str, Any]) -> str:
+def defence_document(p: dict[str, Any]) -> Document:
+    """The report: the crafted training sets, then each network's JSMA success, distortion and detector AUCs."""
     s = p["settings"]
-    lines = [f"# Training on adversarial samples as a defence against JSMA ({s['model']}, {s['dataset']})", "",
-             f"JSMA ({s['jsma']}) and FGSM (eps {s['fgsm_eps']}) examples were crafted against the clean network on "
-             f"{s['craft_images']} of its training images; each retrained network learnt from `{s['train_split']}` "
-             f"plus the successful examples of one kind (true labels), with the clean network's recipe and seed. "
-             f"Each network is then attacked with JSMA on {s['eval_samples']} test images x 9 targets.", "",
-             "| training set | examples added |", "|---|---|"]
-    for kind, t in p["training_sets"].items():
-        lines.append(f"| + {kind.upper()} | {t['successful']} of {t['crafted']} crafted "
-                     f"({100 * t['success_rate']:.1f}% succeeded) |")
-    lines += ["", "| network | test accuracy | JSMA success [95% CI] | features modified (successful) | detector AUC "
-              "clean vs JSMA | clean vs FGSM |", "|---|---|---|---|---|---|"]
+    doc = Document(f"Training on adversarial samples as a defence against JSMA ({s['model']}, {s['dataset']})")
+    doc.add(Para(f"JSMA ({s['jsma']}) and FGSM (eps {s['fgsm_eps']}) examples were crafted against the clean network "
+                 f"on {s['craft_images']} of its training images; each retrained network learnt from "
+                 f"`{s['train_split']}` plus the successful examples of one kind (true labels), with the clean "
+                 f"network's recipe and seed. Each network is then attacked with JSMA on {s['eval_samples']} test "
+                 f"images x 9 targets."),
+            Table(["training set", "examples added"],
+                  [[f"+ {kind.upper()}", f"{t['successful']} of {t['crafted']} crafted ({100 * t['success_rate']:.1f}% "
+                                         f"succeeded)"] for kind, t in p["training_sets"].items()], align="ll"))
+    rows = []
     for name, r in p["models"].items():
         lo, hi = r["success_ci95"]
         det = r.get("detector") or {}
         auc = {k: "-" if k not in det else f"{det[k]:.3f}" for k in ("auc_jsma", "auc_fgsm")}
         acc = r.get("test_accuracy")
-        lines.append(f"| {name} ({r['model']}) | {'-' if acc is None else f'{100 * acc:.2f}%'} | "
-                     f"{100 * r['success_rate']:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}] | "
-                     f"{100 * (r['distortion_successful'] or 0):.2f}% | {auc['auc_jsma']} | {auc['auc_fgsm']} |")
+        rows.append([f"{name} ({r['model']})", "-" if acc is None else f"{100 * acc:.2f}%",
+                     f"{100 * r['success_rate']:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}]",
+                     f"{100 * (r['distortion_successful'] or 0):.2f}%", auc["auc_jsma"], auc["auc_fgsm"]])
+    doc.add(Table(["network", "test accuracy", "JSMA success [95% CI]", "features modified (successful)",
+                   "detector AUC clean vs JSMA", "clean vs FGSM"], rows))
     if p.get("command"):
-        lines += ["", f"Command: `{p['command']}`"]
-    return "\n".join(lines) + "\n"
+        doc.add(Para(f"Command: `{p['command']}`"))
+    return doc
+
+
+@dataclass(frozen=True)
+class DefenceSettings:
+    """The JSMA-defence reproduction's settings.
+
+    Attributes:
+        model: the clean network (retrained with its card's recipe and seed).
+        dataset: its dataset.
+        craft_images: training images the JSMA and FGSM examples are crafted on (>= 10).
+        eval_samples: test images attacked toward the 9 other classes, per network.
+        seed: seed of the image choice and JSMA's random targets.
+    """
+
+    model: str = "lenet_50k"
+    dataset: str = "mnist"
+    craft_images: int = 10000
+    eval_samples: int = 300
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.craft_images < 10:
+            raise ValueError(f"craft_images must be greater than or equal to 10, got {self.craft_images}; "
+                             f"--set craft_images=10000")
+        if self.eval_samples < 1:
+            raise ValueError(f"eval_samples must be greater than or equal to 1, got {self.eval_samples}; "
+                             f"--set eval_samples=300")
+        if self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed}; --set seed=0")
+
+
+def _work(out: Path, s: DefenceSettings, run: RunContext) -> Outcome:
+    r = run_jsma_defence(out, model=s.model, dataset=s.dataset, craft_images=s.craft_images,
+                         eval_samples=s.eval_samples, seed=s.seed, command=run.command, progress=run.progress)
+    lines = []
+    for name, m in r["models"].items():
+        det = m.get("detector") or {}
+        lines.append(f"{name}: JSMA success {100 * m['success_rate']:.2f}%, features modified "
+                     f"{100 * (m['distortion_successful'] or 0):.2f}%, detector AUC "
+                     f"{det.get('auc_jsma', float('nan')):.3f}")
+    return Outcome(defence_document(r), lines, r)
+
+
+JSMA_DEFENCE = register(Reproduction(
+    "jsma-defence", "Papernot et al. 2016's second defence: retrain on JSMA (and FGSM) examples; JSMA success, "
+                    "distortion and the detector's AUC before and after.",
+    DefenceSettings, {"craft_images": 1000, "eval_samples": 30}, _work))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from torch import nn
 from advkit._files import atomic_write_text
 from advkit.attacks import Attack, attack_batched
 from advkit.models.checkpoint import tensor_digest
+from advkit.progress import ProgressFn, report
 from advkit.study.runstate import atomic_save_tensors, read_tensors
 
 __all__ = ["PIECE", "attack_in_pieces", "fingerprint", "partial_folder"]
@@ -65,12 +65,14 @@ def _load_piece(path: Path) -> Piece:
 
 def attack_in_pieces(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, *,
                      folder: str | Path, piece: int | None = None, batch_size: int = 512,
-                     on_batch: Callable[[int, int], None] | None = None,
-                     say: Callable[[str], None] | None = None) -> Piece:
+                     progress: ProgressFn | None = None, stage: str = "JSMA attacks") -> Piece:
     """Attack all rows, keeping each finished piece in ``folder`` and reusing the pieces already there.
 
     Args:
         piece: rows per kept piece (default :data:`PIECE`).
+        progress: ``progress(stage, done_rows, total_rows, detail)`` after each batch; when kept pieces are
+            reused, the first report's detail says how many (``"resumed: 2 of 3 pieces ... kept in FOLDER"``).
+        stage: the stage name given to ``progress``.
 
     Returns:
         ``(x_adv, pred, success, seconds)`` over all rows, ``seconds`` summed over the pieces' own attack times
@@ -98,19 +100,18 @@ def attack_in_pieces(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch
     n = x.shape[0]
     paths = [(lo, min(lo + piece, n), folder / f"piece_{i:05d}.safetensors") for i, lo in enumerate(range(0, n, piece))]
     kept_pieces = sum(p.exists() for _, _, p in paths)
-    if kept_pieces and say is not None:
-        say(f"resuming: {kept_pieces} of {len(paths)} pieces of {piece} attacks kept in {folder}")
+    if kept_pieces:
+        report(progress, stage, 0, n, f"resumed: {kept_pieces} of {len(paths)} pieces of {piece} attacks kept in "
+                                      f"{folder}")
     parts: list[Piece] = []
     for lo, hi, path in paths:
         if path.exists():
             parts.append(_load_piece(path))
-            if on_batch is not None:
-                on_batch(hi, n)
+            report(progress, stage, hi, n)
             continue
 
         def step(done: int, _total: int, lo: int = lo) -> None:  # progress over all rows, not the piece's
-            if on_batch is not None:
-                on_batch(lo + done, n)
+            report(progress, stage, lo + done, n)
 
         t0 = time.perf_counter()
         res = attack_batched(attack, model, x[lo:hi], y[lo:hi], target=target[lo:hi], batch_size=batch_size,

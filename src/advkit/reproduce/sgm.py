@@ -27,23 +27,24 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from advkit.models import adversarially_trained, read_card, shipped
+from advkit.progress import ProgressFn
 from advkit.report.html import Document, Figure, Heading, Para, Table
 from advkit.report.run_report import build_report, load_run, save_document
 from advkit.report.tables import text_matrix
+from advkit.reproduce.registry import Outcome, Reproduction, RunContext, register
 from advkit.study.config import apply_overrides, load_config
 from advkit.study.errors import RunExistsError
 from advkit.study.runner import run_study
 from advkit.study.runstate import RunDir
-from advkit.study.sample import ProgressFn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PAPER", "SgmReproduction", "reproduce_sgm", "sgm_configs"]
+__all__ = ["PAPER", "SGM", "SgmReproduction", "SgmSettings", "reproduce_sgm", "sgm_configs"]
 
 # The authors' results (success %, eps 16/255, mean of 5 runs): (paper source, paper target, attack, value).
 PAPER: list[tuple[str, str, str, float]] = [
@@ -318,3 +319,51 @@ def _combined_report(out: Path, runs: dict[str, Path], table: Document, quick: b
         doc.add(Figure(f"table/{b.path}", b.png, b.caption) if isinstance(b, Figure) else b)
     doc.add(*sweeps, *(robust or []))
     return save_document(doc, out)
+
+
+@dataclass(frozen=True)
+class SgmSettings:
+    """The SGM reproduction's settings (see :func:`sgm_configs` for what is chosen when a setting is empty).
+
+    Attributes:
+        quick: the smoke-sized version (one source, a few targets, 100 images, one seed).
+        dataset: the zoo's dataset.
+        models_dir: use the checkpoints in this folder instead of the shipped zoo.
+        sources, targets: the models (default: chosen from the zoo).
+        seeds: the seeds (default: 5; quick: one).
+        n: images per seed (default 1,000; quick: 100).
+        robust_targets: also attack the adversarially trained models (default: in the full study only).
+        backend: ``local`` or ``ray``; ``address``: the Ray cluster (not part of what is compared on resume).
+    """
+
+    quick: bool = False
+    dataset: str = "fashion-mnist"
+    models_dir: Path | None = None
+    sources: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = ()
+    n: int | None = None
+    robust_targets: bool | None = None
+    backend: str = "local"
+    address: str | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("local", "ray"):
+            raise ValueError(f"backend must be 'local' or 'ray', got {self.backend!r}; --set backend=local")
+        if self.n is not None and self.n < 1:
+            raise ValueError(f"n must be greater than or equal to 1 (images per seed), got {self.n}; --set n=100")
+        if any(k < 0 for k in self.seeds):
+            raise ValueError(f"seeds must be integers >= 0, got {list(self.seeds)}; --set seeds=0,1,2")
+
+
+def _work(out: Path, s: SgmSettings, run: RunContext) -> Outcome:
+    r = reproduce_sgm(out, s.quick, force=run.force, backend=s.backend, address=s.address, progress=run.progress,
+                      command=run.command, dataset=s.dataset, models_dir=s.models_dir,
+                      sources=list(s.sources) or None, targets=list(s.targets) or None,
+                      seeds=list(s.seeds) or None, n=s.n, robust_targets=s.robust_targets)
+    return Outcome(None, [r.matrix, f"finished in {r.seconds:.0f} s"], r)
+
+
+SGM = register(Reproduction(
+    "sgm", "Wu et al. 2020 (Skip Gradient Method) on the Fashion-MNIST zoo: the attack table, a gamma sweep and an "
+           "eps sweep.", SgmSettings, {"quick": True}, _work, runtime=("backend", "address")))

@@ -24,18 +24,20 @@ import importlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from advkit._files import atomic_write_text
 from advkit.data import IMAGENET_WNIDS, DataError, DataNotFoundError, index_folder
 from advkit.data.imagefolder import resolve_split
+from advkit.progress import ProgressFn
+from advkit.reproduce.registry import Outcome, Reproduction, RunContext, register
 from advkit.study.config import ConfigError, load_config
-from advkit.study.sample import ProgressFn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["imagenet_config", "reproduce_sgm_imagenet"]
+__all__ = ["SGM_IMAGENET", "ImagenetSettings", "imagenet_config", "reproduce_sgm_imagenet"]
 
 # torchvision weights files (IMAGENET1K_V1, the weights the authors used) and the timm hub repository.
 TORCHVISION_FILES = {"resnet152": "resnet152-394f9c45.pth", "densenet201": "densenet201-c1103571.pth",
@@ -208,3 +210,62 @@ def reproduce_sgm_imagenet(dry_run: bool = True, data_dir: str | Path | None = N
     write_report(out)
     result["run_dir"] = Path(out)
     return result
+
+
+@dataclass(frozen=True)
+class ImagenetSettings:
+    """The ImageNet SGM reproduction's settings.
+
+    Attributes:
+        dry_run: only check the set-up and list what is missing (default: yes, except with ``smoke``).
+        smoke: the pipeline on a few images with random weights and one seed; its numbers mean nothing.
+        data_dir: the ImageNet root (``ROOT/val``); default ``$ADVKIT_DATA/imagenet``.
+        n: images (default 5,000; smoke: 8).
+        seeds: seeds (default 5; smoke: one).
+        backend: ``local`` or ``ray``; ``address``: the Ray cluster.
+    """
+
+    dry_run: bool | None = None
+    smoke: bool = False
+    data_dir: Path | None = None
+    n: int | None = None
+    seeds: tuple[int, ...] = ()
+    backend: str = "local"
+    address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.n is not None and self.n < 1:
+            raise ValueError(f"n must be greater than or equal to 1 (images), got {self.n}; --set n=5000")
+        if self.backend not in ("local", "ray"):
+            raise ValueError(f"backend must be 'local' or 'ray', got {self.backend!r}; --set backend=local")
+
+    @property
+    def check_only(self) -> bool:
+        """Whether only the set-up is checked."""
+        return self.dry_run if self.dry_run is not None else not self.smoke
+
+
+def _lines(r: dict[str, Any]) -> list[str]:
+    return [f"{'ok' if c['ok'] else 'missing':>8}  {c['item']}: {c['detail']}" for c in r["checks"]]
+
+
+def _check(s: ImagenetSettings, out: Path | None) -> Outcome | None:
+    if not s.check_only:
+        return None
+    r = reproduce_sgm_imagenet(True, s.data_dir, out, n=s.n, seeds=list(s.seeds) or None, smoke=s.smoke)
+    return Outcome(None, _lines(r) + ["ready to run" if r["ready"] else f"{len(r['missing'])} item(s) missing; "
+                                                                       f"nothing was run"], r)
+
+
+def _work(out: Path, s: ImagenetSettings, run: RunContext) -> Outcome:
+    r = reproduce_sgm_imagenet(False, s.data_dir, out, n=s.n, seeds=list(s.seeds) or None, smoke=s.smoke,
+                               force=run.force, backend=s.backend, address=s.address, progress=run.progress,
+                               command=run.command)
+    done = "finished" + (" (smoke run: random weights, the numbers mean nothing)" if s.smoke else "")
+    return Outcome(None, [*_lines(r), done], r)
+
+
+SGM_IMAGENET = register(Reproduction(
+    "sgm-imagenet", "The SGM authors' ImageNet protocol (5,000 val images, eps 16/255, 10 steps); by default only "
+                    "checks the set-up, smoke=true runs it on a few images with random weights.",
+    ImagenetSettings, {"n": 500}, _work, runtime=("backend", "address"), check=_check))
