@@ -82,8 +82,10 @@ def test_one_eps_list_for_attacks_of_two_norms_is_refused_with_the_fix():
     assert "{name: hsj, eps: [...]}" in probs[0] and "settings: {norm: linf}" in probs[0]
     # the fixes: the L2 attack's own budgets, or the L-inf ball for it
     cfg = load_config({**BASE, "attacks": ["ifgsm", {"name": "hsj", "eps": [0.5, "1"]}], "eps": [0.1]})
-    assert [(a.label, a.norm, cfg.eps_for(a)) for a in cfg.attacks] == [("ifgsm", "linf", ("0.1",)),
-                                                                        ("hsj", "l2", ("0.5", "1"))]
+    assert [(a.label, a.norm) for a in cfg.attacks] == [("ifgsm", "linf"), ("hsj", "l2")]
+    cells = plan_cells(cfg, {"resnet20": "residual"})
+    assert [(c.label, c.norm, c.eps) for c in cells] == [("ifgsm", "linf", "0.1"), ("hsj", "l2", "0.5"),
+                                                         ("hsj", "l2", "1")]
     assert load_config({**BASE, "attacks": ["ifgsm", {"name": "hsj", "settings": {"norm": "linf"}}]}).attacks[1].norm \
         == "linf"
 

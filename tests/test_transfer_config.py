@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from advkit.study.config import ConfigError, StudyConfig, apply_overrides, load_config, parse_fraction
+from advkit.study.plan import plan_cells
+from advkit.study.sweep import gamma_values
 
 BASE = {"dataset": "fashion-mnist", "sources": ["resnet20"], "targets": ["lenet", "mlp"],
         "attacks": ["ifgsm", "mi", {"name": "sgm", "label": "sgm-0.5", "settings": {"gamma": 0.5}}],
@@ -21,7 +23,8 @@ def test_valid_config_resolves():
     cfg = load_config(BASE)
     assert isinstance(cfg, StudyConfig)
     assert cfg.eps == ("16/255", "0.1")
-    assert cfg.eps_value("16/255") == 16 / 255
+    cells = plan_cells(cfg, {"resnet20": "residual"})
+    assert {(c.eps, c.eps_value) for c in cells} == {("16/255", 16 / 255), ("0.1", 0.1)}
     assert [a.label for a in cfg.attacks] == ["ifgsm", "mi", "sgm-0.5"]
     assert cfg.attack("sgm-0.5").uses_gamma and not cfg.attack("mi").uses_gamma
     assert cfg.baseline == "ifgsm"
@@ -72,7 +75,7 @@ def test_every_problem_is_reported_at_once():
 
 def test_settings_are_checked_by_the_attack():
     probs = _problems({**BASE, "attacks": [{"name": "ifgsm", "settings": {"gamma": 0.2}}]})
-    assert any(p.startswith("attacks[0].settings:") and "gamma" in p for p in probs), probs
+    assert any(p.startswith("attacks[0].settings.gamma:") and "'ifgsm'" in p for p in probs), probs
     probs = _problems({**BASE, "attacks": [{"name": "ti", "settings": {"ti_kernel": 4}}]})
     assert any(p.startswith("attacks[0].settings:") for p in probs), probs
     probs = _problems({**BASE, "attacks": [{"name": "mi", "colour": 1}]})
@@ -90,29 +93,29 @@ def test_models_sample_and_shards():
 
 def test_gamma_forms():
     cfg = load_config({**BASE, "gamma": [0.1, 0.5]})
-    assert cfg.gammas_for("resnet20", "residual") == (0.1, 0.5)
+    assert gamma_values(cfg.gamma, "resnet20", "residual") == (0.1, 0.5)
     cfg = load_config({**BASE, "gamma": {"residual": 0.2, "dense": [0.5, 0.8], "default": 0.3}})
-    assert cfg.gammas_for("resnet20", "residual") == (0.2,)
-    assert cfg.gammas_for("resnet20", "dense") == (0.5, 0.8)
-    assert cfg.gammas_for("resnet20", "none") == (0.3,)
-    cfg = load_config({**BASE, "gamma": {"resnet20": 0.7, "residual": 0.2}})
-    assert cfg.gammas_for("resnet20", "residual") == (0.7,)  # a source's own entry wins
+    assert gamma_values(cfg.gamma, "resnet20", "residual") == (0.2,)
+    assert gamma_values(cfg.gamma, "resnet20", "dense") == (0.5, 0.8)
+    assert gamma_values(cfg.gamma, "resnet20", "none") == (0.3,)
+    assert {c.gamma for c in plan_cells(cfg, {"resnet20": "dense"}) if c.label == "sgm-0.5"} == {0.5}  # its own
+    cfg = load_config({**BASE, "gamma": {"resnet20": 0.7, "residual": 0.2}, "attacks": ["ifgsm", "sgm"]})
+    assert gamma_values(cfg.gamma, "resnet20", "residual") == (0.7,)  # a source's own entry wins
+    assert {c.gamma for c in plan_cells(cfg, {"resnet20": "residual"}) if c.label == "sgm"} == {0.7}
     probs = _problems({**BASE, "gamma": {"vgg": 0.2, "residual": 0}})
     assert any(p.startswith("gamma.vgg:") for p in probs) and any(p.startswith("gamma.residual:") for p in probs)
 
 
 def test_gamma_auto_is_the_default_and_resolves_per_source():
-    from advkit.study.plan import plan_cells
-
     cfg = load_config({**BASE, "attacks": ["ifgsm", "sgm", {"name": "sgm+mi", "settings": {"gamma": 0.7}}]})
-    assert cfg.gamma == "auto" and cfg.gammas_for("resnet20", "residual") == ("auto",)
+    assert cfg.gamma == "auto" and gamma_values(cfg.gamma, "resnet20", "residual") == ("auto",)
     cells = plan_cells(cfg, {"resnet20": "residual"}, auto=lambda src: 0.8)  # e.g. the zoo card's sgm_gamma
     assert {(c.attack.label, c.gamma) for c in cells} == {("ifgsm", None), ("sgm", 0.8), ("sgm+mi", 0.7)}
     assert all(c.kwargs.get("gamma") == c.gamma for c in cells if c.gamma is not None)
     cells = plan_cells(cfg, {"resnet20": "dense"})  # without a card: the authors' rule
     assert {c.gamma for c in cells if c.attack.label == "sgm"} == {0.5}
     cfg = load_config({**BASE, "gamma": {"residual": ["auto", 0.2]}})
-    assert cfg.gammas_for("resnet20", "residual") == ("auto", 0.2)
+    assert gamma_values(cfg.gamma, "resnet20", "residual") == ("auto", 0.2)
 
 
 def test_baseline_defaults():

@@ -5,9 +5,11 @@
 
 Where things are:
 
-* :mod:`~advkit.study.schema`, :mod:`~advkit.study.validate`, :mod:`~advkit.study.config`: the experiment
-  file (dataclasses, checks naming the field, :func:`load_config`);
-* :mod:`~advkit.study.sample`: which images are attacked; :mod:`~advkit.study.plan`: the cells;
+* :mod:`~advkit.study.schema`, :mod:`~advkit.study.validate`, :mod:`~advkit.study.attack_checks`,
+  :mod:`~advkit.study.config`: the experiment file (dataclasses, checks naming the field, :func:`load_config`);
+* :mod:`~advkit.study.sweep`: sweeps over any attack setting and the one builder of an attack's arguments;
+* :mod:`~advkit.study.plan`: the experiment resolved once into frozen, fully specified cells (:func:`plan_cells`),
+  which the runner, the backends and the records only read; :mod:`~advkit.study.sample`: which images are attacked;
 * :mod:`~advkit.study.cells`: one shard of a cell (craft on the source, evaluate every model);
 * :mod:`~advkit.study.runstate`: the run directory, atomic writes, resume; :mod:`~advkit.study.aggregate`: tidy
   records; :mod:`~advkit.study.ray_backend`: the Ray backend; :mod:`~advkit.study.runner`: :func:`run_study`;

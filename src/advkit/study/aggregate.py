@@ -68,7 +68,6 @@ def aggregate(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[str
     n = cfg.sample.n
     size = cfg.shard_size or n
     shards = math.ceil(n / size)
-    seeds = list(cfg.seeds)
     model_row = {m: i for i, m in enumerate(smeta["models"])}
     names: dict[str, str] = dict(smeta.get("names") or {})
     success: list[dict[str, Any]] = []
@@ -76,27 +75,27 @@ def aggregate(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[str
     cell_rows: list[dict[str, Any]] = []
     fooled: dict[tuple[Any, ...], torch.Tensor] = {}
     norms: dict[str, str] = {}  # attack label -> the norm its cells ran in
-    budgets: dict[tuple[str, str], None] = {}  # (eps, norm) in the order of the cells
+    budgets: dict[tuple[str, str], float] = {}  # (eps, norm) in the order of the cells: eps's value
     for ci, c in enumerate(cells):
         t, metas = run.read_cell(c.id, shards)
-        pick = sample["picks"][seeds.index(c.seed)]
+        pick = sample["picks"][c.pick]
         y = sample["y"][pick]
         norm = str(metas[0]["norm"])
-        norms[c.attack.label] = norm
-        budgets[(c.eps, norm)] = None
-        key = {"source": names.get(c.source, c.source), "attack": c.attack.label, "eps": c.eps, "norm": norm,
+        norms[c.label] = norm
+        budgets[(c.eps, norm)] = c.eps_value
+        key = {"source": names.get(c.source, c.source), "attack": c.label, "eps": c.eps, "norm": norm,
                "gamma": c.gamma, "seed": c.seed}
         for j, target in enumerate(metas[0]["models"]):
             correct = sample["clean_pred"][model_row[target]][pick] == y
             for images, pred in (("float", t["pred"][j]), ("8bit", t["pred_8bit"][j])):
                 f = pred != y
                 if images == "float":
-                    fooled[(c.source, c.attack.label, c.eps, c.gamma, c.seed, target)] = f
+                    fooled[(c.source, c.label, c.eps, c.gamma, c.seed, target)] = f
                 for over, mask in (("all", torch.ones_like(f)), ("clean-correct", correct)):
                     success.append({**key, "target": names.get(target, target), "white_box": target == c.source,
                                     "images": images, "over": over,
                                     **_rate_row(int((f & mask).sum()), int(mask.sum()))})
-        eps_v = cfg.eps_value(c.eps)
+        eps_v = c.eps_value
         for images, sfx in (("float", ""), ("8bit", "_8bit")):
             linf = t[f"linf{sfx}"]
             budget = eps_v if images == "float" else math.floor(eps_v * 255 + 1e-6) / 255
@@ -126,11 +125,12 @@ def aggregate(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[str
     paired = _paired(cfg, cells, fooled, names, norms)
     return {
         "meta": {"title": cfg.title, "dataset": cfg.dataset, "split": cfg.sample.split, "n": n,
-                 "pool": int(sample["y"].numel()), "seeds": seeds, "baseline": cfg.baseline,
+                 "pool": int(sample["y"].numel()), "seeds": list(cfg.seeds), "baseline": cfg.baseline,
                  "also_compare": list(cfg.also_compare), "data_note": smeta.get("note"),
                  "only_correct": cfg.sample.only_correct, "sources": [names.get(m, m) for m in cfg.sources],
                  "targets": [names.get(m, m) for m in cfg.targets], "models": {names.get(m, m): m for m in names},
-                 "attacks": [a.label for a in cfg.attacks], "eps": list(dict.fromkeys(e for e, _ in budgets)),
+                 "attacks": list(dict.fromkeys(c.label for c in cells)),
+                 "eps": list(dict.fromkeys(e for e, _ in budgets)),
                  "budgets": [{"eps": e, "norm": n} for e, n in budgets], "norms": norms, "notes": list(cfg.notes),
                  "success_definition": "success = the model's prediction on the adversarial image differs from the "
                                        "true label; 'all' counts every attacked image, 'clean-correct' only those "
@@ -138,7 +138,7 @@ def aggregate(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[str
         "clean": _clean(cfg, smeta, names), "success": success, "summary": _summary(success), "paired": paired,
         "paired_summary": _paired_summary(paired), "paired_mean": _paired_mean(paired), "distortion": distortion,
         "cells": cell_rows,
-        "sanity": _sanity(cfg, list(budgets), distortion, cell_rows, smeta.get("model_checks") or {}, names),
+        "sanity": _sanity(budgets, distortion, cell_rows, cells, smeta.get("model_checks") or {}, names),
     }
 
 
@@ -165,24 +165,26 @@ def _paired(cfg: StudyConfig, cells: list[Cell], fooled: dict[tuple[Any, ...], t
     for (src, lab, eps, g, seed, target) in fooled:
         targets_of[(src, lab, eps, g, seed)].append(target)
     for label in (cfg.baseline, *cfg.also_compare):
-        rows.extend(_paired_with(cfg.attack(label), cells, fooled, names, targets_of, norms))
+        sgm = any(c.gamma is not None for c in cells if c.label == label)  # compared at each cell's own decay
+        rows.extend(_paired_with(label, sgm, cells, fooled, names, targets_of, norms))
     return rows
 
 
-def _paired_with(base: Any, cells: list[Cell], fooled: dict[tuple[Any, ...], torch.Tensor], names: dict[str, str],
-                 targets_of: dict[tuple[Any, ...], list[str]], norms: dict[str, str]) -> list[dict[str, Any]]:
+def _paired_with(base: str, base_sgm: bool, cells: list[Cell], fooled: dict[tuple[Any, ...], torch.Tensor],
+                 names: dict[str, str], targets_of: dict[tuple[Any, ...], list[str]], norms: dict[str, str]
+                 ) -> list[dict[str, Any]]:
     rows = []
     for c in cells:
-        if c.attack.label == base.label or norms[c.attack.label] != norms[base.label]:
+        if c.label == base or norms[c.label] != norms[base]:
             continue  # an L2 attack is not compared with an L-inf baseline at the same number
-        bg = c.gamma if base.uses_gamma else None
-        for target in targets_of[(c.source, c.attack.label, c.eps, c.gamma, c.seed)]:
-            b = fooled.get((c.source, base.label, c.eps, bg, c.seed, target))
+        bg = c.gamma if base_sgm else None
+        for target in targets_of[(c.source, c.label, c.eps, c.gamma, c.seed)]:
+            b = fooled.get((c.source, base, c.eps, bg, c.seed, target))
             if b is None:
                 continue
-            m = mcnemar(fooled[(c.source, c.attack.label, c.eps, c.gamma, c.seed, target)], b)
-            rows.append({"source": names.get(c.source, c.source), "attack": c.attack.label, "baseline": base.label,
-                         "eps": c.eps, "norm": norms[c.attack.label], "gamma": c.gamma, "seed": c.seed,
+            m = mcnemar(fooled[(c.source, c.label, c.eps, c.gamma, c.seed, target)], b)
+            rows.append({"source": names.get(c.source, c.source), "attack": c.label, "baseline": base,
+                         "eps": c.eps, "norm": norms[c.label], "gamma": c.gamma, "seed": c.seed,
                          "target": names.get(target, target),
                          "white_box": target == c.source,
                          "n": m.n, "attack_k": m.a_k, "baseline_k": m.b_k, "only_attack": m.only_a,
@@ -223,20 +225,20 @@ def _paired_mean(paired: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _sanity(cfg: StudyConfig, budgets: list[tuple[str, str]], distortion: list[dict[str, Any]],
-            cells: list[dict[str, Any]], model_checks: dict[str, list[dict[str, Any]]], names: dict[str, str]
+def _sanity(budgets: dict[tuple[str, str], float], distortion: list[dict[str, Any]], cells: list[dict[str, Any]],
+            planned: list[Cell], model_checks: dict[str, list[dict[str, Any]]], names: dict[str, str]
             ) -> dict[str, Any]:
     per_eps = []
-    for eps, norm in budgets:  # the largest perturbation, in L-inf and (for an L2 budget) in L2
+    for (eps, norm), value in budgets.items():  # the largest perturbation, in L-inf and (for an L2 budget) in L2
         rows = [d for d in distortion if d["eps"] == eps and d["norm"] == norm]
-        entry: dict[str, Any] = {"eps": eps, "norm": norm, "eps_value": cfg.eps_value(eps)}
+        entry: dict[str, Any] = {"eps": eps, "norm": norm, "eps_value": value}
         for size in ("linf_max", "l2_max") if norm == "l2" else ("linf_max",):
             entry[size] = max((d[size] for d in rows if d["images"] == "float"), default=0.0)
             entry[f"{size}_8bit"] = max((d[size] for d in rows if d["images"] == "8bit"), default=0.0)
         per_eps.append({**entry, "within_budget": all(d["within_budget"] is not False for d in rows)})
     sgm = [{"cell": c["id"], "connections": c["sgm_connections"], "hooks_fired": c["sgm_hooks_fired"],
             "variant": c["sgm_variant"]} for c in cells if c["sgm_hooks_fired"] is not None]
-    sgm_expected = [c["id"] for c in cells if cfg.attack(c["attack"]).uses_gamma]
+    sgm_expected = [c.id for c in planned if c.gamma is not None]  # every SGM cell has its decay
     problems = [f"eps {e['eps']} ({e['norm']}): largest perturbation {e.get('l2_max', e['linf_max']):.6f} exceeds "
                 f"the budget" for e in per_eps if not e["within_budget"]]
     nan = sum(c["nan_count"] for c in cells)

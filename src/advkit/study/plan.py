@@ -1,39 +1,82 @@
-"""The plan of a transfer study: its cells (source, attack, eps, gamma, seed) and the attack settings of each.
+"""The plan of a transfer study: the experiment resolved once into fully specified cells.
+
+A :class:`Cell` is one (source, attack, eps, gamma, seed) with everything that decides its result written out:
+the attack's name and every argument of :func:`advkit.attacks.create`, the budget's value and norm, the row of the
+sample its seed attacks and the models evaluated on its examples. :func:`plan_cells` makes them, source-major;
+the runner, the backends and the records only read them.
 
 SGM's decays depend on the source's connection kind (``residual``, ``dense``, ``none``), read from its model card
 or found by structure (:func:`advkit.backprop.find_connections`), never from its name; ``gamma: auto`` resolves
-through :func:`advkit.attacks.resolve_gamma`, the one gamma resolver.
+through :func:`advkit.attacks.resolve_gamma`, the one gamma resolver, and cells always record a number.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from advkit.attacks import parse, resolve_gamma, standalone, standalone_key
+from advkit.attacks import resolve_gamma
 from advkit.backprop import find_connections
-from advkit.study.runstate import cell_id
-from advkit.study.schema import AttackSpec, StudyConfig, parse_alpha, parse_fraction
+from advkit.study.schema import AttackSpec, StudyConfig, parse_fraction
+from advkit.study.sweep import Variant, attack_arguments, gamma_values, variants
 
-__all__ = ["Cell", "attack_kwargs", "connection_kind", "display_names", "plan_cells"]
+__all__ = ["Cell", "cell_id", "connection_kind", "display_names", "plan_cells"]
 
 CONNECTION_KINDS = ("residual", "dense", "none")
 
 
+def cell_id(source: str, attack: str, eps: str, gamma: float | None, seed: int) -> str:
+    """A readable, filesystem-safe, unique name for a cell: ``resnet20__sgm+mi__eps16-255__g0.2__s0__1a2b3c``
+    (a swept attack's label, ``mi decay=0.5``, is written ``mi-decay-0.5``; the hash is of the label itself)."""
+    key = json.dumps([source, attack, eps, gamma, seed])
+    short = hashlib.sha256(key.encode()).hexdigest()[:6]
+    src = re.sub(r"[^A-Za-z0-9_.+-]+", "-", Path(source).stem if source.endswith(".safetensors") else source)
+    atk = re.sub(r"[^A-Za-z0-9_.+-]+", "-", attack)
+    g = "" if gamma is None else f"__g{gamma:g}"
+    e = re.sub(r"[^0-9.]+", "-", eps)
+    return f"{src.strip('-')[:40]}__{atk}__eps{e}{g}__s{seed}__{short}"
+
+
 @dataclass(frozen=True)
 class Cell:
-    """One (source, attack, eps, gamma, seed) of the study and the attack settings it resolves to."""
+    """One cell of the study, fully specified: what runs and what it is compared on.
+
+    Attributes:
+        id: its name in the run directory (:func:`cell_id`); a resumed run finds its shards by it.
+        source: the model the examples are crafted on (its spec).
+        attack: the experiment file's entry it comes from.
+        label: the attack's label in the records (``mi``; ``mi decay=0.5`` for one value of a sweep).
+        eps: the budget's label as written (``"16/255"``); ``eps_value`` its value, ``norm`` the norm it bounds.
+        gamma: the SGM decay (a number), ``None`` for an attack without SGM.
+        seed: the seed of the attack's randomness; ``pick`` the row of the sample's picks it attacks.
+        models: the models evaluated on its examples: the source first, then the other targets.
+        arguments: ``(name, value)`` pairs: every keyword argument of :func:`advkit.attacks.create`.
+    """
 
     id: str
     source: str
     attack: AttackSpec
+    label: str
     eps: str
+    eps_value: float
+    norm: str
     gamma: float | None
     seed: int
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    pick: int
+    models: tuple[str, ...]
+    arguments: tuple[tuple[str, Any], ...]
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The attack's arguments as a fresh dict (``create(cell.attack.name, **cell.kwargs)``)."""
+        return dict(self.arguments)
 
 
 def connection_kind(model: nn.Module) -> str:
@@ -56,27 +99,6 @@ def display_names(models: dict[str, nn.Module]) -> dict[str, str]:
     return {spec: n if list(names.values()).count(n) == 1 else spec for spec, n in names.items()}
 
 
-def attack_kwargs(cfg: StudyConfig, attack: AttackSpec, eps: str, gamma: float | None) -> dict[str, Any]:
-    """The keyword arguments of :func:`advkit.attacks.create` for one cell (settings override the study's)."""
-    solo = standalone_key(attack.name)
-    kw: dict[str, Any] = {} if solo is not None and "eps" in standalone()[solo].unused else {"eps": cfg.eps_value(eps)}
-    if solo is None:
-        base = parse(attack.name)[0]
-        kw["steps"] = 1 if base == "fgsm" else cfg.steps
-        if cfg.alpha is not None and base != "fgsm":
-            kw["alpha"] = cfg.alpha_value(eps)
-        if gamma is not None:
-            kw["gamma"] = gamma
-    for k, v in attack.settings.items():
-        if k == "gamma":
-            continue  # resolved by plan_cells (``auto`` becomes the source's number)
-        if k == "alpha" and isinstance(v, str):
-            kw[k] = parse_alpha(v, "alpha", eps)
-        else:
-            kw[k] = parse_fraction(v, k) if k == "eps" and isinstance(v, str) else v
-    return kw
-
-
 class _KnownByItsCard(nn.Module):
     """A source known only by its connection kind: what :func:`resolve_gamma` reads from a model card."""
 
@@ -85,37 +107,47 @@ class _KnownByItsCard(nn.Module):
         self.card = {"connections": connections}
 
 
+def _gammas(cfg: StudyConfig, variant: Variant, src: str, connections: str | None,
+            auto: Callable[[str], float] | None) -> tuple[float | None, ...]:
+    """The decays of ``variant``'s cells on ``src``, as numbers (``(None,)`` for an attack without SGM)."""
+    if variant.gammas is None:
+        return (None,)
+
+    def resolve(g: Any) -> float:
+        if g != "auto":
+            return float(g)
+        if auto is not None:
+            return float(auto(src))
+        return float(resolve_gamma("auto", _KnownByItsCard(connections)) or 0.2)
+
+    written = variant.gammas or gamma_values(cfg.gamma, src, connections)  # its own, else the study's
+    return tuple(dict.fromkeys(resolve(g) for g in written))
+
+
 def plan_cells(cfg: StudyConfig, connections: dict[str, str],
                auto: Callable[[str], float] | None = None) -> list[Cell]:
-    """Every cell of the study, source-major (so each source's model is used for a run of cells).
+    """Every cell of the study, source-major (so each source's model is used for a run of cells); within a source,
+    attacks in the file's order (a sweep's values in order), then budgets, decays and seeds.
 
     Args:
         cfg: the study.
         connections: each source's connection kind (``residual``, ``dense``, ``none``).
         auto: the concrete decay of ``gamma: auto`` for a source, e.g. ``resolve_gamma("auto", model)`` on the
             loaded model (its card's ``sgm_gamma``); default: :func:`advkit.attacks.resolve_gamma` on the
-            connection kind alone (the authors' 0.5 for dense sources, 0.2 for residual ones). Cells always record
-            a number.
+            connection kind alone (the authors' 0.5 for dense sources, 0.2 for residual ones).
     """
-    def resolve(src: str, g: Any) -> float:
-        if g != "auto":
-            return float(g)
-        if auto is not None:
-            return float(auto(src))
-        return float(resolve_gamma("auto", _KnownByItsCard(connections.get(src))) or 0.2)
-
     cells = []
     for src in cfg.sources:
+        models = (src, *[t for t in cfg.targets if t != src])
         for a in cfg.attacks:
-            if not a.uses_gamma:
-                gammas: tuple[float | None, ...] = (None,)
-            elif "gamma" in a.settings:
-                gammas = (resolve(src, a.settings["gamma"]),)
-            else:
-                gammas = tuple(dict.fromkeys(resolve(src, g) for g in cfg.gammas_for(src, connections.get(src))))
-            for eps in cfg.eps_for(a):  # the attack's own budgets, else the study's
-                for g in gammas:
-                    for seed in cfg.seeds:
-                        cells.append(Cell(cell_id(src, a.label, eps, g, seed), src, a, eps, g, seed,
-                                          attack_kwargs(cfg, a, eps, g)))
+            for v in variants(a):
+                gammas = _gammas(cfg, v, src, connections.get(src), auto)
+                for eps in a.eps or cfg.eps:  # the attack's own budgets, else the study's
+                    for g in gammas:
+                        args = tuple(attack_arguments(cfg, v, eps, g).items())
+                        for pick, seed in enumerate(cfg.seeds):
+                            cells.append(Cell(id=cell_id(src, v.label, eps, g, seed), source=src, attack=a,
+                                              label=v.label, eps=eps, eps_value=parse_fraction(eps, "eps"),
+                                              norm=a.norm, gamma=g, seed=seed, pick=pick, models=models,
+                                              arguments=args))
     return cells

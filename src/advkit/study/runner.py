@@ -1,9 +1,10 @@
 """The transfer study: craft on each source, count how many examples fool each target.
 
-``run_study(config, out)`` chooses the images (:mod:`advkit.study.sample`), plans the cells (source, attack,
-eps, gamma, seed; :mod:`advkit.study.plan`), crafts once per cell on the same images and evaluates every target
-on them (:mod:`advkit.study.cells`), then writes tidy records (:mod:`advkit.study.aggregate`) into a resumable
-run directory (:mod:`advkit.study.runstate`). The work is cut into shards of whole batches, run in order here or
+``run_study(config, out)`` chooses the images (:mod:`advkit.study.sample`), resolves the experiment once into
+fully specified cells (source, attack with every argument, eps, gamma, seed; :mod:`advkit.study.plan`), which
+alone say what a cell computes, crafts once per cell on the same images and evaluates every target on them
+(:mod:`advkit.study.cells`), then writes tidy records (:mod:`advkit.study.aggregate`) into a resumable run
+directory (:mod:`advkit.study.runstate`). The work is cut into shards of whole batches, run in order here or
 fanned out over a Ray cluster (:mod:`advkit.study.ray_backend`) with the same results.
 """
 
@@ -95,20 +96,20 @@ def _check_models(models: dict[str, nn.Module], sample: dict[str, torch.Tensor],
 
 
 def _tasks(cfg: StudyConfig, cells: list[Cell], sample: dict[str, torch.Tensor], device: str) -> list[ShardTask]:
+    """Each cell cut into shards of whole batches; what a shard computes comes from its cell alone, how the run
+    is cut and stored (shard and batch sizes, what is kept) from the study."""
     n = cfg.sample.n
     size = cfg.shard_size or n
-    seeds = list(cfg.seeds)
     out = []
     for c in cells:
-        pick = sample["picks"][seeds.index(c.seed)]
-        models = (c.source, *[t for t in cfg.targets if t != c.source])
+        pick = sample["picks"][c.pick]
         for j, start in enumerate(range(0, n, size)):
             sel = pick[start:start + size]
             keep = None if cfg.save_tensors else max(cfg.save_png - start, 0)
-            out.append(ShardTask(cell=c.id, shard=j, source=c.source, attack=c.attack.name, label=c.attack.label,
-                                 attack_kwargs=dict(c.kwargs), seed=c.seed, first_batch=start // cfg.batch_size,
+            out.append(ShardTask(cell=c.id, shard=j, source=c.source, attack=c.attack.name, label=c.label,
+                                 attack_kwargs=c.kwargs, seed=c.seed, first_batch=start // cfg.batch_size,
                                  batch_size=cfg.batch_size, images=sample["images"][sel].clone(),
-                                 y=sample["y"][sel].clone(), models=models, dataset=cfg.dataset, device=device,
+                                 y=sample["y"][sel].clone(), models=c.models, dataset=cfg.dataset, device=device,
                                  keep=keep))
     return out
 
@@ -133,14 +134,13 @@ def _write_pngs(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[s
     source's prediction on the 8-bit image); files already there are kept."""
     from advkit.evaluate.quantize import save_pngs
 
-    seeds = list(cfg.seeds)
     for c in cells:
         folder = run.root / "png" / c.id
         if folder.is_dir():
             continue
         t, _ = run.read_shard(c.id, 0)
         k = min(cfg.save_png, t["x_8bit"].shape[0])
-        pick = sample["picks"][seeds.index(c.seed)][:k]
+        pick = sample["picks"][c.pick][:k]
         names = [f"{int(i):05d}_y{int(y)}_pred{int(p)}.png" for i, y, p in
                  zip(sample["index"][pick], sample["y"][pick], t["pred_8bit"][0][:k], strict=True)]
         tmp = run.root / "png" / f".{c.id}.part"
@@ -224,7 +224,7 @@ def _run_locked(cfg: StudyConfig, out: str | Path, *, force: bool, backend: str,
             atomic_save_tensors(run.sample_file, sample, smeta)
     smeta = {**smeta, "names": display_names(models), "model_checks": _check_models(models, sample, device)}
     atomic_write_text(run.state / "cells.json", json.dumps(
-        [{"id": c.id, "source": c.source, "attack": c.attack.label, "eps": c.eps, "gamma": c.gamma, "seed": c.seed}
+        [{"id": c.id, "source": c.source, "attack": c.label, "eps": c.eps, "gamma": c.gamma, "seed": c.seed}
          for c in cells], indent=1) + "\n")
     _manifest(cfg, run, models, sample, smeta, command, backend, "running", {})
     tasks = _tasks(cfg, cells, sample, cfg.device if backend == "ray" else device)

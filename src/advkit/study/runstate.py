@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,7 +46,7 @@ from advkit.study.schema import StudyConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DiskFullError", "RunConfigMismatchError", "RunDir", "RunExistsError", "atomic_save_tensors", "cell_id",
+__all__ = ["DiskFullError", "RunConfigMismatchError", "RunDir", "RunExistsError", "atomic_save_tensors",
            "disk_full_as_error", "read_tensors"]
 
 # the errors of a full disk (or an exhausted quota), and how safetensors words them (it wraps the OS error in a
@@ -62,16 +60,6 @@ class DiskFullError(ValueError):
 
 OWNED = ("config.yaml", "config.json", "manifest.json", "state", "cells", "results", "results.json", "png",
          "figures", "report.md", "report.html")
-
-
-def cell_id(source: str, attack: str, eps: str, gamma: float | None, seed: int) -> str:
-    """A readable, filesystem-safe, unique name for a cell: ``resnet20__sgm+mi__eps16-255__g0.2__s0__1a2b3c``."""
-    key = json.dumps([source, attack, eps, gamma, seed])
-    short = hashlib.sha256(key.encode()).hexdigest()[:6]
-    src = re.sub(r"[^A-Za-z0-9_.+-]+", "-", Path(source).stem if source.endswith(".safetensors") else source)
-    g = "" if gamma is None else f"__g{gamma:g}"
-    e = re.sub(r"[^0-9.]+", "-", eps)
-    return f"{src.strip('-')[:40]}__{attack}__eps{e}{g}__s{seed}__{short}"
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> None:

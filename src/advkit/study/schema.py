@@ -22,12 +22,18 @@ eps/8`` (the SGM paper's 2/255 at 16/255) or ``alpha: eps*0.25``.
 another norm takes its own list in its entry, ``{name: hsj, eps: [0.5, 1.0]}`` (its cells, tables and headings
 use those budgets), and every table says the norm (``eps 0.1 (L-inf)``, ``eps 0.5 (L2)``).
 
-``gamma`` (the SGM decay, used by attacks whose name contains ``sgm``) is ``auto`` (the default: each source's
-model card ``sgm_gamma``, advkit's zoo value chosen on held-out images, else the authors' 0.2 for ResNets and 0.5
-for DenseNets), a number, a list of numbers (a sweep), or a mapping from a source name or its connection kind
-(``residual``, ``dense``) to any of these, with ``default`` as the fallback. Every problem is reported at
-once as a :class:`~advkit.study.errors.ConfigError` whose lines name the field (``attacks[2].name: unknown attack
-part 'foo'``).
+Any list in an attack's ``settings`` is swept: ``{name: mi, settings: {decay: [0.5, 1.0]}}`` is two attacks of the
+tables, ``mi decay=0.5`` and ``mi decay=1.0`` (:mod:`advkit.study.sweep`); an attack whose settings have one value
+each keeps its label.
+
+``gamma`` (the SGM decay) is an ordinary setting of the attacks whose name contains ``sgm``: ``settings: {gamma:
+0.5}``, a list (a sweep), or ``auto`` (the default: each source's model card ``sgm_gamma``, advkit's zoo value
+chosen on held-out images, else the authors' 0.2 for ResNets and 0.5 for DenseNets). Its values are recorded in
+the records' ``gamma`` column (``sgm (γ=0.2)``), not in the label. The study-wide ``gamma`` key is the default of
+every SGM attack that sets none: a value, a list, or a mapping from a source name or its connection kind
+(``residual``, ``dense``) to either, with ``default`` as the fallback. Every problem is reported at once as a
+:class:`~advkit.study.errors.ConfigError` whose lines name the field (``attacks[2].name: unknown attack part
+'foo'``).
 """
 
 from __future__ import annotations
@@ -103,7 +109,7 @@ class AttackSpec:
         name: a name of the grammar (``"sgm+mi"``) or a standalone attack.
         label: unique label in tables (default: the name).
         settings: keyword arguments for :func:`advkit.attacks.create`, overriding the study's steps / alpha /
-            gamma (not eps: see ``eps``).
+            gamma (not eps: see ``eps``); a list is swept (:mod:`advkit.study.sweep`).
         eps: the attack's own budgets (labels as written), used instead of the study's ``eps`` list; empty: the
             study's.
         norm: the norm its budgets bound (``"linf"``, ``"l2"``, ``"l0"``), found by building the attack when the
@@ -118,7 +124,7 @@ class AttackSpec:
 
     @property
     def uses_gamma(self) -> bool:
-        """Whether the attack is an SGM composition (its cells multiply over the study's gammas)."""
+        """Whether the attack is an SGM composition (its cells multiply over its decays, recorded as ``gamma``)."""
         return standalone_key(self.name) is None and "sgm" in parse(self.name)
 
 
@@ -158,7 +164,35 @@ class SampleSpec:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """A validated transfer study; see the module docstring for the file format."""
+    """A validated transfer study: the experiment file's keys (see the module docstring for the format).
+
+    Attributes:
+        dataset: the dataset (``fashion-mnist``, ``mnist``, ``cifar10``, ``imagefolder``, ...).
+        sources: the models the examples are crafted on: zoo names, ``.safetensors`` paths, ``torchvision:NAME``
+            or ``timm:NAME``.
+        targets: the models evaluated on every source's examples (a source listed here too gives its white-box
+            column).
+        attacks: the attacks, each a name or ``{name, label, settings, eps}``; a list in ``settings`` is swept.
+        eps: the budgets (``"16/255"``, ``0.1``), in the norm of the attacks that share them.
+        steps: iterations of the iterative attacks (FGSM takes one).
+        alpha: step size: absolute (``2/255``) or relative to each budget (``eps/8``); unset: each attack's own.
+        gamma: SGM's decay for the SGM attacks that set none in their settings: ``auto``, a number, a list (a
+            sweep), or a mapping from a source or its connection kind (``residual``, ``dense``, ``default``).
+        seeds: the seeds; each draws its images and the attacks' randomness.
+        sample: which images are attacked (see :class:`SampleSpec`).
+        baseline: the attack (label) every other is compared with (McNemar); the file may list several.
+        also_compare: further baselines (the rest of the file's ``baseline`` list).
+        batch_size: images per attack batch.
+        shard_size: images per unit of work (a multiple of ``batch_size``); unset: a whole cell.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        save_png: how many examples of each cell are saved as 8-bit PNGs.
+        save_tensors: keep every adversarial example (float32 and 8-bit) in the run directory.
+        data_dir: where the dataset's files are (default: advkit's data folder).
+        data_options: options of the dataset loader (``{size: 224, resize: 256}`` for ``imagefolder``).
+        reference: paper numbers to compare with in the report (``{citation, baseline, eps, rows: [...]}``).
+        title: the report's title.
+        notes: lines added to the report.
+    """
 
     dataset: str
     sources: tuple[str, ...]
@@ -182,29 +216,6 @@ class StudyConfig:
     reference: dict[str, Any] | None = None
     title: str = "Transfer study"
     notes: tuple[str, ...] = ()
-
-    def eps_for(self, attack: AttackSpec) -> tuple[str, ...]:
-        """The budgets of ``attack``: its own list, else the study's."""
-        return attack.eps or self.eps
-
-    def eps_value(self, label: str) -> float:
-        """The float value of an eps label."""
-        return parse_fraction(label, "eps")
-
-    def alpha_value(self, eps: str | None = None) -> float | None:
-        """The step size at budget ``eps`` as a float, or ``None`` (each attack's default)."""
-        if self.alpha is None:
-            return None
-        return parse_alpha(self.alpha, "alpha", eps if eps is not None else self.eps[0])
-
-    def gammas_for(self, source: str, connections: str | None) -> tuple[float | str, ...]:
-        """The SGM decays swept for ``source`` (whose card says ``connections``); ``"auto"`` is left for the
-        caller to resolve on the loaded model (:func:`advkit.attacks.gradient.engine.resolve_gamma`)."""
-        g = self.gamma
-        if isinstance(g, dict):
-            g = g.get(source, g.get(connections or "", g.get("default", "auto")))
-        vals = g if isinstance(g, (list, tuple)) else [g]
-        return tuple(v if v == "auto" else float(v) for v in vals)
 
     def attack(self, label: str) -> AttackSpec:
         """The attack with this label."""
