@@ -15,11 +15,11 @@ from types import ModuleType
 
 __version__ = "0.1.0"
 
-SUBPACKAGES = ("data", "models", "backprop", "attacks", "train", "evaluate", "study", "analysis", "report",
+SUBPACKAGES = ("progress", "data", "models", "backprop", "attacks", "train", "evaluate", "study", "analysis", "report",
                "reproduce", "cli")
 
 __all__ = ["SUBPACKAGES", "__version__", "analysis", "attacks", "backprop", "cli", "data", "evaluate", "models",
-           "report", "reproduce", "study", "train"]
+           "progress", "report", "reproduce", "study", "train"]
 
 
 def __getattr__(name: str) -> ModuleType:

@@ -166,7 +166,7 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
     success_q = pred_q == target if target is not None else pred_q != y
     dist, dist_q = distortion(x_adv, x), distortion(x_q, x)
     summary: dict[str, Any] = {
-        "attack": attack, "attack_config": atk.config() if hasattr(atk, "config") else dict(attack_kwargs),
+        "attack": attack, "attack_config": atk.config(),
         "model": m.name, "model_sha256": m.card.get("sha256"), "dataset": dataset, "data_note": ds.note,
         "data_selection": ds.selection, "model_checks": [c.as_dict() for c in checks],
         "targeted": targeted, "seed": seed, "clean_accuracy": clean.value, "clean_n": clean.n,

@@ -151,7 +151,7 @@ def run_shard(task: ShardTask, models: Mapping[str, nn.Module]) -> tuple[dict[st
     }
     if r.queries is not None:  # a query attack, run against the source: the queries it spent per image
         tensors["queries"] = r.queries.long().contiguous()
-    config = atk.config() if hasattr(atk, "config") else dict(task.attack_kwargs)
+    config = atk.config()
     meta: dict[str, Any] = {
         "cell": task.cell, "shard": task.shard, "source": task.source, "attack": task.attack, "label": task.label,
         "seed": task.seed, "first_batch": task.first_batch, "n": m, "kept": keep, "models": list(task.models),

@@ -240,10 +240,8 @@ class Attack(ABC):
             raise ValueError(f"{self.name} is a targeted attack: pass target= (a label per sample, != y)")
         if start is not None:
             if not self.black_box:
-                from advkit.attacks.core.registry import of_kind
-
-                raise ValueError(f"{self.name} does not take start=: only query attacks "
-                                 f"({', '.join(of_kind('query'))}) start from a given example")
+                raise ValueError(f"{self.name} is a {self.kind} attack and does not take start=: only query attacks "
+                                 f"(kind 'query' in `advkit attacks list`) start from a given example")
             start = self.project(check_start(start, x).detach(), x)
         access = self._open(model, x)
         module = access.module
