@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from advkit.evaluate.metrics import wilson_interval
+from advkit.progress import ProgressFn, report
 from advkit.study.runstate import RunDir, read_tensors
 
 __all__ = ["ClusterResult", "cluster_perturbations", "load_perturbations"]
@@ -90,7 +91,8 @@ def load_perturbations(run_dir: str | Path) -> dict[str, Any]:
 
 def cluster_perturbations(run_dir: str | Path, *, k_min: int = 2, k_max: int = 10, components: int = 50,
                           seed: int = 0, eps: str | None = None, silhouette_sample: int = 4000,
-                          data: dict[str, Any] | None = None) -> list[ClusterResult]:
+                          data: dict[str, Any] | None = None,
+                          progress: ProgressFn | None = None) -> list[ClusterResult]:
     """PCA, then k-means with ``k`` chosen by silhouette, for each eps of the run (or only ``eps``).
 
     Args:
@@ -101,6 +103,7 @@ def cluster_perturbations(run_dir: str | Path, *, k_min: int = 2, k_max: int = 1
         eps: one eps label of the run (``"16/255"``); all of them by default.
         silhouette_sample: perturbations the silhouette score is computed on (all when fewer).
         data: :func:`load_perturbations`' result, to avoid reading the run twice.
+        progress: stage ``"k-means"``, one step per eps.
 
     Returns:
         One :class:`ClusterResult` per eps.
@@ -121,7 +124,8 @@ def cluster_perturbations(run_dir: str | Path, *, k_min: int = 2, k_max: int = 1
             raise ValueError(f"eps {eps!r} is not in this run; its eps: {', '.join(eps_values)}")
         eps_values = [eps]
     out = []
-    for e in eps_values:
+    for done, e in enumerate(eps_values):
+        report(progress, "k-means", done, len(eps_values), f"eps {e}")
         idx = np.array([i for i, r in enumerate(rows) if r["eps"] == e])
         if len(idx) < 3:
             raise ValueError(f"eps {e}: {len(idx)} perturbation(s) are too few to cluster")
@@ -179,4 +183,5 @@ def cluster_perturbations(run_dir: str | Path, *, k_min: int = 2, k_max: int = 1
             adjusted_rand_label=float(adjusted_rand_score(classes, labels)), purity_attack=float(purity),
             purity_label=float(purity_label),
             labels=labels))
+    report(progress, "k-means", len(eps_values), len(eps_values))
     return out

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file
 
 from advkit.data import load as load_data
+from advkit.progress import ProgressFn, report
 from advkit.study.runkind import JSMA, describe_run
 
 __all__ = ["PerceptionStudy", "check_jsma_run", "jsma_examples", "nearest_distance", "perception_study"]
@@ -125,9 +126,11 @@ class PerceptionStudy:
                  "share_nearer_target": nan(self.nearer_target[s, t])} for s in range(k) for t in range(k) if s != t]
 
 
-def perception_study(run_dir: str | Path, train_split: str = "train") -> PerceptionStudy:
+def perception_study(run_dir: str | Path, train_split: str = "train",
+                     progress: ProgressFn | None = None) -> PerceptionStudy:
     """Distances from every successful example of the JSMA run in ``run_dir`` to the nearest clean images of
-    ``train_split`` (the attacked model's training rows, e.g. ``train[:50000]``) of its source and target classes."""
+    ``train_split`` (the attacked model's training rows, e.g. ``train[:50000]``) of its source and target classes
+    (``progress``: stage ``"classes"``, one step per class)."""
     ex = jsma_examples(run_dir)
     ref = load_data(ex["dataset"], train_split)
     ref_base = train_split.split("[")[0]
@@ -136,6 +139,7 @@ def perception_study(run_dir: str | Path, train_split: str = "train") -> Percept
     n = ex["x_adv"].shape[0]
     d_src, d_tgt, d_clean = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     for c in range(k):
+        report(progress, "classes", c, k, classes[c])
         members = (ref.y == c).nonzero().flatten()
         refs = ref.x[members]
         as_src = np.flatnonzero(ex["source"] == c)
@@ -150,6 +154,7 @@ def perception_study(run_dir: str | Path, train_split: str = "train") -> Percept
             d_clean[as_src] = nearest_distance(ex["x"][as_src], refs, exclude=own).numpy()
         if as_tgt.size:
             d_tgt[as_tgt] = nearest_distance(ex["x_adv"][as_tgt], refs).numpy()
+    report(progress, "classes", k, k)
     nearer = d_tgt < d_src
     count = np.zeros((k, k), dtype=np.int64)
     sums = {name: np.zeros((k, k)) for name in ("src", "tgt", "near")}

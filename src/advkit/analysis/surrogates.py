@@ -30,15 +30,16 @@ from typing import Any
 
 import numpy as np
 
+from advkit.analysis.settings import KNOWLEDGE
 from advkit.evaluate.metrics import wilson_interval
 from advkit.models.registry import arch_names, get_arch
+from advkit.progress import ProgressFn, report
 from advkit.study.runstate import RunDir, read_tensors
 
 __all__ = ["KNOWLEDGE", "Outcomes", "SurrogateChoice", "choose_surrogates", "knowledge_group", "load_outcomes"]
 
 SKIP_KINDS = ("residual", "dense")
 FULLY_CONNECTED = ("linear", "maxout", "mlp")  # architecture families without convolutions (the zoo's)
-KNOWLEDGE = ("skip", "layers")
 
 
 @dataclass
@@ -66,8 +67,9 @@ def _cells(run: RunDir, eps: str | None) -> tuple[dict[str, Any], list[dict[str,
     return records, cells, manifest
 
 
-def load_outcomes(run_dirs: list[str | Path], eps: str | None = None) -> Outcomes:
-    """Read every cell of ``run_dirs`` at one eps into an :class:`Outcomes`.
+def load_outcomes(run_dirs: list[str | Path], eps: str | None = None, progress: ProgressFn | None = None) -> Outcomes:
+    """Read every cell of ``run_dirs`` at one eps into an :class:`Outcomes` (``progress``: stage ``"read runs"``,
+    one step per run).
 
     Raises:
         ValueError: a run is unfinished or kept no predictions; the runs hold several eps and ``eps`` is not given,
@@ -86,7 +88,8 @@ def load_outcomes(run_dirs: list[str | Path], eps: str | None = None) -> Outcome
     models: list[str] | None = None
     units: dict[int, np.ndarray] | None = None
     fooled: dict[tuple[str, str, float | None], list[np.ndarray]] = {}
-    for run, _, cells, manifest in loaded:
+    for done, (run, _, cells, manifest) in enumerate(loaded):
+        report(progress, "read runs", done, len(loaded), str(run.root))
         if not cells:
             raise ValueError(f"{run.root}: no cell at eps {eps} (the runs hold {', '.join(all_eps)})")
         for spec, m in (manifest.get("models") or {}).items():
@@ -125,6 +128,7 @@ def load_outcomes(run_dirs: list[str | Path], eps: str | None = None) -> Outcome
             if sorted(per_seed) != sorted(by_seed):
                 raise ValueError(f"{run.root}: candidate {key} lacks seeds {sorted(set(by_seed) - set(per_seed))}")
             fooled[key] = [per_seed[s] for s in sorted(per_seed)]
+    report(progress, "read runs", len(loaded), len(loaded))
     assert models is not None and units is not None
     unit_image = np.concatenate([units[s] for s in sorted(units)])
     cands = sorted(fooled, key=lambda k: (k[0], k[1], -1.0 if k[2] is None else k[2]))
@@ -184,7 +188,8 @@ def _choice(c: tuple[str, str, float | None], hits: np.ndarray, extra: dict[str,
 
 
 def choose_surrogates(outcomes: Outcomes, targets: list[str] | None = None, *, selection: float = 0.5,
-                      seed: int = 0, bootstrap: int = 2000, knowledge: str = "skip") -> list[SurrogateChoice]:
+                      seed: int = 0, bootstrap: int = 2000, knowledge: str = "skip",
+                      progress: ProgressFn | None = None) -> list[SurrogateChoice]:
     """Each target of ``targets`` (default: every model of the runs) in turn as the unknown model.
 
     Args:
@@ -195,6 +200,7 @@ def choose_surrogates(outcomes: Outcomes, targets: list[str] | None = None, *, s
         bootstrap: resamples of the fresh images for the average's and the regret's intervals.
         knowledge: what the attacker knows about the target (:func:`knowledge_group`): ``"skip"`` (whether it has
             skip connections) or ``"layers"`` (also convolutional or fully connected when it has none).
+        progress: stage ``"targets"``, one step per target.
 
     Raises:
         ValueError: an unknown target, a share outside (0, 1), or a target no candidate can be scored for.
@@ -217,7 +223,8 @@ def choose_surrogates(outcomes: Outcomes, targets: list[str] | None = None, *, s
     row = {m: i for i, m in enumerate(o.models)}
     boot = rng.integers(0, int(fresh.sum()), size=(bootstrap, int(fresh.sum())))
     out = []
-    for t in targets:
+    for done, t in enumerate(targets):
+        report(progress, "targets", done, len(targets), t)
         proxies = [m for m in o.models if m != t and group[m] == group[t]]
         rows = []
         for c in o.candidates:
@@ -263,4 +270,5 @@ def choose_surrogates(outcomes: Outcomes, targets: list[str] | None = None, *, s
                          "selection_target": r["score_target"], "fresh_k": int(r["fresh_hits"].sum()),
                          "fresh_n": n_fresh, "fresh_rate": float(r["fresh_hits"].mean()), "fresh_rank": rank[id(r)]}
                         for r in rows]))
+    report(progress, "targets", len(targets), len(targets))
     return out

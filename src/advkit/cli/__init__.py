@@ -80,7 +80,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.add_typer(attacks.app, name="attacks")
 app.add_typer(models.sgm_app, name="sgm")
-app.add_typer(analyze.app, name="analyze")
+analyze.register(app)  # one command for every registered analysis
 app.command()(train)
 app.command("train-generator")(train_generator)
 app.command("train-uap")(train_uap)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from advkit._files import atomic_write_text, check_writable_dir
 from advkit.progress import ProgressFn
@@ -43,8 +43,8 @@ from advkit.report.html import Document
 from advkit.report.provenance import manifest
 from advkit.study.errors import RunExistsError
 
-__all__ = ["MANIFEST", "REPRODUCTIONS", "Outcome", "Reproduction", "RunContext", "register", "settings_dict",
-           "settings_table"]
+__all__ = ["MANIFEST", "REPRODUCTIONS", "Outcome", "Registered", "Reproduction", "RunContext", "register",
+           "settings_dict", "settings_table"]
 
 MANIFEST = "reproduction.json"
 REPORTS = ("report.md", "report.html")
@@ -87,29 +87,25 @@ Work = Callable[[Path, Any, RunContext], Outcome]
 
 
 @dataclass(frozen=True)
-class Reproduction:
-    """A registered reproduction.
+class Registered:
+    """The shape a reproduction and an analysis share: a name, checked settings with defaults, a quick variant, and
+    the one run-folder rule (see the module docstring); ``kind`` and ``manifest_name`` say what runs.
 
     Attributes:
-        name: the name ``advkit reproduce NAME`` takes.
+        name: the name ``advkit reproduce NAME`` (or ``advkit analyze NAME``) takes.
         description: one line: the paper and what is measured.
-        settings: a frozen dataclass type; its defaults are the full reproduction.
+        settings: a frozen dataclass type; its defaults are the full run.
         quick: the settings ``--quick`` changes (a smoke-sized run).
-        work: ``work(out, settings, context) -> Outcome``; writes the run's files (not the report) under ``out``.
-        keep: names in the run folder that ``force`` keeps (caches the work checks before reusing).
-        runtime: settings that say how to run, not what (a backend): not compared when a run is resumed.
-        check: optional ``check(settings, out_or_None) -> Outcome | None``: an Outcome when the settings ask only
-            to check the set-up (nothing is run, no folder rule applies); ``None`` to go on with the run.
     """
+
+    kind: ClassVar[str] = "reproduction"
+    manifest_name: ClassVar[str] = MANIFEST
+    list_command: ClassVar[str] = "advkit reproduce --list"
 
     name: str
     description: str
     settings: type
     quick: Mapping[str, Any] = field(default_factory=dict)
-    work: Work | None = None
-    keep: tuple[str, ...] = ()
-    runtime: tuple[str, ...] = ()
-    check: Callable[[Any, Path | None], Outcome | None] | None = None
 
     def make_settings(self, quick: bool = False, changes: Mapping[str, Any] | None = None) -> Any:
         """The settings: the defaults, the quick variant's changes when ``quick``, then ``changes`` (values may be
@@ -125,9 +121,91 @@ class Reproduction:
         unknown = [k for k in merged if k not in names]
         if unknown:
             raise ValueError(f"{self.name}: unknown setting(s) {', '.join(map(repr, unknown))}; the settings are: "
-                             f"{', '.join(names)} (see `advkit reproduce --list`)")
+                             f"{', '.join(names)} (see `{self.list_command}`)")
         values = {k: _convert(v, hints[k], k) for k, v in merged.items()}
         return self.settings(**values)
+
+    def _execute(self, out: Path, wanted: dict[str, Any], work: Callable[[RunContext], Outcome], *, force: bool,
+                 progress: ProgressFn | None, command: str, keep: tuple[str, ...] = (),
+                 runtime: tuple[str, ...] = ()) -> Outcome:
+        """Run ``work`` into ``out`` under the folder rule. ``wanted`` is what the manifest records (``{kind: name,
+        "settings": ...}``, optionally ``"input_runs"``) and what a resumed run must match; ``keep`` and ``runtime`` as
+        in :class:`Reproduction`."""
+        check_writable_dir(out)
+        self._open(out, wanted, force, keep, runtime)
+        created, fresh = not out.exists(), not out.exists() or not any(out.iterdir())
+        out.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        self._write(out, wanted, command, "running", None)
+        try:
+            outcome = work(RunContext(progress, command, force))
+        except BaseException:
+            if fresh and [p.name for p in out.iterdir()] == [self.manifest_name]:  # nothing done: leave nothing
+                (out / self.manifest_name).unlink()
+                if created:
+                    out.rmdir()
+            raise
+        md, page = out / REPORTS[0], out / REPORTS[1]
+        if outcome.report is not None:
+            atomic_write_text(md, outcome.report.markdown())
+            atomic_write_text(page, outcome.report.html())
+        if md.is_file() and page.is_file():
+            outcome.files = {"markdown": md, "html": page}
+        self._write(out, wanted, command, "finished", time.perf_counter() - t0)
+        return outcome
+
+    def _open(self, out: Path, wanted: dict[str, Any], force: bool, keep: tuple[str, ...],
+              runtime: tuple[str, ...]) -> None:
+        """Apply the folder rule; with ``force``, clear what an earlier run of this kind wrote."""
+        if not out.is_dir() or not any(out.iterdir()):
+            return
+        kept = _read_manifest(out / self.manifest_name)
+        if force:
+            if kept is not None:
+                for p in out.iterdir():
+                    if p.name not in keep:
+                        shutil.rmtree(p) if p.is_dir() else p.unlink()
+            return
+        how = "pass --force (force=True) to start over, or choose another --out"
+        if kept is None:
+            raise RunExistsError(f"{out} is not empty and holds no advkit {self.kind} ({self.manifest_name} is "
+                                 f"missing); {how} (--force writes beside its files and deletes none of them)")
+        if kept.get(self.kind) != self.name:
+            raise RunExistsError(f"{out} holds a run of the {self.kind} {kept.get(self.kind)!r}, not "
+                                 f"{self.name!r}; {how}")
+        old, new = kept.get("settings") or {}, wanted["settings"]
+        differ = sorted(k for k in {*old, *new} if old.get(k) != new.get(k) and k not in runtime)
+        if "input_runs" in wanted and kept.get("input_runs") != wanted["input_runs"]:
+            differ.append("input_runs")
+        if differ:
+            raise RunExistsError(f"{out} holds a {self.name} run with other settings ({', '.join(differ)} differ); "
+                                 f"rerun with its settings to resume it, or {how}")
+        if kept.get("status") == "finished":
+            raise RunExistsError(f"{out} already holds a finished {self.name} run with these settings (report: "
+                                 f"{out / REPORTS[1]}); {how}")
+
+    def _write(self, out: Path, wanted: dict[str, Any], command: str, status: str, seconds: float | None) -> None:
+        body = {**manifest(command), **wanted, "description": self.description, "status": status,
+                "seconds": seconds}
+        atomic_write_text(out / self.manifest_name, json.dumps(body, indent=2, default=str) + "\n")
+
+
+@dataclass(frozen=True)
+class Reproduction(Registered):
+    """A registered reproduction (the fields of :class:`Registered`, then these).
+
+    Attributes:
+        work: ``work(out, settings, context) -> Outcome``; writes the run's files (not the report) under ``out``.
+        keep: names in the run folder that ``force`` keeps (caches the work checks before reusing).
+        runtime: settings that say how to run, not what (a backend): not compared when a run is resumed.
+        check: optional ``check(settings, out_or_None) -> Outcome | None``: an Outcome when the settings ask only
+            to check the set-up (nothing is run, no folder rule applies); ``None`` to go on with the run.
+    """
+
+    work: Work | None = None
+    keep: tuple[str, ...] = ()
+    runtime: tuple[str, ...] = ()
+    check: Callable[[Any, Path | None], Outcome | None] | None = None
 
     def run(self, out: str | Path, settings: Any = None, *, force: bool = False, progress: ProgressFn | None = None,
             command: str = "") -> Outcome:
@@ -144,68 +222,17 @@ class Reproduction:
         out = Path(out)
         if self.check is not None and (checked := self.check(s, out)) is not None:
             return checked
-        if self.work is None:
+        work = self.work
+        if work is None:
             raise ValueError(f"{self.name} only checks its set-up; nothing to run")
-        check_writable_dir(out)
         wanted = {"reproduction": self.name, "settings": settings_dict(s), "runtime": list(self.runtime)}
-        self._open(out, wanted, force)
-        created, fresh = not out.exists(), not out.exists() or not any(out.iterdir())
-        out.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        self._write(out, wanted, command, "running", None)
-        try:
-            outcome = self.work(out, s, RunContext(progress, command, force))
-        except BaseException:
-            if fresh and [p.name for p in out.iterdir()] == [MANIFEST]:  # nothing done: leave nothing behind
-                (out / MANIFEST).unlink()
-                if created:
-                    out.rmdir()
-            raise
-        md, page = out / REPORTS[0], out / REPORTS[1]
-        if outcome.report is not None:
-            atomic_write_text(md, outcome.report.markdown())
-            atomic_write_text(page, outcome.report.html())
-        if md.is_file() and page.is_file():
-            outcome.files = {"markdown": md, "html": page}
-        self._write(out, wanted, command, "finished", time.perf_counter() - t0)
-        return outcome
-
-    def _open(self, out: Path, wanted: dict[str, Any], force: bool) -> None:
-        """Apply the folder rule; with ``force``, clear what an earlier reproduction run wrote."""
-        if not out.is_dir() or not any(out.iterdir()):
-            return
-        kept = _read_manifest(out)
-        if force:
-            if kept is not None:
-                for p in out.iterdir():
-                    if p.name not in self.keep:
-                        shutil.rmtree(p) if p.is_dir() else p.unlink()
-            return
-        how = "pass --force (force=True) to start over, or choose another --out"
-        if kept is None:
-            raise RunExistsError(f"{out} is not empty and holds no advkit reproduction ({MANIFEST} is missing); "
-                                 f"{how} (--force writes beside its files and deletes none of them)")
-        if kept.get("reproduction") != self.name:
-            raise RunExistsError(f"{out} holds a run of the reproduction {kept.get('reproduction')!r}, not "
-                                 f"{self.name!r}; {how}")
-        old, new = kept.get("settings") or {}, wanted["settings"]
-        differ = sorted(k for k in {*old, *new} if old.get(k) != new.get(k) and k not in self.runtime)
-        if differ:
-            raise RunExistsError(f"{out} holds a {self.name} run with other settings ({', '.join(differ)} differ); "
-                                 f"rerun with its settings to resume it, or {how}")
-        if kept.get("status") == "finished":
-            raise RunExistsError(f"{out} already holds a finished {self.name} run with these settings (report: "
-                                 f"{out / REPORTS[1]}); {how}")
-
-    def _write(self, out: Path, wanted: dict[str, Any], command: str, status: str, seconds: float | None) -> None:
-        body = {**manifest(command), **wanted, "description": self.description, "status": status,
-                "seconds": seconds}
-        atomic_write_text(out / MANIFEST, json.dumps(body, indent=2, default=str) + "\n")
+        return self._execute(out, wanted, lambda context: work(out, s, context), force=force, progress=progress,
+                             command=command, keep=self.keep, runtime=self.runtime)
 
 
-def _read_manifest(out: Path) -> dict[str, Any] | None:
+def _read_manifest(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -285,7 +312,7 @@ def register(reproduction: Reproduction) -> Reproduction:
     return reproduction
 
 
-def settings_table(reproduction: Reproduction) -> list[tuple[str, str, str]]:
+def settings_table(reproduction: Registered) -> list[tuple[str, str, str]]:
     """``(name, default, quick value or "")`` for each setting of ``reproduction``."""
     full, quick = reproduction.make_settings(), reproduction.make_settings(quick=True)
     rows = []
