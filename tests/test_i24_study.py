@@ -216,3 +216,15 @@ def test_the_runner_reads_the_cells_alone(zoo, monkeypatch):
     assert len(planned) == 1 and [c["id"] for c in res.records["cells"]] == [c.id for c in planned[0]]
     assert {c["config"]["steps"] for c in res.records["cells"]} == {1}  # the config says 3
     assert {r["target"] for r in res.records["success"]} == {"tres"}  # the config also lists tlin
+
+
+def test_the_report_names_the_decays_an_sgm_attack_sweeps_in_its_settings(zoo):
+    """The report's first paragraph gives the decays used, not the study-wide default, when the SGM attack sweeps
+    its own ``gamma`` (``"auto"`` would be false: no cell used it)."""
+    from advkit.report.run_report import build_report
+
+    cfg = tiny_config(zoo, attacks=["ifgsm", {"name": "sgm", "settings": {"gamma": [0.2, 0.5]}}], seeds=[0])
+    res = run_study(cfg, zoo["tres"].rsplit("/", 1)[0] + "/sgm-sweep", command="pytest sgm sweep")
+    assert sorted({c["gamma"] for c in res.records["cells"] if c["gamma"] is not None}) == [0.2, 0.5]
+    text = build_report(res.run_dir).markdown()
+    assert "SGM gamma: 0.2, 0.5." in text and '"auto"' not in text

@@ -81,8 +81,8 @@ def analyze(
                                                   "needs one).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="A setting: KEY=VALUE, the value read as YAML "
                                                                  "(repeatable).")] = None,
-    force: Annotated[bool, typer.Option(help="Start over in --out (a finished run, another run, other files).")]
-    = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over in --out (a finished run, another run, other "
+                                                         "files).")] = False,
     list_: Annotated[bool, typer.Option("--list", help="List the analyses and their settings.")] = False,
 ) -> None:
     """Analyse finished runs (perturbation clusters, surrogate choice, perception proxy): `advkit analyze --list`

@@ -110,11 +110,11 @@ def reproduce(
     name: Annotated[str | None, typer.Argument(help="The reproduction (see --list).", show_default=False)] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (resumed when it holds an unfinished run of the "
                                                   "same reproduction and settings).")] = None,
-    quick: Annotated[bool, typer.Option(help="The smoke-sized variant (its settings: --list).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="The smoke-sized variant (its settings: --list).")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="A setting: KEY=VALUE, the value read as YAML "
                                                                  "(repeatable).")] = None,
-    force: Annotated[bool, typer.Option(help="Start over in --out (a finished run, another run, other files).")]
-    = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over in --out (a finished run, another run, other "
+                                                         "files).")] = False,
     list_: Annotated[bool, typer.Option("--list", help="List the reproductions and their settings.")] = False,
 ) -> None:
     """Reproduce a paper's evaluation on this machine's data: `advkit reproduce --list` shows them."""

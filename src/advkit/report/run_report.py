@@ -111,6 +111,17 @@ def _eps_curves(run: RunDir, records: dict[str, Any], eps_values: dict[str, floa
                                                  "seeds.")
 
 
+def _gamma_text(config: dict[str, Any], records: dict[str, Any]) -> str:
+    """The SGM decays of the run, for the report's first paragraph: the experiment's top-level ``gamma`` as written,
+    or the values the cells used when an attack sets its own (``settings: {gamma: [...]}``)."""
+    used = sorted({c["gamma"] for c in records["cells"] if c.get("gamma") is not None})
+    if not used:
+        return "."
+    own = any(isinstance(a, dict) and "gamma" in (a.get("settings") or {}) for a in config.get("attacks", []))
+    text = ", ".join(f"{g:g}" for g in used) if own else json.dumps(config.get("gamma"))
+    return f"; SGM gamma: {text}."
+
+
 def _gamma_curves(run: RunDir, records: dict[str, Any]) -> Figure | None:
     mt = mean_transfer(records)
     gammas: dict[tuple[str, str], set[float]] = defaultdict(set)
@@ -221,7 +232,6 @@ def build_report(run_dir: str | Path, reference: dict[str, Any] | None = None) -
     meta = records["meta"]
     reference = reference or config.get("reference")
     doc = Document(str(meta.get("title") or "Transfer study"))
-    gam = config.get("gamma")
     runs = budgets(records)
     by_norm: dict[str, list[str]] = defaultdict(list)
     for e, n in runs:
@@ -233,8 +243,7 @@ def build_report(run_dir: str | Path, reference: dict[str, Any] | None = None) -
                  + f". Sources: {', '.join(meta['sources'])}. Targets: {', '.join(meta['targets'])}. Attacks: "
                  f"{', '.join(meta['attacks'])} (baseline {meta['baseline']}). eps: {eps_text}; "
                  f"{config.get('steps', '?')} steps, step size {config.get('alpha') or 'eps/steps'}"
-                 + (f"; SGM gamma: {json.dumps(gam)}." if any(c.get("gamma") is not None for c in records["cells"])
-                    else ".")),
+                 + _gamma_text(config, records)),
             Para(meta["success_definition"] + "."))
     if meta.get("data_note"):
         doc.add(Para(f"Note: {meta['data_note']}"))
