@@ -325,16 +325,34 @@ def reproductions_page() -> str:
         from advkit.reproduce import registry
     except ImportError:  # before reproductions were registered objects: the CLI reference lists them
         return "The reproductions are the `advkit reproduce` commands of the [command line](reference/cli.md)."
+    return "\n".join(registered_sections(registry.REPRODUCTIONS, "advkit reproduce {name} [--quick] [--set "
+                                                                  "key=value] --out DIR"))
+
+
+def analyses_page() -> str:
+    """Every registered analysis (``advkit analyze --list``) with its inputs, settings and defaults."""
+    from advkit.reproduce.analyses import ANALYSES
+
+    return "\n".join(registered_sections(ANALYSES, "advkit analyze {name} {inputs} [--set key=value] [--out DIR]"))
+
+
+def registered_sections(registered: dict[str, Any], usage: str) -> list[str]:
+    """One section per registered reproduction or analysis: its description, command and settings table."""
+    from advkit.reproduce import registry
+
     out: list[str] = []
-    for name, rep in sorted(registry.REPRODUCTIONS.items()):
+    for name, rep in sorted(registered.items()):
         _, described = doc_parts(rep.settings)
+        quick = bool(rep.quick)
+        head = "| setting | default | `--quick` | meaning |" if quick else "| setting | default | meaning |"
         out += [f"### `{name}`", "", to_markdown(rep.description), "",
-                f"`advkit reproduce {name} [--quick] [--set key=value] --out DIR`", "",
-                "| setting | default | `--quick` | meaning |", "| --- | --- | --- | --- |"]
-        out += [f"| `{k}` | `{cell(full)}` | {f'`{cell(quick)}`' if quick else ''} | {cell(described.get(k, ''))} |"
-                for k, full, quick in registry.settings_table(rep)]
+                f"`{usage.format(name=name, inputs=getattr(rep, 'inputs', ''))}`", "",
+                head, "| --- | --- | --- | --- |" if quick else "| --- | --- | --- |"]
+        for k, full, q in registry.settings_table(rep):
+            mid = f" {f'`{cell(q)}`' if q else ''} |" if quick else ""
+            out.append(f"| `{k}` | `{cell(full)}` |{mid} {cell(described.get(k, ''))} |")
         out.append("")
-    return "\n".join(out)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -353,6 +371,7 @@ FRAGMENTS: dict[str, Callable[[Path], str]] = {
     "experiment-file.md": lambda tmp: schema_page(),
     "models.md": lambda tmp: models_page(),
     "reproductions.md": lambda tmp: reproductions_page(),
+    "analyses.md": lambda tmp: analyses_page(),
     "cli.md": cli_page,
 }
 
