@@ -12,7 +12,6 @@ where they run. With ``generator``, one generator is shared by the batches in or
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from torch import nn
 
 from advkit.attacks.core.base import Attack, AttackResult
 from advkit.attacks.query.oracle import Oracle
+from advkit.progress import ProgressFn
 
 __all__ = ["attack_batched", "batch_seed", "merge_info"]
 
@@ -57,8 +57,8 @@ def _device_of(model: nn.Module | Oracle) -> torch.device:
 def attack_batched(attack: Attack, model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *,
                    target: torch.Tensor | None = None, batch_size: int = 256, seed: int | None = None,
                    generator: torch.Generator | None = None, first_batch: int = 0,
-                   start: torch.Tensor | None = None,
-                   on_batch: Callable[[int, int], None] | None = None) -> AttackResult:
+                   start: torch.Tensor | None = None, progress: ProgressFn | None = None,
+                   stage: str = "attack") -> AttackResult:
     """Run ``attack`` on ``model`` over ``x`` in batches of ``batch_size``.
 
     Args:
@@ -72,7 +72,9 @@ def attack_batched(attack: Attack, model: nn.Module | Oracle, x: torch.Tensor, y
         generator: one generator shared by all batches; only without ``seed``. Neither: ``seed=0``.
         first_batch: index of the first batch within a larger run (a shard of a study cell).
         start: query attacks: the examples to start from ``(N, C, H, W)`` (e.g. transfer examples).
-        on_batch: progress callback ``(done, total)`` after each batch.
+        progress: :data:`advkit.progress.ProgressFn`, called after each batch as ``(stage, images done, N,
+            "success S/D")`` (``S`` of the ``D`` images attacked so far succeeded).
+        stage: the stage name ``progress`` is called with.
 
     Returns:
         One :class:`AttackResult` over all ``N`` images: tensors concatenated, passes summed, info merged.
@@ -95,6 +97,7 @@ def attack_batched(attack: Attack, model: nn.Module | Oracle, x: torch.Tensor, y
     queries: list[torch.Tensor] = []
     fw = bw = 0
     info: dict[str, Any] = {}
+    succeeded = 0
     for k, i in enumerate(range(0, n, batch_size)):
         g = generator if seed is None else torch.Generator().manual_seed(batch_seed(seed, first_batch + k))
         sl = slice(i, i + batch_size)
@@ -108,8 +111,10 @@ def attack_batched(attack: Attack, model: nn.Module | Oracle, x: torch.Tensor, y
             queries.append(r.queries.detach().to(x.device))
         fw, bw = fw + r.forward_passes, bw + r.backward_passes
         info = merge_info(info, r.info or {})
-        if on_batch is not None:
-            on_batch(min(i + batch_size, n), n)
+        if progress is not None:
+            done = min(i + batch_size, n)
+            succeeded += int(succ[-1].sum())
+            progress(stage, done, n, f"success {succeeded}/{done}")
     if not xs:
         empty = torch.zeros(0, dtype=torch.bool, device=x.device)
         return AttackResult(x_adv=x.clone(), success=empty, pred=torch.zeros(0, dtype=torch.long, device=x.device),

@@ -14,51 +14,17 @@ handler: ``error: ...`` and exit status 2.
 from __future__ import annotations
 
 import shlex
-import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from advkit.cli.common import bars, console, invocation
-from advkit.cli.reproduce import set_settings
+from advkit.cli.reproduce import parse_flags, set_settings
 
-__all__ = ["analyze", "register", "split_arguments"]
+__all__ = ["analyze", "register"]
 
 ALIASES = {"target": "targets"}  # old flags whose setting has another name (repeatable)
-
-
-def split_arguments(args: list[str], settings: type) -> tuple[list[str], dict[str, Any]]:
-    """``args`` (the words after NAME) as the input folders and the settings given as old-style flags
-    (``--k-max 5``, ``--eps=16/255``, ``--target lenet`` repeated).
-
-    Raises:
-        ValueError: a flag without a value.
-    """
-    hints = typing.get_type_hints(settings)
-    inputs: list[str] = []
-    flags: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        word, i = args[i], i + 1
-        if not word.startswith("--"):
-            inputs.append(word)
-            continue
-        flag, eq, value = word[2:].partition("=")
-        negative = flag.startswith("no-") and flag[3:].replace("-", "_") in hints
-        key = ALIASES.get(flag, (flag[3:] if negative else flag).replace("-", "_"))
-        if hints.get(key) is bool and not eq:
-            flags[key] = not negative
-            continue
-        if not eq:
-            if i >= len(args) or args[i].startswith("--"):
-                raise ValueError(f"--{flag} needs a value (or use --set {key}=VALUE)")
-            value, i = args[i], i + 1
-        if flag in ALIASES:
-            flags.setdefault(key, []).append(value)
-        else:
-            flags[key] = value
-    return inputs, flags
 
 
 def _list() -> None:
@@ -96,7 +62,7 @@ def analyze(
         raise ValueError("name an analysis: advkit analyze NAME RUN_DIR... (advkit analyze --list shows them)")
     analysis = get_analysis(name)
     words = [*(inputs or []), *ctx.args]
-    folders, flags = split_arguments(words, analysis.settings)
+    folders, flags = parse_flags(words, analysis.settings, ALIASES)
     settings = analysis.make_settings(changes={**flags, **set_settings(set_ or [])})
     command = " ".join([invocation(ctx), *(shlex.quote(a) for a in words)])
     with bars() as bar:

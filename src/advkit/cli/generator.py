@@ -47,11 +47,9 @@ def train_generator(
 
     _check_out(out, force)
     eps_v = parse_number(eps, "--eps")
-    what = f"generator vs {', '.join(source)}"
-    with bars(transient=True) as bar:
+    with bars(transient=True) as bar:  # stage "generator vs SOURCES"
         gen, card = train(source, dataset, eps=eps_v, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
-                          ngf=ngf, blocks=blocks, seed=seed, limit=limit, out=str(out),
-                          on_step=lambda s, t, v: bar(what, s, t, f"loss {v:.3f}"),
+                          ngf=ngf, blocks=blocks, seed=seed, limit=limit, out=str(out), progress=bar,
                           cross_domain=cross_domain)
     path = save_generator(gen, out, card)
     rates = ", ".join(f"{k} {100 * v:.1f}%" for k, v in card["fooling_rate_test"].items())
@@ -90,13 +88,9 @@ def train_uap(
     check_uap_settings(xi, norm, images, max_passes, delta)
     if subset not in ("first", "random"):
         raise ValueError(f"--subset must be first or random, got {subset!r}")
-    with bars(transient=True, every=0) as bar:
-        bar("universal perturbation: passes", 0, max_passes, f"over {images} images")
+    with bars(transient=True, every=0) as bar:  # stage "universal perturbation: passes"
         v, card = compute(source, dataset, eps=xi, norm=norm, images=images, max_passes=max_passes, delta=delta,
-                          seed=seed, subset=subset, out=str(out),
-                          on_pass=lambda p, r: bar("universal perturbation: passes", p, max_passes,
-                                                   f"fools {100 * r:.1f}% of the images"),
-                          cross_domain=cross_domain)
+                          seed=seed, subset=subset, out=str(out), progress=bar, cross_domain=cross_domain)
     path = save_universal(v, out, card)
     fooling = card["fooling_rate_train_per_pass"]
     console.print(f"universal perturbation for {card['source']['name']} (eps {xi:g} {norm}, {len(fooling)} pass(es) "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import shlex
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +23,7 @@ import typer
 
 from advkit.cli.common import bars, console, invocation
 
-__all__ = ["flag_settings", "register", "reproduce", "set_settings"]
+__all__ = ["flag_settings", "parse_flags", "register", "reproduce", "set_settings"]
 
 # old flags whose setting has another name
 ALIASES = {"split": "splits", "target": "targets"}
@@ -35,23 +36,40 @@ def _is_flag(kind: Any) -> bool:
 
 def flag_settings(args: list[str], settings: type, base: Any) -> dict[str, Any]:
     """The settings given as flags (``--samples 3``, ``--dry-run``, ``--no-resize``, ``--split S`` repeated,
-    ``--target DATASET=MODEL,...`` repeated) among the extra arguments ``args``.
+    ``--target DATASET=MODEL,...`` repeated) among the extra arguments ``args`` of a reproduction.
 
     Raises:
         ValueError: an argument that is not a flag, a flag without a value, or a malformed ``--target``.
     """
+    words, out = parse_flags(args, settings, ALIASES, base=base)
+    if words:
+        raise ValueError(f"unexpected argument {words[0]!r}: give settings as --set KEY=VALUE (or --KEY VALUE)")
+    return out
+
+
+def parse_flags(args: list[str], settings: type, aliases: Mapping[str, str], *,
+                base: Any = None) -> tuple[list[str], dict[str, Any]]:
+    """Split ``args`` into plain words (an analysis's input folders) and settings given as flags: ``--KEY VALUE``,
+    ``--KEY=VALUE``, ``--FLAG`` / ``--no-FLAG`` for a yes/no setting, and the ``aliases`` (an old flag -> its
+    setting, repeatable: each use adds a value). ``--target DATASET=MODEL,...`` fills a per-dataset ``targets``
+    mapping, starting from ``base``'s.
+
+    Raises:
+        ValueError: a flag without a value, or a malformed ``--target DATASET=MODEL``.
+    """
     hints = typing.get_type_hints(settings)
+    words: list[str] = []
     out: dict[str, Any] = {}
     i = 0
     while i < len(args):
-        word = args[i]
+        word, i = args[i], i + 1
         if not word.startswith("--"):
-            raise ValueError(f"unexpected argument {word!r}: give settings as --set KEY=VALUE (or --KEY VALUE)")
+            words.append(word)
+            continue
         flag, eq, value = word[2:].partition("=")
         negative = flag.startswith("no-") and flag[3:].replace("-", "_") in hints
         name = flag[3:] if negative else flag
-        key = ALIASES.get(name, name.replace("-", "_"))
-        i += 1
+        key = aliases.get(name, name.replace("-", "_"))
         if key in hints and _is_flag(hints[key]) and not eq:
             out[key] = not negative
             continue
@@ -59,16 +77,16 @@ def flag_settings(args: list[str], settings: type, base: Any) -> dict[str, Any]:
             if i >= len(args) or args[i].startswith("--"):
                 raise ValueError(f"--{flag} needs a value (or use --set {key}=VALUE)")
             value, i = args[i], i + 1
-        if key == "targets" and name == "target":
+        if name == "target" and isinstance(getattr(base, "targets", None), Mapping):
             dataset, sep, models = value.partition("=")
             if not sep or not dataset.strip() or not models.strip():
                 raise ValueError(f"--target must be DATASET=MODEL[,MODEL...], e.g. mnist=lenet,maxout; got {value!r}")
-            out.setdefault("targets", dict(getattr(base, "targets", {}) or {}))[dataset.strip()] = models
-        elif key in hints and typing.get_origin(hints[key]) is tuple and name in ALIASES:
+            out.setdefault("targets", dict(base.targets))[dataset.strip()] = models
+        elif name in aliases:
             out.setdefault(key, []).append(value)
         else:
             out[key] = value
-    return out
+    return words, out
 
 
 def set_settings(items: list[str]) -> dict[str, Any]:

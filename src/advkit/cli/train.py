@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from advkit.cli.common import console, fail, invocation, parse_number
+from advkit.cli.common import bars, console, fail, invocation, parse_number
 
 __all__ = ["train"]
 
@@ -104,20 +103,16 @@ def train(
     recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
                     augment=augment, adversarial=adv_spec, schedule=schedule, nesterov=nesterov, bf16=bf16)
     command = invocation(ctx)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task(f"{arch} on {dataset}", total=None, loss=float("nan"))
+    with bars() as bar:
         started = time.monotonic()
 
-        def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
-            bar.update(task, total=epochs * steps, completed=epoch * steps + step + 1, loss=loss,
-                       description=f"{arch} epoch {epoch + 1}/{epochs}")
-            if step + 1 == steps and not console.is_terminal:  # a log file gets no bar: one line per epoch
-                console.print(f"{arch} epoch {epoch + 1}/{epochs} done: last batch loss {loss:.3f}, "
-                              f"{time.monotonic() - started:.0f} s elapsed")
+        def progress(stage: str, done: int, total: int, detail: str) -> None:  # stage: "epoch E/EPOCHS"
+            bar(f"{arch} {stage}", done, total, detail)
+            if done == total and not console.is_terminal:  # the output is a log: one line per epoch there too
+                console.print(f"{arch} {stage} done: last batch {detail}, {time.monotonic() - started:.0f} s elapsed")
 
         _, card = train_model(arch, dataset, recipe=recipe, seed=seed, out=out, name=out.stem,
-                              data_dir=str(data_dir) if data_dir else None, on_step=on_step, command=command,
+                              data_dir=str(data_dir) if data_dir else None, progress=progress, command=command,
                               train_split=train_split, val_split=val_split, device=device)
     console.print(f"test accuracy {100 * card['test_accuracy']:.2f}% on {card['test_size']} images; wrote {out} "
                   f"and {out.with_suffix('.json')}")

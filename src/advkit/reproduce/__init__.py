@@ -23,7 +23,7 @@ from advkit.reproduce import cross_domain, fgsm, jsma_defence, jsma_sets, sgm, s
 from advkit.reproduce.cross_domain import reproduce_cross_domain
 from advkit.reproduce.fgsm_measure import measure_fgsm
 from advkit.reproduce.jsma import reproduce_jsma, run_jsma, save_study
-from advkit.reproduce.registry import REPRODUCTIONS, Outcome, Reproduction, RunContext, register
+from advkit.reproduce.registry import REPRODUCTIONS, Outcome, Reproduction, RunContext, lookup, register
 from advkit.reproduce.sgm import reproduce_sgm, sgm_configs
 from advkit.reproduce.sgm_imagenet import imagenet_config, reproduce_sgm_imagenet
 
@@ -33,12 +33,5 @@ __all__ = ["REPRODUCTIONS", "Outcome", "Reproduction", "RunContext", "get", "ima
 
 
 def get(name: str) -> Reproduction:
-    """The reproduction registered as ``name``.
-
-    Raises:
-        ValueError: no such reproduction (the message lists the registered ones).
-    """
-    if name not in REPRODUCTIONS:
-        raise ValueError(f"unknown reproduction {name!r}; choose one of: {', '.join(sorted(REPRODUCTIONS))} "
-                         f"(`advkit reproduce --list` describes them)")
-    return REPRODUCTIONS[name]
+    """The reproduction registered as ``name`` (``ValueError`` listing the registered ones when there is none)."""
+    return lookup(REPRODUCTIONS, name)

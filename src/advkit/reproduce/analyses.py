@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from advkit.analysis.settings import ClustersSettings, PerceptionSettings, SurrogatesSettings
 from advkit.progress import ProgressFn
 from advkit.report.html import Block, Document, Figure, Heading, Para, Table
-from advkit.reproduce.registry import Outcome, Registered, RunContext, settings_dict
+from advkit.reproduce.registry import Outcome, Registered, RunContext, lookup, settings_dict
 
 __all__ = ["ANALYSES", "Analysis", "get_analysis", "register_analysis"]
 
@@ -102,15 +102,8 @@ def register_analysis(analysis: Analysis) -> Analysis:
 
 
 def get_analysis(name: str) -> Analysis:
-    """The analysis registered as ``name``.
-
-    Raises:
-        ValueError: no such analysis (the message lists the registered ones).
-    """
-    if name not in ANALYSES:
-        raise ValueError(f"unknown analysis {name!r}; choose one of: {', '.join(sorted(ANALYSES))} "
-                         f"(`advkit analyze --list` describes them)")
-    return ANALYSES[name]
+    """The analysis registered as ``name`` (``ValueError`` listing the registered ones when there is none)."""
+    return lookup(ANALYSES, name)
 
 
 def _document(out: Path) -> Document:

@@ -155,12 +155,12 @@ def reproduce_jsma(model: nn.Module, data: Any, n_samples: int | None = None, *,
     n_features = x[0].numel()
     start = time.perf_counter()
 
-    def on_batch(done: int, total: int) -> None:
+    def on_batch(_stage: str, done: int, total: int, _detail: str) -> None:
         report(progress, stage, done, total)
         log.info("jsma study: %d/%d attacks, %.1f s", done, total, time.perf_counter() - start)
 
     if resume is None:
-        res = attack_batched(attack, model, x[rows], y[rows], target=targets, batch_size=chunk, on_batch=on_batch)
+        res = attack_batched(attack, model, x[rows], y[rows], target=targets, batch_size=chunk, progress=on_batch)
         seconds = time.perf_counter() - start
         x_adv, pred, success = res.x_adv, res.pred, res.success
     else:  # the attack time summed over the pieces, also those of earlier sessions

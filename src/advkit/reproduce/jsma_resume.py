@@ -110,12 +110,12 @@ def attack_in_pieces(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch
             report(progress, stage, hi, n)
             continue
 
-        def step(done: int, _total: int, lo: int = lo) -> None:  # progress over all rows, not the piece's
+        def step(_stage: str, done: int, _total: int, _detail: str, lo: int = lo) -> None:  # over all rows
             report(progress, stage, lo + done, n)
 
         t0 = time.perf_counter()
         res = attack_batched(attack, model, x[lo:hi], y[lo:hi], target=target[lo:hi], batch_size=batch_size,
-                             on_batch=step)
+                             progress=step)
         parts.append((res.x_adv, res.pred, res.success, time.perf_counter() - t0))
         _save_piece(path, *parts[-1])
     if not parts:

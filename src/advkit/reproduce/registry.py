@@ -43,7 +43,7 @@ from advkit.report.html import Document
 from advkit.report.provenance import manifest
 from advkit.study.errors import RunExistsError
 
-__all__ = ["MANIFEST", "REPRODUCTIONS", "Outcome", "Registered", "Reproduction", "RunContext", "register",
+__all__ = ["MANIFEST", "lookup", "REPRODUCTIONS", "Outcome", "Registered", "Reproduction", "RunContext", "register",
            "settings_dict", "settings_table"]
 
 MANIFEST = "reproduction.json"
@@ -328,3 +328,20 @@ def _show(v: Any) -> str:
     if isinstance(v, Mapping):
         return "; ".join(f"{k}={','.join(map(str, m))}" for k, m in v.items()) or "{}"
     return str(v)
+
+
+R = typing.TypeVar("R", bound=Registered)
+
+
+def lookup(registered: Mapping[str, R], name: str) -> R:
+    """The reproduction or analysis registered as ``name`` in ``registered``.
+
+    Raises:
+        ValueError: no such name (the message lists the registered ones and the command that describes them).
+    """
+    if name not in registered:
+        first = next(iter(registered.values()), None)
+        kind, listing = (first.kind, first.list_command) if first is not None else ("name", "--list")
+        raise ValueError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(registered))} "
+                         f"(`{listing}` describes them)")
+    return registered[name]

@@ -150,13 +150,13 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
         victim = Oracle(m, output=oracle or str(atk.oracle_output), on_query=queries)
     t0 = time.perf_counter()
 
-    def on_batch(done: int, total: int) -> None:
+    def on_batch(_stage: str, done: int, total: int, _detail: str) -> None:
         if queries is not None:
             queries.reset()
         if progress is not None:
             progress("images", done, total, "")
     r = attack_batched(atk, victim, x, y, target=target, batch_size=batch_size, generator=g, start=x_start,
-                       on_batch=on_batch)
+                       progress=on_batch)
     seconds = time.perf_counter() - t0
     x_adv, success, fw, bw, info = r.x_adv, r.success, r.forward_passes, r.backward_passes, r.info
     eps = float(getattr(atk, "eps", 0.0))

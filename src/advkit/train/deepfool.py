@@ -18,12 +18,11 @@ last ``v`` can fool fewer: its steps accumulate).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
 from advkit.models.frozen import frozen_eval
+from advkit.progress import ProgressFn, report
 
 __all__ = ["deepfool", "universal_perturbation"]
 
@@ -82,8 +81,23 @@ def deepfool(model: nn.Module, x: torch.Tensor, *, norm: str = "linf", candidate
 def universal_perturbation(model: nn.Module, x: torch.Tensor, *, xi: float, norm: str = "linf",
                            delta: float = 0.2, max_passes: int = 10, overshoot: float = 0.02,
                            max_iter_df: int = 10, seed: int = 0,
-                           on_pass: Callable[[int, float], None] | None = None) -> tuple[torch.Tensor, list[float]]:
+                           progress: ProgressFn | None = None) -> tuple[torch.Tensor, list[float]]:
     """A universal perturbation for ``model`` from the images ``x`` (Moosavi-Dezfooli et al. 2017, Algorithm 1).
+
+    Args:
+        model: the classifier (pixels in ``[0, 1]`` to logits); its own predictions on ``x`` are the labels.
+        x: the images ``(N, C, H, W)``.
+        xi: the radius of ``v``.
+        norm: the norm of the radius, ``"linf"`` or ``"l2"``.
+        delta: stop once ``v`` fools at least ``1 - delta`` of ``x``.
+        max_passes: passes over ``x`` at most.
+        overshoot: DeepFool's overshoot.
+        max_iter_df: DeepFool's steps per image at most.
+        seed: the order in which the images are visited in each pass.
+        progress: :data:`advkit.progress.ProgressFn`, called as ``("universal perturbation: passes", 0,
+            max_passes, "over N images")`` before the first pass and ``(..., passes done, max_passes, "fools R% of
+            the images")`` after each; the last call's total is the number of passes made, so ``done`` reaches
+            ``total`` also when the target fooling rate stops it early.
 
     Returns:
         ``(v, fooling)``: the perturbation ``(C, H, W)`` with ``||v|| <= xi`` (the best pass's) and the fooling
@@ -97,9 +111,11 @@ def universal_perturbation(model: nn.Module, x: torch.Tensor, *, xi: float, norm
     v = torch.zeros_like(x[:1])
     best, best_rate = v.clone(), -1.0
     fooling: list[float] = []
+    stage = "universal perturbation: passes"
     with frozen_eval(model):
         with torch.no_grad():
             label = torch.cat([model(x[i:i + 500]).argmax(1) for i in range(0, len(x), 500)])
+        report(progress, stage, 0, max_passes, f"over {len(x)} images")
         for p in range(max_passes):
             for i in torch.randperm(len(x), generator=g).tolist():
                 xv = (x[i:i + 1] + v).clamp(0, 1)
@@ -115,9 +131,9 @@ def universal_perturbation(model: nn.Module, x: torch.Tensor, *, xi: float, norm
             fooling.append(rate)
             if rate > best_rate:
                 best, best_rate = v.clone(), rate
-            if on_pass is not None:
-                on_pass(p + 1, rate)
-            if rate >= 1 - delta:
+            stop = rate >= 1 - delta
+            report(progress, stage, p + 1, p + 1 if stop else max_passes, f"fools {100 * rate:.1f}% of the images")
+            if stop:
                 break
     return best[0].detach(), fooling
 

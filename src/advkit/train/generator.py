@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -22,6 +22,7 @@ import advkit
 from advkit.data import load as load_data
 from advkit.models import load as load_model
 from advkit.models.generator import PerturbationGenerator, project_linf
+from advkit.progress import ProgressFn
 from advkit.train.fit import check_model_fits
 
 __all__ = ["LOSSES", "generator_loss", "train_command", "train_generator"]
@@ -70,7 +71,7 @@ def train_generator(sources: Sequence[str], dataset: str = "fashion-mnist", *, e
                     batch_size: int = 64, lr: float = 2e-4, loss: str = "relativistic", ngf: int = 16,
                     blocks: int = 6, seed: int = 0, limit: int | None = None, eval_images: int = 1000,
                     out: str = "generator.safetensors",
-                    on_step: Callable[[int, int, float], None] | None = None, cross_domain: bool = False
+                    progress: ProgressFn | None = None, cross_domain: bool = False
                     ) -> tuple[PerturbationGenerator, dict[str, Any]]:
     """Train a generator against ``sources`` on ``dataset``'s training split.
 
@@ -85,7 +86,8 @@ def train_generator(sources: Sequence[str], dataset: str = "fashion-mnist", *, e
         limit: train on the first ``limit`` training images only.
         eval_images: test images on which the card reports each source's fooling rate.
         out: where the weights will be written (recorded in the card's command).
-        on_step: progress callback ``(step, total_steps, loss)``.
+        progress: :data:`advkit.progress.ProgressFn`, called after every Adam step as ``("generator vs SOURCES",
+            steps done, total steps, "loss L")`` (``L`` the step's objective, 4 decimals).
         cross_domain: train on ``dataset`` images against sources trained on another dataset of the same image
             shape (Naseer et al.'s cross-domain setting); refused unless asked for, as it is usually a mistake.
 
@@ -126,6 +128,7 @@ def train_generator(sources: Sequence[str], dataset: str = "fashion-mnist", *, e
     per_epoch = -(-n // batch_size)
     total, step, t0 = epochs * per_epoch, 0, time.perf_counter()
     last = float("nan")
+    stage = f"generator vs {', '.join(sources)}"
     for _ in range(epochs):
         gen.train()
         order = torch.randperm(n, generator=g)
@@ -142,8 +145,8 @@ def train_generator(sources: Sequence[str], dataset: str = "fashion-mnist", *, e
             opt.step()
             step += 1
             last = float(objective.detach())
-            if on_step is not None:
-                on_step(step, total, last)
+            if progress is not None:
+                progress(stage, step, total, f"loss {last:.4f}")
     gen.eval()
     test = load_data(dataset, "test", limit=eval_images)
     fooling = {}

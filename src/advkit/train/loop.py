@@ -25,6 +25,7 @@ from advkit.models.checkpoint import save_checkpoint
 from advkit.models.frozen import frozen_eval
 from advkit.models.registry import get_arch
 from advkit.models.wrapper import Classifier
+from advkit.progress import ProgressFn
 from advkit.train.adversarial import adversarial_objective, craft_adversarial, fgsm_accuracy, robust_accuracy
 from advkit.train.fit import check_model_fits
 from advkit.train.recipe import OBJECTIVES, PAPERS, Recipe, card_recipe_notes, train_command
@@ -111,7 +112,7 @@ class TrainingDivergedError(ValueError):
 
 def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = None, seed: int = 0,
           out: str | Path | None = None, name: str | None = None, data_dir: str | None = None,
-          on_step: Callable[[int, int, int, float], None] | None = None,
+          progress: ProgressFn | None = None,
           on_epoch: Callable[[int, Classifier], None] | None = None,
           train_data: Dataset | None = None, test_data: Dataset | None = None,
           command: str | None = None, robust_images: int = 1000, train_split: str = "train",
@@ -125,9 +126,11 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         seed: seeds weight initialisation, shuffling and augmentation.
         out: where to write the checkpoint (a ``.safetensors`` path), or ``None``.
         name: the model's name in its card (defaults to ``arch``).
-        on_step: called as ``(epoch, step, steps_per_epoch, loss)`` after every optimiser step.
-        on_epoch: called as ``(epochs_done, model)`` after every epoch, for snapshots; training mode and
-            gradients are restored afterwards, so the callback may evaluate or even freeze the model.
+        progress: :data:`advkit.progress.ProgressFn`, called after every optimiser step as ``("epoch E/EPOCHS",
+            steps done in this epoch, steps per epoch, "loss L")`` (``L`` the batch's loss, 4 decimals).
+        on_epoch: a snapshot hook, not progress: called as ``(epochs_done, model)`` after every epoch with the model
+            itself (to evaluate or save it); training mode and gradients are restored afterwards, so the callback may
+            evaluate or even freeze the model.
         train_data: the preloaded training split (otherwise loaded from ``dataset``).
         test_data: the preloaded test split (otherwise loaded from ``dataset``).
         command: the command line recorded in the card (default: :func:`train_command`).
@@ -234,8 +237,8 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
             opt.step()
             if sched is not None:
                 sched.step()
-            if on_step is not None:
-                on_step(epoch, step, steps, float(loss.detach()))
+            if progress is not None:
+                progress(f"epoch {epoch + 1}/{recipe.epochs}", step + 1, steps, f"loss {float(loss.detach()):.4f}")
         log.info("%s epoch %d/%d done (%.0fs)", arch, epoch + 1, recipe.epochs, time.time() - t0)
         if on_epoch is not None:
             on_epoch(epoch + 1, model)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -17,6 +16,7 @@ import torch
 import advkit
 from advkit.data import load as load_data
 from advkit.models import load as load_model
+from advkit.progress import ProgressFn
 from advkit.train.deepfool import universal_perturbation
 from advkit.train.fit import check_model_fits
 
@@ -51,7 +51,7 @@ def uap_command(source: str, dataset: str, eps: float, norm: str, images: int, m
 def train_uap(source: str, dataset: str = "fashion-mnist", *, eps: float = 0.1, norm: str = "linf",
               images: int = 1000, max_passes: int = 10, delta: float = 0.2, seed: int = 0, subset: str = "first",
               eval_images: int = 1000, out: str = "uap.safetensors",
-              on_pass: Callable[[int, float], None] | None = None, cross_domain: bool = False
+              progress: ProgressFn | None = None, cross_domain: bool = False
               ) -> tuple[torch.Tensor, dict[str, Any]]:
     """A universal perturbation for ``source`` from ``images`` training images of ``dataset``, and its card.
 
@@ -65,7 +65,8 @@ def train_uap(source: str, dataset: str = "fashion-mnist", *, eps: float = 0.1, 
         subset: ``"first"`` (the first ``images`` of the split) or ``"random"`` (drawn with ``seed``).
         eval_images: test images (a class-balanced, seeded sample) on which the card reports the fooling rate.
         out: where it will be written (for the card's command).
-        on_pass: progress callback ``(pass, fooling rate on the training images)``.
+        progress: :data:`advkit.progress.ProgressFn` over the passes (see
+            :func:`~advkit.train.deepfool.universal_perturbation`).
         cross_domain: compute it on ``dataset`` images for a source trained on another dataset of the same image
             shape; refused unless asked for, as it is usually a mistake.
 
@@ -85,7 +86,7 @@ def train_uap(source: str, dataset: str = "fashion-mnist", *, eps: float = 0.1, 
     data = load_data(dataset, "train", limit=images, subset=subset, seed=seed)
     t0 = time.perf_counter()
     v, fooling = universal_perturbation(model, data.x, xi=eps, norm=norm, delta=delta, max_passes=max_passes,
-                                        seed=seed, on_pass=on_pass)
+                                        seed=seed, progress=progress)
     seconds = time.perf_counter() - t0
     test = load_data(dataset, "test", limit=eval_images)
     with torch.no_grad():
