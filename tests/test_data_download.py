@@ -100,7 +100,7 @@ def test_download_success(server: Server, tmp_path: Path) -> None:
     content = bytes(range(256)) * 4096  # 1 MiB, several chunks
     remote = server.put("blob.bin", content)
     seen: list[tuple[int, int | None]] = []
-    out = download(remote, tmp_path / "dest" / "sub", progress=lambda d, t: seen.append((d, t)))
+    out = download(remote, tmp_path / "dest" / "sub", progress=lambda s, d, t, detail: seen.append((d, t)))
     assert out == tmp_path / "dest" / "sub" / "blob.bin" and out.read_bytes() == content
     assert sha256_of(out) == remote.sha256
     assert leftovers(out.parent) == [] and seen[-1] == (len(content), len(content))

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-ProgressFn = Callable[[str, int, int, str], None]
-"""``progress(stage, done, total, detail)``: ``done`` of ``total`` steps of ``stage`` are finished; ``detail`` is a
-short free text (an accuracy, a loss, the queries spent) or ``""``."""
+ProgressFn = Callable[[str, int, int | None, str], None]
+"""``progress(stage, done, total, detail)``: ``done`` of ``total`` steps of ``stage`` are finished (``total`` is
+``None`` when unknown: a download without a size); ``detail`` is a short free text (an accuracy, a loss, the
+queries spent) or ``""``."""
 
 
-def report(progress: ProgressFn | None, stage: str, done: int, total: int, detail: str = "") -> None:
+def report(progress: ProgressFn | None, stage: str, done: int, total: int | None, detail: str = "") -> None:
     """Call ``progress`` when there is one."""
     if progress is not None:
         progress(stage, done, total, detail)

@@ -38,6 +38,6 @@ def data_fetch(
 
     with bars(transient=True) as bar:
         where = data.fetch(name, data_dir=data_dir, force=force,
-                           progress=lambda f, done, total: bar(f"download {f} (kB)", done // 1000,
-                                                                None if total is None else total // 1000))
+                           progress=lambda stage, done, total, detail: bar(f"{stage} (kB)", done // 1000,
+                                                                           None if total is None else total // 1000))
     console.print(f"{name}: files at {where}")

@@ -106,7 +106,7 @@ def train(
     with bars() as bar:
         started = time.monotonic()
 
-        def progress(stage: str, done: int, total: int, detail: str) -> None:  # stage: "epoch E/EPOCHS"
+        def progress(stage: str, done: int, total: int | None, detail: str) -> None:  # stage: "epoch E/EPOCHS"
             bar(f"{arch} {stage}", done, total, detail)
             if done == total and not console.is_terminal:  # the output is a log: one line per epoch there too
                 console.print(f"{arch} {stage} done: last batch {detail}, {time.monotonic() - started:.0f} s elapsed")

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from advkit.data.errors import DataError, DataNotFoundError
 from advkit.data.registry import cache_root, candidate_dirs, fetch_files, find_local, get_spec, names
+from advkit.progress import ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def where_kind(name: str, directory: Path, data_dir: str | Path | None = None) -
 
 
 def fetch(name: str, data_dir: str | Path | None = None, force: bool = False, *,
-          progress: Callable[[str, int, int | None], None] | None = None) -> Path:
+          progress: ProgressFn | None = None) -> Path:
     """Make a dataset available locally and return its folder.
 
     A local copy is looked for first (``data_dir``, ``$ADVKIT_DATA``, system folders, the cache; see
@@ -54,7 +54,7 @@ def fetch(name: str, data_dir: str | Path | None = None, force: bool = False, *,
         name: a registered dataset with canonical sources (not ``imagefolder``).
         data_dir: searched first, and where a download goes.
         force: skip the search and download again, replacing the files in the target folder.
-        progress: called with ``(filename, bytes_so_far, total_or_None)`` during downloads.
+        progress: ``progress("download FILENAME", bytes_so_far, total_or_None, "")`` during downloads.
 
     Returns:
         The folder holding all splits' files.

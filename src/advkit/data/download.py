@@ -9,11 +9,11 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from advkit.data.errors import DataError
+from advkit.progress import ProgressFn, report
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,7 @@ def verify(path: Path, expected: str) -> None:
         )
 
 
-def _fetch_one(url: str, out_path: Path, timeout: float,
-               progress: Callable[[int, int | None], None] | None) -> str:
+def _fetch_one(url: str, out_path: Path, timeout: float, progress: ProgressFn | None, stage: str) -> str:
     """Stream ``url`` into ``out_path``; return the SHA-256 of what arrived. Raises on a short read."""
     h = hashlib.sha256()
     with open(out_path, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
@@ -61,15 +60,14 @@ def _fetch_one(url: str, out_path: Path, timeout: float,
             out.write(chunk)
             h.update(chunk)
             done += len(chunk)
-            if progress is not None:
-                progress(done, total_n)
+            report(progress, stage, done, total_n)
     if total_n is not None and done != total_n:
         raise OSError(f"connection closed after {done} of {total_n} bytes")
     return h.hexdigest()
 
 
 def download(remote: RemoteFile, dest_dir: Path, *, timeout: float = 60.0,
-             progress: Callable[[int, int | None], None] | None = None) -> Path:
+             progress: ProgressFn | None = None) -> Path:
     """Fetch ``remote`` into ``dest_dir``, trying each address in turn, and verify its checksum.
 
     The bytes go to a temporary ``.part`` file in ``dest_dir`` that is renamed over the final name only once the
@@ -80,7 +78,7 @@ def download(remote: RemoteFile, dest_dir: Path, *, timeout: float = 60.0,
         remote: what to fetch.
         dest_dir: created if missing (and removed again, if still empty, when every address fails).
         timeout: seconds per connection attempt.
-        progress: called with ``(bytes_so_far, total_or_None)`` as data arrives.
+        progress: ``progress("download FILENAME", bytes_so_far, total_or_None, "")`` as data arrives.
 
     Returns:
         The path of the verified file.
@@ -100,7 +98,7 @@ def download(remote: RemoteFile, dest_dir: Path, *, timeout: float = 60.0,
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            digest = _fetch_one(url, tmp, timeout, progress)
+            digest = _fetch_one(url, tmp, timeout, progress, f"download {remote.filename}")
             if digest != remote.sha256:
                 errors.append(f"{url}: checksum mismatch (SHA-256 {digest}, expected {remote.sha256})")
                 continue

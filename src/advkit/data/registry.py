@@ -20,7 +20,6 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import torch
 from advkit.data.download import RemoteFile, download, verify
 from advkit.data.errors import DataError, DataNotFoundError, check_arrays
 from advkit.data.subset import check_subset, describe_selection, parse_split, split_rows, subset_indices
+from advkit.progress import ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ def locate(name: str, split: str | None = None, data_dir: str | Path | None = No
 
 
 def fetch_files(spec: DatasetSpec, target: Path, splits: tuple[str, ...] | None = None, *, force: bool = False,
-                progress: Callable[[str, int, int | None], None] | None = None) -> Path:
+                progress: ProgressFn | None = None) -> Path:
     """Download the canonical files of ``spec`` missing from ``target`` (all of them with ``force``), each
     checked by SHA-256; for an archive dataset, download (or verify the archive already in ``target``) and
     extract it.
@@ -299,7 +299,7 @@ def fetch_files(spec: DatasetSpec, target: Path, splits: tuple[str, ...] | None 
         target: the directory to fill; created if missing.
         splits: which splits' files (all by default).
         force: download again even when the files are present.
-        progress: called with ``(filename, bytes_so_far, total_or_None)`` during downloads.
+        progress: ``progress("download FILENAME", bytes_so_far, total_or_None, "")`` during downloads.
 
     Returns:
         ``target``.
@@ -311,7 +311,7 @@ def fetch_files(spec: DatasetSpec, target: Path, splits: tuple[str, ...] | None 
     splits = spec.splits if splits is None else splits
 
     def fetch(remote: RemoteFile) -> Path:
-        return download(remote, target, progress=None if progress is None else partial(progress, remote.filename))
+        return download(remote, target, progress=progress)
 
     if spec.archive is not None and spec.extract is not None:
         if force or not _complete(spec, target, splits):

@@ -155,7 +155,7 @@ def reproduce_jsma(model: nn.Module, data: Any, n_samples: int | None = None, *,
     n_features = x[0].numel()
     start = time.perf_counter()
 
-    def on_batch(_stage: str, done: int, total: int, _detail: str) -> None:
+    def on_batch(_stage: str, done: int, total: int | None, _detail: str) -> None:
         report(progress, stage, done, total)
         log.info("jsma study: %d/%d attacks, %.1f s", done, total, time.perf_counter() - start)
 

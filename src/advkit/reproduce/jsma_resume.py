@@ -110,7 +110,7 @@ def attack_in_pieces(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch
             report(progress, stage, hi, n)
             continue
 
-        def step(_stage: str, done: int, _total: int, _detail: str, lo: int = lo) -> None:  # over all rows
+        def step(_stage: str, done: int, _total: int | None, _detail: str, lo: int = lo) -> None:  # over all rows
             report(progress, stage, lo + done, n)
 
         t0 = time.perf_counter()

@@ -247,7 +247,7 @@ def reproduce_sgm(out: str | Path, quick: bool = False, *, force: bool = False, 
                                      f"pass force=True (--force) to overwrite it, or choose another output folder")
             log.info("%s: finished run found; reusing it", run_dir)
         else:
-            def stage(s: str, done: int, total: int, detail: str, _n: str = name) -> None:
+            def stage(s: str, done: int, total: int | None, detail: str, _n: str = name) -> None:
                 if progress is not None:
                     progress(f"{_n}: {s}", done, total, detail)
 

@@ -150,7 +150,7 @@ def run_attack(attack: str, model: str, dataset: str, out: Path | None, *, attac
         victim = Oracle(m, output=oracle or str(atk.oracle_output), on_query=queries)
     t0 = time.perf_counter()
 
-    def on_batch(_stage: str, done: int, total: int, _detail: str) -> None:
+    def on_batch(_stage: str, done: int, total: int | None, _detail: str) -> None:
         if queries is not None:
             queries.reset()
         if progress is not None:
