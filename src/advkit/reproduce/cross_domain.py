@@ -87,9 +87,11 @@ def _matches(card: dict[str, Any], want: dict[str, Any]) -> bool:
     return all(card.get(k) == v for k, v in want.items() if k != "spec") and spec == want["spec"]
 
 
-def _artefact(kind: str, root: Path, setup: CrossDomainSetup, dataset: str, host: str, seed: int) -> Artefact:
+def _artefact(kind: str, root: Path, setup: CrossDomainSetup, dataset: str, host: str, seed: int,
+              progress: ProgressFn | None = None) -> Artefact:
     """The trained generator or universal perturbation: reused from ``root/artefacts`` when its card matches,
-    else trained there; returned with its attack (``generator:PATH`` / ``uap:PATH`` at the run's eps)."""
+    else trained there (its steps or passes reported through ``progress``); returned with its attack
+    (``generator:PATH`` / ``uap:PATH`` at the run's eps)."""
     folder = root / "artefacts" / ("generators" if kind == "generator" else "universal")
     path = folder / f"{dataset}-{host}-seed{seed}.safetensors"
     want = _want(kind, setup, dataset, host, seed)
@@ -105,11 +107,12 @@ def _artefact(kind: str, root: Path, setup: CrossDomainSetup, dataset: str, host
     eval_images = min(setup.images, 1000)
     if kind == "generator":
         gen, card = train_generator([host], dataset, eps=setup.eps, epochs=setup.generator_epochs, seed=seed,
-                                    limit=setup.generator_images, eval_images=eval_images, out=str(path))
+                                    limit=setup.generator_images, eval_images=eval_images, out=str(path),
+                                    progress=progress)
         save_generator(gen, path, card)
     else:
         v, card = train_uap(host, dataset, eps=setup.eps, images=setup.uap_images, max_passes=setup.uap_passes,
-                            seed=seed, subset="random", eval_images=eval_images, out=str(path))
+                            seed=seed, subset="random", eval_images=eval_images, out=str(path), progress=progress)
         save_universal(v, path, card)
     _, card = load_generator(path) if kind == "generator" else load_universal(path)
     return Artefact(kind, dataset, host, seed, path, card, False, create(spec, eps=float(setup.eps)))
@@ -184,7 +187,7 @@ def reproduce_cross_domain(out: str | Path, setup: CrossDomainSetup = FULL, *, c
     todo = [(kind, d, h, k) for k in setup.seeds for d in ds for h in setup.hosts for kind in ("generator", "uap")]
     for i, (kind, d, h, k) in enumerate(todo):
         report(progress, "artefacts", i, len(todo), f"{kind} on {d} for {h} (seed {k})")
-        arts[(kind, d, h, k)] = _artefact(kind, root, setup, d, h, k)
+        arts[(kind, d, h, k)] = _artefact(kind, root, setup, d, h, k, progress)
     report(progress, "artefacts", len(todo), len(todo))
     train_seconds = time.perf_counter() - t0
 
