@@ -200,6 +200,11 @@ class Attack(ABC):
     def __post_init__(self) -> None:
         check_eps(self.eps)
 
+    @property
+    def title(self) -> str:
+        """What messages call the attack: its registry name (a composition: the name it was created from)."""
+        return self.name
+
     def config(self) -> dict[str, Any]:
         """The resolved settings, for run records: the name, then every setting the attack was created with, and
         its norm (a setting, or fixed by the attack)."""
@@ -237,10 +242,10 @@ class Attack(ABC):
         if isinstance(k, int):
             check_labels(y, target, k)
         if self.targeted_only and target is None:
-            raise ValueError(f"{self.name} is a targeted attack: pass target= (a label per sample, != y)")
+            raise ValueError(f"{self.title} is a targeted attack: pass target= (a label per sample, != y)")
         if start is not None:
             if not self.black_box:
-                raise ValueError(f"{self.name} is a {self.kind} attack and does not take start=: only query attacks "
+                raise ValueError(f"{self.title} is a {self.kind} attack and does not take start=: only query attacks "
                                  f"(kind 'query' in `advkit attacks list`) start from a given example")
             start = self.project(check_start(start, x).detach(), x)
         access = self._open(model, x)

@@ -84,6 +84,11 @@ class Iterative(ModelAttack):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
+    def title(self) -> str:
+        """The name the attack was created from (``"sgm+mi"``)."""
+        return self.label
+
+    @property
     def base(self) -> Part:
         """The base part (``fgsm``, ``ifgsm`` or ``pgd``)."""
         return next(p for p in self.parts if p.hook == "base")
