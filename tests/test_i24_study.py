@@ -9,6 +9,7 @@ The run tests use the tiny seeded zoo of ``tests/test_transfer.py`` (8 Fashion-M
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -228,3 +229,16 @@ def test_the_report_names_the_decays_an_sgm_attack_sweeps_in_its_settings(zoo):
     assert sorted({c["gamma"] for c in res.records["cells"] if c["gamma"] is not None}) == [0.2, 0.5]
     text = build_report(res.run_dir).markdown()
     assert "SGM gamma: 0.2, 0.5." in text and '"auto"' not in text
+
+
+def test_every_example_file_is_valid_and_the_sweep_example_plans_a_row_per_value():
+    import yaml
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+    assert len(examples) >= 8
+    for path in examples:
+        load_config(yaml.safe_load(path.read_text()))  # raises ConfigError naming the key
+    cfg = load_config(yaml.safe_load((examples[0].parent / "sweep_settings.yaml").read_text()))
+    rows = list(dict.fromkeys((c.label, c.gamma) for c in plan_cells(cfg, {"resnet20": "residual"})))
+    assert rows == [("ifgsm", None), ("mi decay=0.0", None), ("mi decay=0.5", None), ("mi decay=1.0", None),
+                    ("sgm", 0.2), ("sgm", 0.5), ("sgm", 0.8), ("di di_prob=0.3", None), ("di di_prob=0.7", None)]
