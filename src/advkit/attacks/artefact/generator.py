@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from advkit.attacks.core.base import Counter, ModelAttack
+from advkit.attacks.artefact.base import ArtefactAttack
+from advkit.attacks.core.base import Counter
 from advkit.attacks.core.registry import register_attack
 from advkit.models.generator import (
     PerturbationGenerator,
@@ -41,31 +42,24 @@ def _loaded(path: str, sha: str) -> PerturbationGenerator:
 
 @register_attack
 @dataclass(frozen=True)
-class GeneratorAttack(ModelAttack):
+class GeneratorAttack(ArtefactAttack):
     """A perturbation generator (Naseer et al. 2019), one forward pass per image; ``generator:PATH``."""
 
     name: ClassVar[str] = "generator"
-    kind: ClassVar[str] = "artefact"
-    takes_path: ClassVar[bool] = True
+    missing: ClassVar[str] = ("the generator attack needs the generator's weights: create('generator:PATH'), where "
+                              "PATH is a .safetensors file written by `advkit train-generator`, or "
+                              "create('generator:NAME') for a shipped one")
 
-    path: str = ""
-    eps: float = field(default=-1.0)  # -1: the eps the generator was trained for (its card's)
     norm: str = field(default="linf", init=False)  # generators are trained for an L-inf budget
-    card: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.path:
-            raise ValueError("the generator attack needs the generator's weights: create('generator:PATH'), where "
-                             "PATH is a .safetensors file written by `advkit train-generator`, or "
-                             "create('generator:NAME') for a shipped one")
-        object.__setattr__(self, "path", str(generator_path(self.path)))
-        card = read_generator_card(self.path)
-        object.__setattr__(self, "card", card)
-        if self.eps == -1.0:
-            object.__setattr__(self, "eps", float(card["eps"]))
         super().__post_init__()
         if self.eps == 0 or self.eps > 1:
             raise ValueError(f"eps must be in (0, 1] (an L-inf budget in pixel units), got {self.eps!r}")
+
+    def _load(self, path: str) -> tuple[Path, dict[str, Any]]:
+        resolved = generator_path(path)
+        return resolved, read_generator_card(resolved)
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "path": self.path, "eps": self.eps, "trained_eps": self.card["eps"],

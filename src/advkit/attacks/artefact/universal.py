@@ -10,11 +10,13 @@ costs nothing: ``x + v``, projected onto the budget and ``[0, 1]``; the model is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
-from advkit.attacks.core.base import Counter, ModelAttack
+from advkit.attacks.artefact.base import ArtefactAttack
+from advkit.attacks.core.base import Counter
 from advkit.attacks.core.registry import register_attack
 from advkit.models.universal import load_universal, universal_path
 
@@ -23,33 +25,27 @@ __all__ = ["UniversalAttack"]
 
 @register_attack
 @dataclass(frozen=True)
-class UniversalAttack(ModelAttack):
+class UniversalAttack(ArtefactAttack):
     """A universal adversarial perturbation (Moosavi-Dezfooli et al. 2017) added to every image; ``uap:PATH``."""
 
     name: ClassVar[str] = "uap"
-    kind: ClassVar[str] = "artefact"
-    takes_path: ClassVar[bool] = True
+    missing: ClassVar[str] = ("the uap attack needs a perturbation: create('uap:PATH') with a .safetensors file "
+                              "written by `advkit train-uap`")
 
-    path: str = ""
-    eps: float = field(default=-1.0)  # -1: the card's
     norm: str = field(default="", init=False)  # the card's
-    card: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
     perturbation: torch.Tensor | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.path:
-            raise ValueError("the uap attack needs a perturbation: create('uap:PATH') with a .safetensors file "
-                             "written by `advkit train-uap`")
-        object.__setattr__(self, "path", str(universal_path(self.path)))
-        v, card = load_universal(self.path)
-        object.__setattr__(self, "card", card)
-        object.__setattr__(self, "perturbation", v)
-        object.__setattr__(self, "norm", str(card["norm"]))
-        if self.eps == -1.0:
-            object.__setattr__(self, "eps", float(card["eps"]))
         super().__post_init__()
         if self.eps == 0:
             raise ValueError("eps must be > 0")
+
+    def _load(self, path: str) -> tuple[Path, dict[str, Any]]:
+        resolved = universal_path(path)
+        v, card = load_universal(resolved)
+        object.__setattr__(self, "perturbation", v)
+        object.__setattr__(self, "norm", str(card["norm"]))
+        return resolved, card
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "path": self.path, "eps": self.eps, "norm": self.norm,
