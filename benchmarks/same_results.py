@@ -4,7 +4,8 @@
     python benchmarks/same_results.py --old DIR --n 32 --out benchmarks/results/same_results_issue24.md
 
 Each checkout runs, in its own process (``PYTHONPATH=CHECKOUT/src``), every attack name the registry lists
-(every part, macro, listed combination and standalone attack; query attacks with a 200-query budget) on the same
+(every part, macro, listed combination and standalone attack, and each attack with a choice of norm in its other
+norm too; query attacks with a 200-query budget) on the same
 ``n`` Fashion-MNIST test images against the zoo's resnet20 (the generator and UAP attacks: the shipped ones),
 seeded by ``attack_batched(seed=0)``. Printed per attack: the SHA-256 of the adversarial batch's bytes and of the
 success flags, and whether old and new agree bit for bit. One torch thread.
@@ -29,10 +30,15 @@ data = advkit.data.load("fashion-mnist", split="test", limit=n)
 model = advkit.models.load("resnet20", dataset="fashion-mnist")
 names = [n for n in A.names() if not (n in A.standalone() and A.standalone()[n].takes_path)]
 names += ["generator:fashion-mnist-resnet20", "uap:fashion-mnist-lenet"]  # the shipped artefacts
+OTHER_NORM = {"l2": {"norm": "l2", "eps": 1.0}, "linf": {"norm": "linf", "eps": 0.1}}
+for name in ["pgd", "noise", *A.query_attacks()]:  # each attack with a norm of choice, in its other norm too
+    default = A.budget_norm(name)
+    names.append(name + " norm=" + ("linf" if default == "l2" else "l2"))
 out = {}
-for name in names:
+for entry in names:
+    name, _, other = entry.partition(" norm=")
     key = name.split(":")[0]
-    kw = {}
+    kw = dict(OTHER_NORM[other]) if other else {}
     if key in A.standalone() and A.standalone()[key].black_box:
         kw["max_queries"] = 200
     if key == "jsma":
@@ -41,10 +47,10 @@ for name in names:
         atk = A.create(name, **kw)
         y_t = (data.y + 1) % 10 if getattr(atk, "targeted_only", False) else None
         r = A.attack_batched(atk, model, data.x, data.y, target=y_t, batch_size=n, seed=0)
-        out[name] = [hashlib.sha256(r.x_adv.numpy().tobytes()).hexdigest()[:16],
+        out[entry] = [hashlib.sha256(r.x_adv.numpy().tobytes()).hexdigest()[:16],
                      hashlib.sha256(r.success.numpy().tobytes()).hexdigest()[:16], float(r.success_rate)]
     except Exception as e:  # a name one checkout lacks is reported, not fatal
-        out[name] = ["error", f"{type(e).__name__}: {str(e)[:80]}", None]
+        out[entry] = ["error", f"{type(e).__name__}: {str(e)[:80]}", None]
 print(json.dumps(out))
 '''
 

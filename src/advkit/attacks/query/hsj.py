@@ -28,6 +28,7 @@ from typing import ClassVar
 
 import torch
 
+from advkit.attacks.core.budget import step_direction
 from advkit.attacks.core.checks import check_number
 from advkit.attacks.core.registry import register_attack
 from advkit.attacks.query.base import QueryAttack, rand, randn
@@ -127,7 +128,7 @@ class HopSkipJump(QueryAttack):
                     scale = math.sqrt(d) if self.norm == "l2" else d
                     delta = scale * theta * dist_post[run]
                 grad = self._normal(adversarial, adv[run], run, delta, k, g)
-                update = grad.sign() if self.norm == "linf" else grad
+                update = step_direction(grad, "linf") if self.norm == "linf" else grad  # grad: a unit normal
                 moved, ok = self._step(live, adversarial, adv[run], update, dist[run] / math.sqrt(t), run)
                 go = run[ok]
                 if go.numel():
@@ -222,7 +223,7 @@ class HopSkipJump(QueryAttack):
         mean = fval.mean(1, keepdim=True)
         centred = torch.where(mean.abs() == 1, torch.ones_like(fval) * mean, fval - mean)
         grad = (centred.view(k, evals, *([1] * (point.ndim - 1))) * rv).mean(1)
-        return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(k, *([1] * (point.ndim - 1)))
+        return step_direction(grad, "l2")  # the unit normal
 
     def _step(self, live: Mask, adversarial: Decide, point: torch.Tensor, update: torch.Tensor,
               size: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
