@@ -27,13 +27,14 @@ import advkit
 from advkit._files import atomic_write_text
 from advkit.attacks import resolve_gamma
 from advkit.evaluate.checks import check_model
+from advkit.progress import ProgressFn, report
 from advkit.study.aggregate import aggregate, write_records
 from advkit.study.cells import ShardTask, load_models, resolve_device, run_shard, task_key
 from advkit.study.config import StudyConfig, load_config
 from advkit.study.plan import Cell, connection_kind, display_names, plan_cells
 from advkit.study.runlock import run_lock
 from advkit.study.runstate import RunDir, atomic_save_tensors, disk_full_as_error, read_tensors
-from advkit.study.sample import ProgressFn, sample_key, seed_picks, select_sample
+from advkit.study.sample import sample_key, seed_picks, select_sample
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,38 @@ def run_study(config: StudyConfig | str | Path | dict[str, Any], out: str | Path
                            command=command, reuse=reuse)
 
 
+def _sample(cfg: StudyConfig, run: RunDir, models: dict[str, nn.Module], device: str, *, force: bool,
+            reuse_dirs: list[RunDir], progress: ProgressFn | None
+            ) -> tuple[RunDir, dict[str, torch.Tensor], dict[str, Any]]:
+    """The run's images: drawn afresh, adopted from a reused run of the same sample key, or read back (a resumed
+    run). The (slow) draw happens before the run directory is prepared, so a refused run writes nothing; the
+    prepared directory is returned with the sample."""
+    skey = sample_key(cfg)
+    fresh: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+    if force or not run.sample_file.is_file():
+        adoptable = any(o.sample_file.is_file() and read_tensors(o.sample_file)[1].get("key") == skey
+                        for o in reuse_dirs)
+        if not adoptable:
+            fresh = select_sample(cfg, models, device, progress)
+    run = RunDir.prepare(run.root, cfg, force=force)
+    if fresh is not None:
+        sample, smeta = fresh
+        smeta["key"] = skey
+        atomic_save_tensors(run.sample_file, sample, smeta)
+        return run, sample, smeta
+    if not run.sample_file.is_file():
+        for other in reuse_dirs:
+            if other.sample_file.is_file() and read_tensors(other.sample_file)[1].get("key") == skey:
+                run.adopt(other.sample_file, run.sample_file)
+                log.info("sample reused from %s", other.root)
+                break
+    sample, smeta = read_tensors(run.sample_file)
+    if list(smeta.get("seeds", [])) != list(cfg.seeds):  # adopted from a run with other seeds
+        sample["picks"], smeta["seeds"] = seed_picks(cfg, int(sample["y"].numel())), list(cfg.seeds)
+        atomic_save_tensors(run.sample_file, sample, smeta)
+    return run, sample, smeta
+
+
 def _run_locked(cfg: StudyConfig, out: str | Path, *, force: bool, backend: str, address: str | None,
                 progress: ProgressFn | None, command: str, reuse: list[str | Path] | None) -> StudyResult:
     """:func:`run_study` once the run directory's lock is held."""
@@ -198,30 +231,8 @@ def _run_locked(cfg: StudyConfig, out: str | Path, *, force: bool, backend: str,
     models = load_models(list(dict.fromkeys((*cfg.sources, *cfg.targets))), cfg.dataset, device)
     cells = plan_cells(cfg, {s: connection_kind(models[s]) for s in cfg.sources},
                        auto=lambda src: float(resolve_gamma("auto", models[src]) or 0.2))
-    skey = sample_key(cfg)
     reuse_dirs = [RunDir(r) for r in (reuse or []) if Path(r).resolve() != run.root.resolve()]
-    fresh: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
-    if force or not run.sample_file.is_file():
-        adoptable = any(o.sample_file.is_file() and read_tensors(o.sample_file)[1].get("key") == skey
-                        for o in reuse_dirs)
-        if not adoptable:
-            fresh = select_sample(cfg, models, device, progress)
-    run = RunDir.prepare(out, cfg, force=force)
-    if fresh is not None:
-        sample, smeta = fresh
-        smeta["key"] = skey
-        atomic_save_tensors(run.sample_file, sample, smeta)
-    else:
-        if not run.sample_file.is_file():
-            for other in reuse_dirs:
-                if other.sample_file.is_file() and read_tensors(other.sample_file)[1].get("key") == skey:
-                    run.adopt(other.sample_file, run.sample_file)
-                    log.info("sample reused from %s", other.root)
-                    break
-        sample, smeta = read_tensors(run.sample_file)
-        if list(smeta.get("seeds", [])) != list(cfg.seeds):  # adopted from a run with other seeds
-            sample["picks"], smeta["seeds"] = seed_picks(cfg, int(sample["y"].numel())), list(cfg.seeds)
-            atomic_save_tensors(run.sample_file, sample, smeta)
+    run, sample, smeta = _sample(cfg, run, models, device, force=force, reuse_dirs=reuse_dirs, progress=progress)
     smeta = {**smeta, "names": display_names(models), "model_checks": _check_models(models, sample, device)}
     atomic_write_text(run.state / "cells.json", json.dumps(
         [{"id": c.id, "source": c.source, "attack": c.label, "eps": c.eps, "gamma": c.gamma, "seed": c.seed}
@@ -235,15 +246,13 @@ def _run_locked(cfg: StudyConfig, out: str | Path, *, force: bool, backend: str,
     if reused:
         log.info("%d of %d shards already finished; computing %d", reused, len(tasks), len(pending))
     done = reused
-    if progress is not None:
-        progress("cells", done, len(tasks), "resumed" if reused else "")
+    report(progress, "cells", done, len(tasks), "resumed" if reused else "")
 
     def finished(task: ShardTask, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         nonlocal done
         run.write_shard(task.cell, task.shard, tensors, meta)
         done += 1
-        if progress is not None:
-            progress("cells", done, len(tasks), f"{task.source} {task.label} seed {task.seed}")
+        report(progress, "cells", done, len(tasks), f"{task.source} {task.label} seed {task.seed}")
 
     if backend == "ray":
         from advkit.study.ray_backend import run_tasks_ray
