@@ -41,10 +41,10 @@ def test_list_shows_the_three_analyses_with_their_settings():
 def test_an_unknown_setting_or_analysis_lists_the_valid_names(tmp_path):
     r = runner.invoke(app, ["analyze", "surrogates", str(tmp_path), "--out", str(tmp_path / "o"), "--set", "boot=9"])
     assert r.exit_code == 2
-    assert ("unknown setting(s) 'boot'; the settings are: targets, eps, selection, seed, bootstrap, knowledge "
-            "(see `advkit analyze --list`)") in flat(r.output)
+    assert ("unknown setting(s) 'boot' (did you mean 'bootstrap'?); the settings are: targets, eps, selection, seed, "
+            "bootstrap, knowledge (see `advkit analyze --list`)") in flat(r.output)
     r = runner.invoke(app, ["analyze", "clusters", str(tmp_path), "--kmax", "3"])  # an old-style flag, misspelt
-    assert r.exit_code == 2 and "unknown setting(s) 'kmax'" in flat(r.output) and "k_max" in r.output
+    assert r.exit_code == 2 and "unknown setting(s) 'kmax' (did you mean 'k_max'?)" in flat(r.output)
     r = runner.invoke(app, ["analyze", "cluster", str(tmp_path)])
     assert r.exit_code == 2 and "choose one of: clusters, perception, surrogates" in flat(r.output)
     assert not (tmp_path / "analysis").exists() and not (tmp_path / "o").exists()

@@ -26,6 +26,7 @@ the settings, the versions, the command, the status) and ``report.md`` / ``repor
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import shutil
 import time
@@ -120,8 +121,10 @@ class Registered:
         merged = {**(dict(self.quick) if quick else {}), **dict(changes or {})}
         unknown = [k for k in merged if k not in names]
         if unknown:
-            raise ValueError(f"{self.name}: unknown setting(s) {', '.join(map(repr, unknown))}; the settings are: "
-                             f"{', '.join(names)} (see `{self.list_command}`)")
+            close = difflib.get_close_matches(unknown[0], names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{self.name}: unknown setting(s) {', '.join(map(repr, unknown))}{hint}; the settings "
+                             f"are: {', '.join(names)} (see `{self.list_command}`)")
         values = {k: _convert(v, hints[k], k) for k, v in merged.items()}
         return self.settings(**values)
 
