@@ -230,6 +230,10 @@ def attack_pages() -> dict[str, str]:
     common = getattr(sys.modules["advkit.attacks.grammar"], "COMMON", ("eps", "steps", "alpha", "norm", "loss"))
     grad += settings_table([(f.name, field_default(f), described.get(f.name, ""))
                             for f in dataclasses.fields(Iterative) if f.name in common])
+    from advkit.attacks.core.losses import LOSSES  # the loss registry: every loss= an iterative attack takes
+    grad += ["### Losses", "", "| `loss=` | ascends | paper | targeted only |", "| --- | --- | --- | --- |"]
+    grad += [f"| `{n}` | {cell(e.summary)} | {cell(e.paper)} | {'yes' if e.targeted_only else ''} |"
+             for n, e in LOSSES.items()] + [""]
     grad += ["## Parts by hook", "", "| hook | parts, in the order they run |", "| --- | --- |"]
     for hook in HOOKS:
         members = sorted((c.order, t) for t, c in parts.items() if c.hook == hook)

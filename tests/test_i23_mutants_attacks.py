@@ -129,7 +129,7 @@ def test_attack_loss_values():
     # untargeted: max_{j != y} z_j - z_y = (1 - 2) + (3 - 0.5); targeted: z_t - max_{j != t} z_j = (1 - 2) + (0 - 3)
     assert float(attack_loss(logits, y, None, "margin")) == pytest.approx(-1.0 + 2.5)
     assert float(attack_loss(logits, y, t, "margin")) == pytest.approx(-1.0 - 3.0)
-    with pytest.raises(ValueError, match="loss must be 'ce' or 'margin'"):
+    with pytest.raises(ValueError, match="loss must be one of 'ce', 'logit', 'margin', 'potrip'"):
         attack_loss(logits, y, None, "hinge")
 
 

@@ -36,6 +36,16 @@ OPTIONS = {"eps": "--eps", "steps": "--steps", "alpha": "--alpha", "norm": "--no
            "max_queries": "--max-queries"}
 
 
+def _check_loss(loss: str | None, targeted: bool) -> None:
+    """Refuse a targeted-only loss (``potrip``) without ``--targeted`` before any model is loaded."""
+    from advkit.attacks.core.losses import LOSSES
+
+    entry = LOSSES.get(loss) if loss is not None else None
+    if entry is not None and entry.targeted_only and not targeted:
+        raise ValueError(f"--loss {loss} ({entry.paper}) is defined only for targeted attacks: add --targeted, or "
+                         f"pick another loss ({', '.join(n for n, e in LOSSES.items() if not e.targeted_only)})")
+
+
 def _aliases(name: str) -> dict[str, str]:
     """The other names of the attack's settings (``mu`` for ``decay``), to setting names; ``{}`` for a standalone
     attack or a name ``create`` will refuse."""
@@ -108,7 +118,12 @@ def attack(
     variant: Annotated[str | None, typer.Option(help="SGM variant: formula or original.")] = None,
     decay: Annotated[float | None, typer.Option(help="MI momentum decay mu.")] = None,
     ti_kernel: Annotated[int | None, typer.Option(min=1, help="TI Gaussian kernel size (odd).")] = None,
-    loss: Annotated[str | None, typer.Option(help="ce (cross-entropy) or margin (logit margin).")] = None,
+    # the names of advkit.attacks.core.losses.LOSSES (written here so that starting the CLI does not import torch;
+    # tests/test_i25_losses.py checks the help names every registered loss)
+    loss: Annotated[str | None, typer.Option(help="The loss the attack ascends: ce (cross-entropy), logit (the "
+                                             "target's logit, Zhao et al. 2021), margin (C&W logit margin) or potrip "
+                                             "(Po+Trip, Li et al. 2020, needs --targeted); query attacks take ce or "
+                                             "margin.")] = None,
     max_queries: Annotated[int | None, typer.Option(min=1, help="Query attacks: the per-image query budget.")] = None,
     start: Annotated[str | None, typer.Option(help="Query attacks: start from a transfer example crafted with "
                                                    "this attack (e.g. sgm+mi) on --surrogate.")] = None,
@@ -135,6 +150,7 @@ def attack(
              f"which can take days; the usual is 10 to 1,000 steps. Ctrl-C stops it")
     options = {"eps": eps, "steps": steps, "alpha": alpha, "norm": norm, "gamma": gamma, "sgm_variant": variant,
                "decay": decay, "ti_kernel": ti_kernel, "loss": loss, "max_queries": max_queries}
+    _check_loss(loss, targeted)
     kw = _settings(name, {k: v for k, v in options.items() if v is not None}, setting or [])
     _check_eps(name, kw, dataset, allow_large_eps)
     command = invocation(ctx)

@@ -3,7 +3,8 @@ checkpoints with model cards, and optional torchvision / timm adapters (imported
 :mod:`advkit.train`.
 
 ``advkit.models.load("resnet20", dataset="fashion-mnist")`` returns the wrapped, frozen, eval-mode model from the
-shipped zoo; it also accepts a checkpoint path, ``"torchvision:NAME"`` and ``"timm:NAME"``.
+shipped zoo; it also accepts a checkpoint path, ``"torchvision:NAME"``,
+``"timm:NAME"`` and ``"ensemble:A+B"`` (:func:`ensemble`).
 ``advkit.models.list()`` lists architectures and shipped checkpoints with their metadata.
 ``advkit.models.wrap(net, mean=..., std=..., input_shape=..., num_classes=...)`` wraps a network already in memory
 (a timm model needs no arguments); architectures of other installed packages come in through the entry-point
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from advkit.models.checkpoint import CheckpointError, load_checkpoint, read_card, save_checkpoint
+from advkit.models.ensemble import Ensemble, ensemble, is_ensemble_name, parse_name
 from advkit.models.frozen import frozen_eval
 from advkit.models.own import wrap
 from advkit.models.registry import ArchSpec, arch_names, get_arch, register_arch
@@ -96,7 +98,9 @@ def load(name: str, dataset: str = "fashion-mnist", *, device: str | None = None
 
     Args:
         name: a zoo name (``"resnet20"``, see :func:`list`), a path to a ``.safetensors`` checkpoint with its
-            JSON card, ``"torchvision:NAME"`` or ``"timm:NAME"`` (pretrained weights where available).
+            JSON card, ``"torchvision:NAME"`` or ``"timm:NAME"`` (pretrained weights where available), or
+            ``"ensemble:A+B[+C...]"`` with an optional final ``@logits`` (default), ``@probs`` or ``@loss``: an
+            :class:`~advkit.models.ensemble.Ensemble` of the named models (:func:`ensemble`).
         dataset: which zoo a bare name refers to.
         device: move the model there (``"cuda"``, ``"cpu"``); default: leave on CPU.
         weights: for ``torchvision:`` / ``timm:`` models: ``"default"`` (the pretrained default), ``None`` (random
@@ -112,6 +116,12 @@ def load(name: str, dataset: str = "fashion-mnist", *, device: str | None = None
     """
     if device is not None:
         _check_device(device)
+    if is_ensemble_name(name):
+        if weights != "default":
+            raise ValueError(f"weights={weights!r} does not apply to an ensemble; name each member's weights in "
+                             f"the name (ensemble:torchvision:resnet18@random+...)")
+        specs, fuse = parse_name(name)
+        return ensemble([load(s, dataset, device=device) for s in specs], fuse=fuse)
     model: Classifier
     if name.startswith(("torchvision:", "timm:")):
         from advkit.models import adapters
@@ -169,9 +179,10 @@ def list(dataset: str | None = None) -> builtins.list[ModelInfo]:  # noqa: A001 
 
 
 __all__ = [
-    "ArchSpec", "CheckpointError", "Classifier", "ModelInfo", "Normalize", "WEIGHTS_DIR", "adversarially_trained",
+    "ArchSpec", "CheckpointError", "Classifier", "Ensemble", "ModelInfo", "Normalize", "WEIGHTS_DIR",
+    "adversarially_trained",
     "arch_names",
-    "check_input_shape", "frozen_eval",
+    "check_input_shape", "ensemble", "frozen_eval",
     "get_arch", "list", "load", "load_checkpoint", "read_card", "register_arch", "save_checkpoint", "shipped",
     "wrap", "zoo_path",
 ]

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Union, final
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from advkit.attacks.core.budget import check_eps, project
 from advkit.attacks.core.checks import check_labels, check_model_inputs, check_start, validate_inputs
+from advkit.attacks.core.losses import attack_loss
 from advkit.models.frozen import frozen_eval
 
 if TYPE_CHECKING:
@@ -108,30 +108,6 @@ class Counter:
         self.backward += 1
         (g,) = torch.autograd.grad(out, inputs, grad_outputs=grad_outputs, retain_graph=retain_graph)
         return g
-
-
-def attack_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, kind: str) -> torch.Tensor:
-    """The loss an attack *ascends*, summed over the batch (so per-sample gradients are independent).
-
-    Args:
-        logits: ``(N, K)``.
-        y: true labels ``(N,)``.
-        target: target labels ``(N,)`` or ``None`` (untargeted).
-        kind: ``"ce"`` (cross-entropy; targeted: minus the target's cross-entropy) or ``"margin"`` (logit margin
-            of Carlini & Wagner: untargeted ``max_{j != y} z_j - z_y``; targeted ``z_t - max_{j != t} z_j``).
-    """
-    if kind == "ce":
-        if target is None:
-            return F.cross_entropy(logits, y, reduction="sum")
-        return -F.cross_entropy(logits, target, reduction="sum")
-    if kind == "margin":
-        cls = y if target is None else target
-        own = logits.gather(1, cls[:, None]).squeeze(1)
-        other = logits.masked_fill(F.one_hot(cls, logits.shape[1]).bool(), float("-inf")).amax(1)
-        return (other - own).sum() if target is None else (own - other).sum()
-    raise ValueError(f"loss must be 'ce' or 'margin', got {kind!r}")
-
-
 
 
 class Access(Protocol):

@@ -19,9 +19,11 @@ import torch
 
 from advkit.attacks.core.base import Counter, ModelAttack, attack_loss
 from advkit.attacks.core.budget import check_eps
+from advkit.attacks.core.losses import check_loss
 from advkit.attacks.gradient.parts import HOOKS, Context, CopyFn, Part, parts
 from advkit.attacks.gradient.scopes import resolve_gamma
 from advkit.attacks.gradient.steps import IFGSM, STEP_RULES
+from advkit.models.ensemble import Ensemble
 
 __all__ = ["Iterative", "resolve_gamma"]
 
@@ -40,7 +42,8 @@ class Iterative(ModelAttack):
         alpha: step size; ``None`` means ``eps / steps`` (Kurakin et al. 2017 / Dong et al. 2018), or
             ``2.5 * eps / steps`` with PGD's random start (Madry et al. 2018); ``eps`` for FGSM.
         norm: ``"linf"`` or ``"l2"`` (the step rule and projection).
-        loss: ``"ce"`` (cross-entropy, summed over the batch as in the SGM authors' code) or ``"margin"``.
+        loss: a name in :data:`advkit.attacks.core.losses.LOSSES`: ``"ce"`` (cross-entropy, summed over the batch
+            as in the SGM authors' code), ``"logit"``, ``"margin"`` or ``"potrip"`` (targeted only).
         label: the name the attack was created from (``"sgm+mi"``), used in reports.
         parts: the parts, one base among them. Their settings read as attributes (``attack.gamma``); a setting
             of a part that is absent reads as ``None``.
@@ -63,8 +66,7 @@ class Iterative(ModelAttack):
             check_eps(self.alpha, "alpha (the step size)")
         if self.norm not in STEP_RULES:
             raise ValueError(f"norm must be one of {', '.join(map(repr, STEP_RULES))}, got {self.norm!r}")
-        if self.loss not in ("ce", "margin"):
-            raise ValueError(f"loss must be 'ce' or 'margin', got {self.loss!r}")
+        check_loss(self.loss)
         if not all(isinstance(p, Part) for p in self.parts):
             raise ValueError("parts must be advkit.attacks.gradient.parts.Part instances")
         bases = [p for p in self.parts if p.hook == "base"]
@@ -121,7 +123,12 @@ class Iterative(ModelAttack):
         total: torch.Tensor | None = None
         for f in copies:
             leaf = point.detach().requires_grad_(True)
-            loss = attack_loss(ctx.model(f(leaf)), ctx.y, ctx.target, ctx.loss)
+            net = ctx.model.model
+            if isinstance(net, Ensemble) and net.fuse == "loss":  # an ensemble averaging its members' losses
+                ctx.model.forward += 1
+                loss = net.fused_loss(f(leaf), lambda z: attack_loss(z, ctx.y, ctx.target, ctx.loss))
+            else:
+                loss = attack_loss(ctx.model(f(leaf)), ctx.y, ctx.target, ctx.loss)
             g = ctx.model.grad(loss, leaf)
             total = g if total is None else total + g
         assert total is not None

@@ -8,7 +8,9 @@ the base step rule maximise the projection ``(F_l(x'') - F_l(x)) . d / ||d||`` w
 The layer is chosen by structure (``ila_layer="auto"``): the output of the middle residual or dense block that
 :func:`advkit.backprop.find_connections` finds in forward order (the ILA paper's best layers sit mid-network);
 a model without skip connections uses the middle of its convolution and linear layers. A module name (as in
-``model.named_modules()``) picks it by hand. Scopes (SGM, LinBP) stay active in this stage.
+``model.named_modules()``) picks it by hand. Scopes (SGM, LinBP) stay active in this stage. On an ensemble
+(:mod:`advkit.models.ensemble`) each member gets its own layer (``auto``, or the same module name in every member)
+and its own direction; the projections are averaged with the ensemble's weights.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import nn
 
 from advkit.attacks.core.checks import check_number
 from advkit.attacks.gradient.parts import Context, Part, register_part
+from advkit.models.ensemble import Ensemble
 
 
 def ila_layer(model: nn.Module, layer: str = "auto") -> str:
@@ -71,30 +74,47 @@ class IntermediateLevel(Part):
         from advkit.attacks.gradient.steps import STEP_RULES
 
         net = ctx.model.model
-        name = ila_layer(net, self.ila_layer)
-        store: dict[str, torch.Tensor] = {}
+        members: list[nn.Module] = list(net.members) if isinstance(net, Ensemble) else []
+        # an ensemble: each member's own layer, the projections averaged with the ensemble's weights
+        nets, weights = (members, list(net.weights)) if isinstance(net, Ensemble) else ([net], [1.0])
+        try:
+            names = [ila_layer(m, self.ila_layer) for m in nets]
+        except ValueError as e:
+            if not members:
+                raise
+            raise ValueError(f"ILA on an ensemble finds a layer in every member: {e}") from None
+        store: dict[int, torch.Tensor] = {}
 
-        def keep(_m: nn.Module, _i: Any, out: Any) -> None:
-            store["f"] = out[0] if isinstance(out, tuple) else out
+        def keeper(i: int) -> Any:
+            def keep(_m: nn.Module, _i: Any, out: Any) -> None:
+                store[i] = out[0] if isinstance(out, tuple) else out
+            return keep
 
-        handle = net.get_submodule(name).register_forward_hook(keep)
+        handles = [m.get_submodule(n).register_forward_hook(keeper(i)) for i, (m, n) in enumerate(zip(nets, names,
+                                                                                                       strict=True))]
         try:
             with torch.no_grad():
                 ctx.model(ctx.x)
-                f0 = store["f"].detach().flatten(1)
+                f0 = [store[i].detach().flatten(1) for i in range(len(nets))]
                 ctx.model(x_adv)
-                d = store["f"].detach().flatten(1) - f0
-            d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                d = [store[i].detach().flatten(1) - f0[i] for i in range(len(nets))]
+            d = [v / v.norm(dim=1, keepdim=True).clamp_min(1e-12) for v in d]
             rule = STEP_RULES[ctx.norm]
             point = ctx.x.clone()
             for _ in range(self.ila_steps):
                 leaf = point.detach().requires_grad_(True)
                 ctx.model(leaf)
-                proj = ((store["f"].flatten(1) - f0) * d).sum()
+                projs = [((store[i].flatten(1) - f0[i]) * d[i]).sum() for i in range(len(nets))]
+                proj = projs[0]
+                if members:
+                    proj = proj * weights[0]
+                    for w, p in zip(weights[1:], projs[1:], strict=True):
+                        proj = proj + w * p
                 grad = ctx.model.grad(proj, leaf)
                 with torch.no_grad():
                     point = rule.step(point, grad, ctx.alpha, ctx.x, ctx.eps)
         finally:
-            handle.remove()
-        ctx.info["ila"] = {"layer": name, "steps": self.ila_steps}
+            for h in handles:
+                h.remove()
+        ctx.info["ila"] = {"layer": names if members else names[0], "steps": self.ila_steps}
         return point.detach()

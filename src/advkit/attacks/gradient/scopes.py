@@ -12,13 +12,15 @@ by gamma, as the LinBP authors combine the two.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import nn
 
 from advkit.attacks.gradient.parts import Context, Part, register_part
+from advkit.models.ensemble import Ensemble
 
 
 def resolve_gamma(gamma: float | str | None, model: nn.Module) -> float | None:
@@ -35,6 +37,51 @@ def resolve_gamma(gamma: float | str | None, model: nn.Module) -> float | None:
 
     found = find_connections(model)
     return 0.5 if found and all(c.kind == "dense" for c in found) else 0.2
+
+
+def _has_skips(model: nn.Module, kind: str | None = None) -> bool:
+    """Whether ``model`` has skip connections (of ``kind``, ``"residual"`` or ``"dense"``, when given)."""
+    from advkit.backprop import find_connections
+
+    try:
+        found = find_connections(model)
+    except ValueError:  # no skip connection at all
+        return False
+    return any(kind is None or (c.kind == kind and c.block) for c in found)
+
+
+def _member_name(m: nn.Module, i: int) -> str:
+    return str(getattr(m, "name", None) or f"member {i}")
+
+
+@contextmanager
+def per_member(model: nn.Module, what: str, enter: Callable[[nn.Module], AbstractContextManager[Any]],
+               kind: str | None = None) -> Iterator[list[tuple[str, Any]]]:
+    """Enter ``enter(member)`` for each member of an ensemble that has skip connections (of ``kind`` when given);
+    yields ``(name, found)`` per member, ``found`` ``None`` for a member left untouched.
+
+    Raises:
+        ValueError: no member has such connections (``what`` names the method).
+    """
+    members = list(model.members) if isinstance(model, Ensemble) else [model]
+    skips = [_has_skips(m, kind) for m in members]
+    if not any(skips):
+        names = ", ".join(_member_name(m, i) for i, m in enumerate(members))
+        need = f"{kind} blocks" if kind else "skip connections"
+        example = "resnet20" if kind else "resnet20, densenet_bc40"
+        raise ValueError(f"{what} needs {need}, and no member of this ensemble has any ({names}); add a member with "
+                         f"them ({example}) or drop {what}")
+    out: list[tuple[str, Any]] = []
+    with ExitStack() as stack:
+        for i, (m, has) in enumerate(zip(members, skips, strict=True)):
+            out.append((_member_name(m, i), stack.enter_context(enter(m)) if has else None))
+        yield out
+
+
+def _member_info(found: list[tuple[str, Any]], row: Callable[[Any], dict[str, Any]]) -> list[dict[str, Any]]:
+    """One info row per ensemble member: ``row(found)``, or a note that the member was left untouched."""
+    return [{"member": name, **row(f)} if f is not None else
+            {"member": name, "untouched": "no skip connections of the kind it acts on"} for name, f in found]
 
 
 @register_part
@@ -62,15 +109,39 @@ class SkipGradient(Part):
             raise ValueError(f"sgm_variant must be 'formula' or 'original', got {self.sgm_variant!r}")
 
     def scope(self, model: nn.Module, ctx: Context) -> AbstractContextManager[Any]:
+        """SGM on ``model``, or on each member of an ensemble that has skip connections with that member's own
+        gamma (``"auto"``: its card's); members without are left untouched and the report says so."""
         from advkit.backprop import skip_gradient
 
-        gamma = resolve_gamma(self.gamma, model)
-        ctx.state["sgm_gamma"] = gamma
-        return skip_gradient(model, gamma=float(gamma or 0.2), variant=self.sgm_variant)
+        if not isinstance(model, Ensemble):
+            gamma = resolve_gamma(self.gamma, model)
+            ctx.state["sgm_gamma"] = gamma
+            return skip_gradient(model, gamma=float(gamma or 0.2), variant=self.sgm_variant)
+        gammas: dict[int, float | None] = {}
+        ctx.state["sgm_gammas"] = gammas
+
+        def enter(m: nn.Module) -> AbstractContextManager[Any]:
+            gammas[id(m)] = gamma = resolve_gamma(self.gamma, m)
+            return skip_gradient(m, gamma=float(gamma or 0.2), variant=self.sgm_variant)
+
+        ctx.state["sgm_members"] = list(model.members)
+        return per_member(model, "SGM", enter)
 
     def report(self, found: Any, ctx: Context) -> None:
-        ctx.info["sgm"] = {"variant": self.sgm_variant, "gamma": ctx.state["sgm_gamma"], "connections": len(found),
-                           "hooks_fired": int(sum(getattr(c, "fired", 0) for c in found))}
+        if "sgm_members" not in ctx.state:
+            ctx.info["sgm"] = {"variant": self.sgm_variant, "gamma": ctx.state["sgm_gamma"],
+                               "connections": len(found),
+                               "hooks_fired": int(sum(getattr(c, "fired", 0) for c in found))}
+            return
+        gammas = ctx.state["sgm_gammas"]
+        rows = _member_info(found, lambda f: {"connections": len(f),
+                                              "hooks_fired": int(sum(getattr(c, "fired", 0) for c in f))})
+        for row, m in zip(rows, ctx.state["sgm_members"], strict=True):
+            if "untouched" not in row:
+                row["gamma"] = gammas[id(m)]
+        ctx.info["sgm"] = {"variant": self.sgm_variant, "gamma": self.gamma,
+                           "connections": sum(r.get("connections", 0) for r in rows),
+                           "hooks_fired": sum(r.get("hooks_fired", 0) for r in rows), "members": rows}
 
 
 @register_part
@@ -98,11 +169,25 @@ class LinearBackprop(Part):
             raise ValueError(f"linbp_renorm must be true or false, got {self.linbp_renorm!r}")
 
     def scope(self, model: nn.Module, ctx: Context) -> AbstractContextManager[Any]:
+        """LinBP on ``model``, or on each member of an ensemble that has skip connections (its own block)."""
         from advkit.backprop.linbp import linear_backprop
 
-        return linear_backprop(model, start=self.linbp_start, renorm=self.linbp_renorm)
+        def enter(m: nn.Module) -> AbstractContextManager[Any]:
+            return linear_backprop(m, start=self.linbp_start, renorm=self.linbp_renorm)
+
+        if not isinstance(model, Ensemble):
+            return enter(model)
+        ctx.state["linbp_members"] = True
+        return per_member(model, "LinBP", enter, kind="residual")
+
+    def _row(self, found: Any) -> dict[str, Any]:
+        return {"start": found.start, "blocks": list(found.blocks), "relus": found.relus,
+                "renorm": self.linbp_renorm, "hooks_fired": found.fired, "renorm_branch_passes": found.renorm_passes}
 
     def report(self, found: Any, ctx: Context) -> None:
-        ctx.info["linbp"] = {"start": found.start, "blocks": list(found.blocks), "relus": found.relus,
-                             "renorm": self.linbp_renorm, "hooks_fired": found.fired,
-                             "renorm_branch_passes": found.renorm_passes}
+        if "linbp_members" not in ctx.state:
+            ctx.info["linbp"] = self._row(found)
+            return
+        rows = _member_info(found, self._row)
+        ctx.info["linbp"] = {"renorm": self.linbp_renorm, "hooks_fired": sum(r.get("hooks_fired", 0) for r in rows),
+                             "members": rows}
