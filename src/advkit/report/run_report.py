@@ -33,6 +33,8 @@ from advkit.report.tables import (
     reference_table,
     row_label,
     sanity_table,
+    success_name,
+    targeted_table,
 )
 from advkit.study.runstate import RunDir, read_tensors
 from advkit.study.schema import norm_label
@@ -94,7 +96,7 @@ def _heatmap(run: RunDir, records: dict[str, Any], eps: str, norm: str, idx: int
             if r is not None and r["mean"] is not None and not (c == key[0] and c != "white-box"):
                 vals[i, j] = r["mean"]
     at = budget_label(eps, norm)
-    png = figures.heatmap(vals, [row_label(k, many) for k in rows], cols, f"transfer success, eps {at}")
+    png = figures.heatmap(vals, [row_label(k, many) for k in rows], cols, f"transfer {success_name(records)}, eps {at}")
     return _save(run, f"matrix_{idx}.png", png, f"Transfer matrix at eps {at} (mean over seeds, %).")
 
 
@@ -245,6 +247,14 @@ def build_report(run_dir: str | Path, reference: dict[str, Any] | None = None) -
                  f"{config.get('steps', '?')} steps, step size {config.get('alpha') or 'eps/steps'}"
                  + _gamma_text(config, records)),
             Para(meta["success_definition"] + "."))
+    tt = targeted_table(records)
+    if tt is not None:
+        doc.add(Para(f"Targeted study ({meta['targeted']}): every rate below is the **targeted success (%)**, the "
+                     "share of images a model labels with its target class; the untargeted fooling rate is beside it "
+                     "in the next table and in results/success.csv (fooled_rate); the Wilson intervals and McNemar "
+                     "tests are of the targeted success." + (f" {meta['targeted_note']}." if meta.get(
+                         "targeted_note") else "")),
+                Heading("Targeted success and fooling rate"), tt)
     if meta.get("data_note"):
         doc.add(Para(f"Note: {meta['data_note']}"))
     for n in meta.get("notes") or []:
@@ -254,7 +264,8 @@ def build_report(run_dir: str | Path, reference: dict[str, Any] | None = None) -
     if sanity["problems"]:
         doc.add(Para("**Problems:** " + "; ".join(sanity["problems"])))
     eps_values = {e["eps"]: float(e["eps_value"]) for e in sanity["per_eps"]}
-    doc.add(Heading("Transfer matrix"))
+    doc.add(Heading("Transfer matrix" + (f": {success_name(records)} (%)" if meta.get("targeted") is not None
+                                         else "")))
     for i, (eps, norm) in enumerate(runs):
         if len(runs) > 1:
             doc.add(Heading(f"eps {budget_label(eps, norm)}", 3))

@@ -1,7 +1,9 @@
 """Tables of a transfer study's records (``results.json``), as report blocks (Markdown / HTML).
 
 All rates are shown in percent. Unless a caption says otherwise, success is measured on the float examples over
-all attacked images (the SGM paper's definition); "mean +/- std" is over seeds.
+all attacked images (the SGM paper's definition); "mean +/- std" is over seeds. In a targeted study (records'
+``meta.targeted``) the rates are targeted success (the model labels the image with its target class), and every
+caption says so (:func:`success_name`); :func:`targeted_table` shows the untargeted fooling rate beside it.
 
 A budget is an eps and the norm it bounds, written ``0.1 (L-inf)`` or ``0.5 (L2)`` wherever a table shows one: the
 transfer matrix and the paired tables are drawn per budget, never an L2 radius beside an L-inf one under one eps.
@@ -19,7 +21,7 @@ from advkit.study.schema import norm_label
 
 __all__ = ["RowKey", "attack_norms", "budget_label", "budgets", "clean_table", "distortion_table", "matrix",
            "matrix_table", "mean_transfer", "paired_table", "pct", "quantization_table", "reference_table",
-           "row_label", "sanity_table", "text_matrix"]
+           "row_label", "sanity_table", "success_name", "targeted_table", "text_matrix"]
 
 RowKey = tuple[str, str, Any]  # (source, attack, gamma)
 
@@ -73,6 +75,11 @@ def pct(x: float | None, digits: int = 1) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     return f"{100 * x:.{digits}f}"
+
+
+def success_name(records: dict[str, Any]) -> str:
+    """What the records' rates count: ``"targeted success"`` in a targeted study, else ``"success"``."""
+    return "targeted success" if records["meta"].get("targeted") is not None else "success"
 
 
 def _ms(mean: float | None, std: float | None) -> str:
@@ -160,10 +167,39 @@ def matrix_table(records: dict[str, Any], eps: str, images: str = "float", over:
     seeds = len(records["meta"]["seeds"])
     what = "all attacked images" if over == "all" else "images the target classified correctly"
     spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
-    cap = (f"Success rate (%) at eps {budget_label(eps, norm)} on {images} examples over {what}; {spread} of "
+    cap = (f"{success_name(records).capitalize()} rate (%) at eps {budget_label(eps, norm)} on {images} examples "
+           f"over {what}; {spread} of "
            f"{records['meta']['n']} "
            f"images. 'white-box' is the source on its own examples; 'mean transfer' averages the other targets.")
     return Table(["source / attack" if many else "attack", *cols, "mean transfer"], body, cap, shade=shade)
+
+
+def targeted_table(records: dict[str, Any]) -> Table | None:
+    """A targeted study's targeted success beside the untargeted fooling rate, per (source, attack, eps, gamma):
+    white-box and mean over the transfer targets (float examples, all images; mean over seeds), with the pooled
+    95% Wilson interval of the white-box targeted success. ``None`` for an untargeted study."""
+    if records["meta"].get("targeted") is None:
+        return None
+    norms = attack_norms(records)
+    groups: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in records["summary"]:
+        if r["images"] == "float" and r["over"] == "all":
+            groups[(r["source"], r["attack"], r["eps"], r["gamma"])]["wb" if r["white_box"] else "tr"].append(r)
+    body = []
+    for (src, atk, eps, g), rs in groups.items():
+        wb, tr = rs.get("wb", []), rs.get("tr", [])
+        wb_t, wb_f, tr_t, tr_f = (pct(sum(v) / len(v)) if (v := [r[k] for r in rows if r.get(k) is not None])
+                                  else "-" for rows, k in ((wb, "mean"), (wb, "fooled_mean"), (tr, "mean"),
+                                                           (tr, "fooled_mean")))
+        ci = f"[{pct(wb[0]['pooled_low'])}, {pct(wb[0]['pooled_high'])}]" if wb else "-"
+        body.append([src, atk + (f" (γ={g:g})" if g is not None else ""), budget_label(eps, norms.get(atk, "linf")),
+                     wb_t, ci, wb_f, tr_t, tr_f])
+    return Table(["source", "attack", "eps", "white-box targeted success %", "95% Wilson", "white-box fooling rate %",
+                  "transfer targeted success %", "transfer fooling rate %"], body,
+                 f"Targeted success (the model labels the image with its target; {records['meta']['targeted']}) "
+                 "beside the untargeted fooling rate (the label differs from the true one), float examples over all "
+                 "images, mean over seeds; the transfer columns average the targets other than the source.",
+                 align="lllrrrrr")
 
 
 def clean_table(records: dict[str, Any]) -> Table:
@@ -203,7 +239,8 @@ def paired_table(records: dict[str, Any], eps: str, norm: str | None = None) -> 
         body.append(line)
     base = records["meta"]["baseline"]
     return Table(["source / attack" if many else "attack", *targets], body,
-                 f"Success minus {base}'s on the same images at eps {budget_label(eps, norm)} (points, mean over "
+                 f"{success_name(records).capitalize()} minus {base}'s on the same images at eps "
+                 f"{budget_label(eps, norm)} (points, mean over "
                  f"seeds); McNemar's exact test: the largest p over seeds, and in how many seeds p < 0.05.")
 
 
@@ -271,7 +308,8 @@ def quantization_table(records: dict[str, Any]) -> Table:
                      pct(wb[key].get("float")), pct(wb[key].get("8bit")), pct(f["mean"]),
                      pct(q.get(key, {}).get("mean"))])
     return Table(["source", "attack", "eps", "white-box float", "white-box 8-bit", "transfer float",
-                  "transfer 8-bit"], body, "Success (%) before and after rounding to 8 bits within the budget.",
+                  "transfer 8-bit"], body, f"{success_name(records).capitalize()} (%) before and after rounding "
+                 "to 8 bits within the budget.",
                  align="lllrrrr")
 
 
@@ -352,6 +390,7 @@ def text_matrix(records: dict[str, Any], eps: str, norm: str | None = None) -> s
                                enumerate(zip(r, widths, strict=True))))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
-    return f"transfer success (%) at eps {budget_label(eps, norm)}, {records['meta']['n']} images x " \
+    what = "targeted transfer success" if success_name(records) != "success" else "transfer success"
+    return f"{what} (%) at eps {budget_label(eps, norm)}, {records['meta']['n']} images x " \
            f"{len(records['meta']['seeds'])} " \
            f"seed(s):\n" + "\n".join(lines)

@@ -12,6 +12,10 @@ Tables (each a list of flat dicts, written to ``results/NAME.csv`` and together 
   (the crafted examples) or ``8bit`` (rounded to 8-bit PNG levels within the budget); ``over`` is ``all`` (all
   attacked images, the SGM paper's definition) or ``clean-correct`` (only images the target classified correctly
   before the attack). ``white_box`` marks the source evaluated on its own examples.
+  In a targeted study (``meta.targeted`` set) ``k`` / ``rate`` count the images the model labels with their
+  target class (``measure: targeted``, targeted success), and ``fooled_k`` / ``fooled_rate`` beside them the
+  untargeted fooling rate (prediction != true label); the Wilson interval and the McNemar tests are of the
+  targeted success.
 * ``summary``: the same keys without the seed: mean, sample std and Student-t 95% interval over seeds, and the
   Wilson interval of the pooled counts (images x seeds; seeds that share images are not independent trials, so
   prefer the t-interval when seeds vary).
@@ -62,9 +66,10 @@ def _clean(cfg: StudyConfig, smeta: dict[str, Any], names: dict[str, str]) -> li
 
 
 def aggregate(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[str, torch.Tensor],
-              smeta: dict[str, Any], progress: Callable[[str, int, int, str], None] | None = None
-              ) -> dict[str, Any]:
-    """Read every finished cell of ``run`` and build the records (see the module docstring)."""
+              smeta: dict[str, Any], progress: Callable[[str, int, int, str], None] | None = None,
+              targets: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Read every finished cell of ``run`` and build the records (see the module docstring). ``targets``: a
+    targeted study's classes per source ``(S, n)``, used where a shard does not record the ones it aimed at."""
     n = cfg.sample.n
     size = cfg.shard_size or n
     shards = math.ceil(n / size)
@@ -85,16 +90,20 @@ def aggregate(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[str
         budgets[(c.eps, norm)] = c.eps_value
         key = {"source": names.get(c.source, c.source), "attack": c.label, "eps": c.eps, "norm": norm,
                "gamma": c.gamma, "seed": c.seed}
+        aim = _aim(c, t, targets)
         for j, target in enumerate(metas[0]["models"]):
             correct = sample["clean_pred"][model_row[target]][pick] == y
             for images, pred in (("float", t["pred"][j]), ("8bit", t["pred_8bit"][j])):
-                f = pred != y
+                f = pred != y if aim is None else pred == aim  # success: fooled, or labelled with the target
                 if images == "float":
                     fooled[(c.source, c.label, c.eps, c.gamma, c.seed, target)] = f
                 for over, mask in (("all", torch.ones_like(f)), ("clean-correct", correct)):
-                    success.append({**key, "target": names.get(target, target), "white_box": target == c.source,
-                                    "images": images, "over": over,
-                                    **_rate_row(int((f & mask).sum()), int(mask.sum()))})
+                    row = {**key, "target": names.get(target, target), "white_box": target == c.source,
+                           "images": images, "over": over, **_rate_row(int((f & mask).sum()), int(mask.sum()))}
+                    if aim is not None:  # the untargeted fooling rate beside the targeted success
+                        k = int(((pred != y) & mask).sum())
+                        row.update(measure="targeted", fooled_k=k, fooled_rate=k / row["n"] if row["n"] else None)
+                    success.append(row)
         eps_v = c.eps_value
         for images, sfx in (("float", ""), ("8bit", "_8bit")):
             linf = t[f"linf{sfx}"]
@@ -132,14 +141,52 @@ def aggregate(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[str
                  "attacks": list(dict.fromkeys(c.label for c in cells)),
                  "eps": list(dict.fromkeys(e for e, _ in budgets)),
                  "budgets": [{"eps": e, "norm": n} for e, n in budgets], "norms": norms, "notes": list(cfg.notes),
-                 "success_definition": "success = the model's prediction on the adversarial image differs from the "
-                                       "true label; 'all' counts every attacked image, 'clean-correct' only those "
-                                       "the model classified correctly before the attack"},
+                 "success_definition": _definition(cfg), **_target_meta(cfg, smeta)},
         "clean": _clean(cfg, smeta, names), "success": success, "summary": _summary(success), "paired": paired,
         "paired_summary": _paired_summary(paired), "paired_mean": _paired_mean(paired), "distortion": distortion,
         "cells": cell_rows,
         "sanity": _sanity(budgets, distortion, cell_rows, cells, smeta.get("model_checks") or {}, names),
     }
+
+
+def _aim(cell: Cell, t: dict[str, torch.Tensor], targets: dict[str, torch.Tensor] | None) -> torch.Tensor | None:
+    """The classes a targeted cell aimed at ``(n,)``: as its shards record them, else from ``targets``."""
+    if cell.targeted is None:
+        return None
+    if "target" in t:
+        return t["target"].long()
+    if not targets or cell.source not in targets:
+        raise ValueError(f"cell {cell.id}: a targeted cell whose shards do not record their targets; rerun it "
+                         "(delete its folder under cells/)")
+    return targets[cell.source][cell.pick].long()
+
+
+def _definition(cfg: StudyConfig) -> str:
+    """What the success rates of the records count."""
+    over = ("'all' counts every attacked image, 'clean-correct' only those the model classified correctly before "
+            "the attack")
+    if cfg.targeted is None:
+        return f"success = the model's prediction on the adversarial image differs from the true label; {over}"
+    return (f"targeted success = the model labels the adversarial image with its target class ({_mode(cfg)}); the "
+            f"untargeted fooling rate (prediction differs from the true label) is recorded beside it (fooled_rate); "
+            f"{over}")
+
+
+def _mode(cfg: StudyConfig) -> str:
+    t = cfg.targeted
+    if t == "random":
+        return "targeted: random, a seeded class other than the true one per image, the same for every source"
+    if t == "least_likely":
+        return "targeted: least_likely, the class each source scores lowest on the clean image"
+    return f"targeted: class {t}"
+
+
+def _target_meta(cfg: StudyConfig, smeta: dict[str, Any]) -> dict[str, Any]:
+    """The records' meta keys of a targeted study (none for an untargeted one, whose records stay as they were)."""
+    if cfg.targeted is None:
+        return {}
+    return {"targeted": cfg.targeted, "success_label": "targeted success", "targeted_note": smeta.get(
+        "targeted_note")}
 
 
 def _summary(success: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -152,9 +199,13 @@ def _summary(success: list[dict[str, Any]]) -> list[dict[str, Any]]:
         s = summarize_seeds(rates) if rates else None
         k, n = sum(r["k"] for r in rs), sum(r["n"] for r in rs)
         lo, hi = wilson_interval(k, n)
-        rows.append({**dict(zip(KEYS, key, strict=True)), "seeds": len(rs), "mean": s.mean if s else None,
-                     "std": s.std if s else None, "t_low": s.low if s else None, "t_high": s.high if s else None,
-                     "pooled_k": k, "pooled_n": n, "pooled_low": lo, "pooled_high": hi})
+        row = {**dict(zip(KEYS, key, strict=True)), "seeds": len(rs), "mean": s.mean if s else None,
+               "std": s.std if s else None, "t_low": s.low if s else None, "t_high": s.high if s else None,
+               "pooled_k": k, "pooled_n": n, "pooled_low": lo, "pooled_high": hi}
+        if "fooled_k" in rs[0]:  # targeted: the mean untargeted fooling rate beside the targeted success
+            fr = [r["fooled_rate"] for r in rs if r["fooled_rate"] is not None]
+            row.update(measure="targeted", fooled_mean=sum(fr) / len(fr) if fr else None)
+        rows.append(row)
     return rows
 
 
@@ -189,7 +240,8 @@ def _paired_with(base: str, base_sgm: bool, cells: list[Cell], fooled: dict[tupl
                          "white_box": target == c.source,
                          "n": m.n, "attack_k": m.a_k, "baseline_k": m.b_k, "only_attack": m.only_a,
                          "only_baseline": m.only_b, "difference": m.difference, "p_exact": m.p_exact,
-                         "chi2": m.chi2, "p_chi2": m.p_chi2})
+                         "chi2": m.chi2, "p_chi2": m.p_chi2,
+                         **({"measure": "targeted"} if c.targeted is not None else {})})
     return rows
 
 

@@ -165,6 +165,23 @@ def _did_you_mean(e: UnknownSettingError) -> str:
     return f"; did you mean {close[0]!r}?" if close and not e.unused else ""
 
 
+def _targeting(cfg: StudyConfig, atk: Any, name: str, where: str) -> str | None:
+    """The problem of an attack with the study's ``targeted``: a pre-computed (artefact) attack cannot be aimed at a
+    class, and a loss defined only for targeted attacks (Po+Trip) needs a targeted study."""
+    if cfg.targeted is not None:
+        if atk.kind == "artefact":
+            return (f"{where}.name: {name} is a pre-computed (artefact) attack and cannot be targeted (targeted: "
+                    f"{cfg.targeted}); remove it or the targeted key")
+        return None
+    from advkit.attacks.core import losses
+
+    entry = losses.LOSSES.get(atk.loss) if isinstance(getattr(atk, "loss", None), str) else None
+    if entry is not None and entry.targeted_only:
+        return (f"{where}.settings.loss: {atk.loss!r} is defined only for targeted attacks; add targeted: random "
+                "(or least_likely, or a class) to the experiment, or pick another loss")
+    return None
+
+
 def build_attacks(cfg: StudyConfig) -> tuple[StudyConfig, list[str]]:
     """Build every attack of ``cfg`` (each value of a sweep, each SGM decay written in its settings) at its first
     budget, with the arguments its cells will use. Returns the config with each attack's norm as the attack
@@ -186,7 +203,10 @@ def build_attacks(cfg: StudyConfig) -> tuple[StudyConfig, list[str]]:
                     msg = text if text.startswith(where) else f"{where}.settings{at}: {text}"
                 else:
                     specs[i] = dataclasses.replace(a, norm=str(getattr(atk, "norm", "linf")))
-                    continue
+                    targeting = _targeting(cfg, atk, a.name, where)
+                    if targeting is None:
+                        continue
+                    msg = targeting
                 if msg not in seen:
                     seen.add(msg)
                     problems.append(msg)

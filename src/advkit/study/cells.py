@@ -53,6 +53,7 @@ class ShardTask:
         dataset: which zoo bare model names refer to.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         keep: how many adversarial examples to store as float32 and 8-bit (``None``: all).
+        target: a targeted study's target classes ``(m,)`` (resolved with the sample), else ``None``.
     """
 
     cell: str
@@ -71,6 +72,7 @@ class ShardTask:
     device: str = "auto"
     keep: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    target: torch.Tensor | None = None
 
 
 def task_key(task: ShardTask) -> str:
@@ -81,6 +83,8 @@ def task_key(task: ShardTask) -> str:
                          task.batch_size, list(task.models), task.dataset, task.keep], default=str).encode())
     h.update(task.images.contiguous().numpy().tobytes())
     h.update(task.y.contiguous().numpy().tobytes())
+    if task.target is not None:  # untargeted tasks keep the keys they had before targeted studies existed
+        h.update(b"target" + task.target.long().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
@@ -116,8 +120,9 @@ def run_shard(task: ShardTask, models: Mapping[str, nn.Module]) -> tuple[dict[st
         ``(tensors, meta)``. Tensors: ``x_adv`` float32 ``(k, C, H, W)`` and ``x_8bit`` uint8 (the first ``k``
         examples, ``k = task.keep`` or all); ``pred`` and ``pred_8bit`` int64 ``(M, m)`` (one row per evaluated
         model); ``white_box`` bool ``(m,)`` (the attack's own success check); ``linf``, ``l2``, ``l0`` and their
-        ``_8bit`` versions ``(m,)``; for a query attack, ``queries`` int64 ``(m,)`` (spent on the source). Meta: the
-        attack's resolved config, passes, seconds, merged ``info``, NaN count and pixel range of the float examples.
+        ``_8bit`` versions ``(m,)``; for a targeted task, ``target`` int64 ``(m,)``; for a query attack,
+        ``queries`` int64 ``(m,)`` (spent on the source). Meta: the attack's resolved config, passes, seconds,
+        merged ``info``, NaN count and pixel range of the float examples.
     """
     atk = create(task.attack, **task.attack_kwargs)
     src = models[task.source]
@@ -129,7 +134,8 @@ def run_shard(task: ShardTask, models: Mapping[str, nn.Module]) -> tuple[dict[st
     y_all = task.y.long()
     m = int(y_all.shape[0])
     t0 = time.perf_counter()
-    r = attack_batched(atk, src, x_all, y_all, batch_size=task.batch_size, seed=task.seed,
+    target = None if task.target is None else task.target.long()
+    r = attack_batched(atk, src, x_all, y_all, target=target, batch_size=task.batch_size, seed=task.seed,
                        first_batch=task.first_batch)
     x_adv, fw, bw, info = r.x_adv, r.forward_passes, r.backward_passes, r.info
     seconds_attack = time.perf_counter() - t0
@@ -149,6 +155,8 @@ def run_shard(task: ShardTask, models: Mapping[str, nn.Module]) -> tuple[dict[st
         "white_box": r.success.bool(),
         **{k: v.float() for k, v in d.items()}, **{f"{k}_8bit": v.float() for k, v in d8.items()},
     }
+    if target is not None:  # the classes it was aimed at: targeted success is pred == target
+        tensors["target"] = target.contiguous()
     if r.queries is not None:  # a query attack, run against the source: the queries it spent per image
         tensors["queries"] = r.queries.long().contiguous()
     config = atk.config()

@@ -58,6 +58,8 @@ class Cell:
         seed: the seed of the attack's randomness; ``pick`` the row of the sample's picks it attacks.
         models: the models evaluated on its examples: the source first, then the other targets.
         arguments: ``(name, value)`` pairs: every keyword argument of :func:`advkit.attacks.create`.
+        targeted: the study's ``targeted`` (``None``: untargeted); the classes themselves are resolved once per
+            (source, seed) with the sample (:func:`advkit.study.sample.study_targets`) and handed to each shard.
     """
 
     id: str
@@ -72,6 +74,7 @@ class Cell:
     pick: int
     models: tuple[str, ...]
     arguments: tuple[tuple[str, Any], ...]
+    targeted: str | int | None = None
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -149,5 +152,5 @@ def plan_cells(cfg: StudyConfig, connections: dict[str, str],
                             cells.append(Cell(id=cell_id(src, v.label, eps, g, seed), source=src, attack=a,
                                               label=v.label, eps=eps, eps_value=parse_fraction(eps, "eps"),
                                               norm=a.norm, gamma=g, seed=seed, pick=pick, models=models,
-                                              arguments=args))
+                                              arguments=args, targeted=cfg.targeted))
     return cells

@@ -34,7 +34,7 @@ from advkit.study.config import StudyConfig, load_config
 from advkit.study.plan import Cell, connection_kind, display_names, plan_cells
 from advkit.study.runlock import run_lock
 from advkit.study.runstate import RunDir, atomic_save_tensors, disk_full_as_error, read_tensors
-from advkit.study.sample import sample_key, seed_picks, select_sample
+from advkit.study.sample import sample_key, seed_picks, select_sample, study_targets
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,12 @@ def _check_models(models: dict[str, nn.Module], sample: dict[str, torch.Tensor],
     return {spec: [c.as_dict() for c in check_model(m, x, y, name=spec)] for spec, m in models.items()}
 
 
-def _tasks(cfg: StudyConfig, cells: list[Cell], sample: dict[str, torch.Tensor], device: str) -> list[ShardTask]:
-    """Each cell cut into shards of whole batches; what a shard computes comes from its cell alone, how the run
-    is cut and stored (shard and batch sizes, what is kept) from the study."""
+def _tasks(cfg: StudyConfig, cells: list[Cell], sample: dict[str, torch.Tensor], device: str,
+           targets: dict[str, torch.Tensor] | None = None) -> list[ShardTask]:
+    """Each cell cut into shards of whole batches; what a shard computes comes from its cell (and, in a targeted
+    study, its source's targets for its seed, ``targets[source][pick]``) alone, how the run is cut and stored
+    (shard and batch sizes, what is kept) from the study."""
+    targets = targets or {}
     n = cfg.sample.n
     size = cfg.shard_size or n
     out = []
@@ -111,7 +114,8 @@ def _tasks(cfg: StudyConfig, cells: list[Cell], sample: dict[str, torch.Tensor],
                                  attack_kwargs=c.kwargs, seed=c.seed, first_batch=start // cfg.batch_size,
                                  batch_size=cfg.batch_size, images=sample["images"][sel].clone(),
                                  y=sample["y"][sel].clone(), models=c.models, dataset=cfg.dataset, device=device,
-                                 keep=keep))
+                                 keep=keep, target=targets[c.source][c.pick][start:start + size].clone()
+                                 if c.targeted is not None else None))
     return out
 
 
@@ -223,6 +227,23 @@ def _sample(cfg: StudyConfig, run: RunDir, models: dict[str, nn.Module], device:
     return run, sample, smeta
 
 
+def _targets(cfg: StudyConfig, run: RunDir, sample: dict[str, torch.Tensor], smeta: dict[str, Any],
+             models: dict[str, nn.Module], device: str) -> dict[str, torch.Tensor]:
+    """A targeted study's classes per source, ``{source: (S, n)}`` (:func:`advkit.study.sample.study_targets`),
+    resolved once and kept in ``state/targets.safetensors``, so a resumed run aims at the same classes."""
+    if cfg.targeted is None:
+        return {}
+    path = run.state / "targets.safetensors"
+    if path.is_file():
+        saved, meta = read_tensors(path)
+        if meta.get("sources") == list(cfg.sources) and meta.get("seeds") == list(cfg.seeds):
+            return {src: saved[f"t{i}"] for i, src in enumerate(cfg.sources)}
+    targets = study_targets(cfg, sample, smeta.get("classes") or [], models, device)
+    atomic_save_tensors(path, {f"t{i}": targets[src].clone() for i, src in enumerate(cfg.sources)},
+                        {"sources": list(cfg.sources), "seeds": list(cfg.seeds), "targeted": cfg.targeted})
+    return targets
+
+
 def _run_locked(cfg: StudyConfig, out: str | Path, *, force: bool, backend: str, address: str | None,
                 progress: ProgressFn | None, command: str, reuse: list[str | Path] | None) -> StudyResult:
     """:func:`run_study` once the run directory's lock is held."""
@@ -238,7 +259,8 @@ def _run_locked(cfg: StudyConfig, out: str | Path, *, force: bool, backend: str,
         [{"id": c.id, "source": c.source, "attack": c.label, "eps": c.eps, "gamma": c.gamma, "seed": c.seed}
          for c in cells], indent=1) + "\n")
     _manifest(cfg, run, models, sample, smeta, command, backend, "running", {})
-    tasks = _tasks(cfg, cells, sample, cfg.device if backend == "ray" else device)
+    targets = _targets(cfg, run, sample, smeta, models, device)
+    tasks = _tasks(cfg, cells, sample, cfg.device if backend == "ray" else device, targets)
     pending = [t for t in tasks if not run.has_shard(t.cell, t.shard)]
     if reuse_dirs:
         pending = [t for t in pending if not _adopt_shard(run, reuse_dirs, t, device)]
@@ -261,7 +283,7 @@ def _run_locked(cfg: StudyConfig, out: str | Path, *, force: bool, backend: str,
     else:
         for t in pending:
             finished(t, *run_shard(t, models))
-    records = aggregate(cfg, run, cells, sample, smeta, progress)
+    records = aggregate(cfg, run, cells, sample, smeta, progress, targets)
     if cfg.save_png:
         _write_pngs(cfg, run, cells, sample)
     write_records(run, records)

@@ -3,6 +3,10 @@
 The split is scanned in a seeded order (``sample.order``); with ``sample.only_correct`` only images that every
 model (sources and targets) classifies correctly are kept, until ``sample.pool`` are found; each seed attacks
 ``sample.n`` of them (:func:`seed_picks`). Clean accuracy of every model is measured over all images scanned.
+
+A targeted study (``targeted`` in the experiment file) also resolves each attacked image's target class here
+(:func:`study_targets`), once, before any cell runs; with a fixed target class, images of that class are left out
+of the sample (:func:`target_class`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from advkit.evaluate.metrics import predict
 from advkit.progress import ProgressFn
 from advkit.study.schema import StudyConfig
 
-__all__ = ["ProgressFn", "sample_key", "seed_picks", "select_sample"]
+__all__ = ["ProgressFn", "sample_key", "seed_picks", "select_sample", "study_targets", "target_class"]
 
 def seed_picks(cfg: StudyConfig, pool: int | None = None) -> torch.Tensor:
     """Which pool positions each seed attacks, ``(S, n)``: all of them in order when ``pool == n``, else ``n``
@@ -37,6 +41,73 @@ def seed_picks(cfg: StudyConfig, pool: int | None = None) -> torch.Tensor:
             g = torch.Generator().manual_seed(seed if s.draw == "seed" else batch_seed(s.seed, 1_000_003 + seed))
             picks.append(torch.randperm(size, generator=g)[: s.n])
     return torch.stack(picks).long()
+
+
+def target_class(cfg: StudyConfig, classes: list[str] | tuple[str, ...]) -> int | None:
+    """The fixed target class of ``targeted: CLASS`` as an index (``None`` for an untargeted, random or
+    least-likely study); a name is looked up in ``classes`` (the loaded dataset's).
+
+    Raises:
+        ValueError: naming ``targeted`` when the class is not one of the dataset's.
+    """
+    t = cfg.targeted
+    if t is None or t in ("random", "least_likely"):
+        return None
+    if isinstance(t, int):
+        if classes and t >= len(classes):
+            raise ValueError(f"targeted: class {t} is not a class of {cfg.dataset} ({len(classes)} classes)")
+        return t
+    if t not in classes:
+        raise ValueError(f"targeted: {t!r} is not a class of {cfg.dataset} (classes: {', '.join(classes)})")
+    return list(classes).index(t)
+
+
+def _scores(model: nn.Module, x: torch.Tensor, device: str, batch: int = 256) -> torch.Tensor:
+    """The model's logits ``(P, K)`` on uint8 images ``x``, on the CPU."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, int(x.shape[0]), batch):
+            xb = x[i:i + batch].to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+            out.append(model(xb.to(device)).float().cpu())
+    return torch.cat(out)
+
+
+def study_targets(cfg: StudyConfig, sample: dict[str, torch.Tensor], classes: list[str] | tuple[str, ...],
+                  models: dict[str, nn.Module], device: str) -> dict[str, torch.Tensor]:
+    """The target class of every attacked image, per source: ``{source: (S, n)}`` (row ``s``: seed ``s``'s picks).
+
+    * ``random``: per seed, a generator seeded from ``(sample.seed, seed)`` draws one offset in ``1..K-1`` per
+      pool image, ``target = (y + offset) % K``: never the label, the same for every source and attack.
+    * ``least_likely``: the class the source scores lowest on the clean image (Kurakin et al. 2017), so each
+      source has its own; where that is the label (a source that misclassifies it, only with
+      ``only_correct: false``), the second-lowest.
+    * a class: that class for every image (the sample holds none of its images).
+
+    Returns ``{}`` for an untargeted study.
+    """
+    if cfg.targeted is None:
+        return {}
+    y, picks = sample["y"].long(), sample["picks"]
+    k = len(classes) or int(_scores(models[cfg.sources[0]], sample["images"][:1], device).shape[1])
+    if cfg.targeted == "least_likely":
+        out = {}
+        for src in cfg.sources:
+            order = _scores(models[src], sample["images"], device).argsort(dim=1, stable=True)
+            least = torch.where(order[:, 0] == y, order[:, 1], order[:, 0])
+            out[src] = least[picks].contiguous()
+        return out
+    if cfg.targeted == "random":
+        rows = []
+        for seed in cfg.seeds:
+            g = torch.Generator().manual_seed(batch_seed(cfg.sample.seed, 2_000_003 + seed))
+            offset = torch.randint(1, k, (int(y.numel()),), generator=g)
+            rows.append((y + offset) % k)
+        per_pool = torch.stack(rows)
+        t = torch.stack([per_pool[s][picks[s]] for s in range(len(cfg.seeds))]).contiguous()
+    else:
+        cls = target_class(cfg, classes)
+        t = torch.full_like(picks, int(cls if cls is not None else 0))
+    return dict.fromkeys(cfg.sources, t)
 
 
 def select_sample(cfg: StudyConfig, models: dict[str, nn.Module], device: str,
@@ -66,6 +137,7 @@ def select_sample(cfg: StudyConfig, models: dict[str, nn.Module], device: str,
     for m in names:
         check_input_shape(models[m], ds.images.shape[1:], f"dataset {cfg.dataset} ({ds.source})")
         warn_if_seen_in_training(models[m], ds)
+    excluded = target_class(cfg, ds.classes)
     want = None if s.pool_all else s.pool  # None: every eligible image in the range
     chunk = max(256, s.pool)
     keep: list[torch.Tensor] = []
@@ -80,10 +152,12 @@ def select_sample(cfg: StudyConfig, models: dict[str, nn.Module], device: str,
         y = labels[start:min(start + chunk, total)]
         p = torch.stack([predict(models[m], x, device=device) for m in names])
         ok = (p == y).all(0) if s.only_correct else torch.ones_like(y, dtype=torch.bool)
+        if excluded is not None:  # targeted: CLASS attacks no image of that class
+            ok &= y != excluded
         local = ok.nonzero().flatten()
         if want is not None:
             local = local[: want - found]
-        if not s.only_correct:  # the pool is exactly the first `pool` images scanned
+        if not s.only_correct and excluded is None:  # the pool is exactly the first `pool` images scanned
             p, y = p[:, : len(local)], y[: len(local)]
         for i, m in enumerate(names):
             correct[m] += int((p[i] == y).sum())
@@ -104,6 +178,10 @@ def select_sample(cfg: StudyConfig, models: dict[str, nn.Module], device: str,
                "clean_pred": torch.cat(preds, 1).long(), "picks": seed_picks(cfg, found)}
     meta = {"models": names, "examined": examined, "correct": correct, "dataset": cfg.dataset, "split": s.split,
             "source": ds.source, "note": ds.note, "classes": list(ds.classes), "seeds": list(cfg.seeds)}
+    if excluded is not None:
+        name = ds.classes[excluded] if excluded < len(ds.classes) else str(excluded)
+        meta["targeted_note"] = (f"targeted at class {excluded} ({name}): images of that class are left out of the "
+                                 "sample (they cannot be moved to their own class)")
     return tensors, meta
 
 
@@ -115,4 +193,6 @@ def sample_key(cfg: StudyConfig) -> str:
             del spec[k]
     key = [cfg.dataset, cfg.data_dir, cfg.data_options, spec, list(dict.fromkeys(
         (*cfg.sources, *cfg.targets))), cfg.device]
+    if cfg.targeted not in (None, "random", "least_likely"):  # a fixed target class leaves its images out
+        key.append({"excluded_class": cfg.targeted})
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()

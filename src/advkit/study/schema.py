@@ -31,7 +31,17 @@ each keeps its label.
 chosen on held-out images, else the authors' 0.2 for ResNets and 0.5 for DenseNets). Its values are recorded in
 the records' ``gamma`` column (``sgm (γ=0.2)``), not in the label. The study-wide ``gamma`` key is the default of
 every SGM attack that sets none: a value, a list, or a mapping from a source name or its connection kind
-(``residual``, ``dense``) to either, with ``default`` as the fallback. Every problem is reported at once as a
+(``residual``, ``dense``) to either, with ``default`` as the fallback.
+
+``targeted`` makes the study targeted (absent: untargeted; see :class:`StudyConfig`): ``random`` (for each image a
+seeded class other than its label, drawn from ``sample.seed``, the seed and the image's place in the pool: the same
+for every source and attack), ``least_likely`` (the class the *source* scores lowest on the clean image, the
+classic definition of Kurakin et al., ICLR 2017 workshop, so each source has its own targets) or a class of the
+dataset (an index such as ``3`` or a name such as ``Dress``; images of that class are left out of the sample, since
+they cannot be moved to their own class). Success is then the share of images a model labels with the target
+(``targeted success``), and the untargeted fooling rate (label != true class) is recorded beside it; the paired
+McNemar tests compare targeted success. Artefact attacks (``uap:``, ``generator:``) cannot be targeted. Every
+problem is reported at once as a
 :class:`~advkit.study.errors.ConfigError` whose lines name the field (``attacks[2].name: unknown attack part
 'foo'``).
 """
@@ -192,6 +202,9 @@ class StudyConfig:
         reference: paper numbers to compare with in the report (``{citation, baseline, eps, rows: [...]}``).
         title: the report's title.
         notes: lines added to the report.
+        targeted: ``None`` (untargeted), ``"random"``, ``"least_likely"``, or a class: its index (an ``int``) or,
+            for datasets whose classes the data decides (``imagefolder``), its name; the file may name a class of
+            a dataset with fixed classes, which is stored as its index.
     """
 
     dataset: str
@@ -216,6 +229,7 @@ class StudyConfig:
     reference: dict[str, Any] | None = None
     title: str = "Transfer study"
     notes: tuple[str, ...] = ()
+    targeted: str | int | None = None
 
     def attack(self, label: str) -> AttackSpec:
         """The attack with this label."""
@@ -243,6 +257,8 @@ class StudyConfig:
             smp["pool"] = "all"
         if draw != "mixed":
             smp["draw"] = draw
+        if d["targeted"] is None:
+            del d["targeted"]
         return d
 
     def digest(self) -> str:

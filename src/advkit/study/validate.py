@@ -27,9 +27,10 @@ __all__ = ["validate"]
 
 TOP_KEYS = {"title", "dataset", "data_dir", "data_options", "sources", "targets", "attacks", "eps", "steps", "alpha",
             "allow_large_eps", "gamma", "seeds", "sample", "baseline", "batch_size", "shard_size", "device",
-            "save_png", "save_tensors", "reference", "notes"}
+            "save_png", "save_tensors", "reference", "notes", "targeted"}
 SAMPLE_KEYS = {"n", "pool", "split", "only_correct", "seed", "order", "range", "draw"}
 CONNECTION_KEYS = ("residual", "dense", "none")
+TARGET_MODES = ("random", "least_likely")
 
 
 def _int(value: Any, where: str, problems: list[str], minimum: int = 0) -> int:
@@ -203,6 +204,34 @@ def _device(raw: dict[str, Any], problems: list[str]) -> str:
     return str(device)
 
 
+def _targeted(raw: dict[str, Any], dataset: str, problems: list[str]) -> str | int | None:
+    """``targeted``: absent (untargeted), ``random``, ``least_likely``, or a class index or name of ``dataset``
+    (a name of a dataset with fixed classes is stored as its index)."""
+    value = raw.get("targeted")
+    if value is None or value in TARGET_MODES:
+        return value
+    from advkit.data import get_spec, names
+
+    classes = get_spec(dataset).classes if dataset in names() else ()
+    known = f"{len(classes)} classes: 0-{len(classes) - 1} or {', '.join(classes)}" if classes else "its classes"
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value >= 0 and (not classes or value < len(classes)):
+            return value
+        problems.append(f"targeted: class {value} is not a class of {dataset} ({known})")
+    elif isinstance(value, str) and value.strip():
+        if not classes:  # the data decides its classes (imagefolder): checked when the sample is drawn
+            return value.strip()
+        if value.strip() in classes:
+            return classes.index(value.strip())
+        problems.append(f"targeted: {value!r} is neither random, least_likely nor a class of {dataset} ({known})")
+    else:
+        problems.append(f"targeted: expected random, least_likely, a class index or a class name of {dataset}, "
+                        f"got {value!r}")
+    return None
+
+
 def _extras(raw: dict[str, Any], problems: list[str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """``data_options`` (loader options) and ``reference`` (paper numbers to compare with)."""
     data_options = raw.get("data_options") or {}
@@ -243,13 +272,14 @@ def validate(raw: dict[str, Any]) -> StudyConfig:
     save_png = _int(raw.get("save_png", 8), "save_png", problems)
     save_tensors = _bool(raw, "save_tensors", True, problems, if_bad=True)
     data_options, reference = _extras(raw, problems)
+    targeted = _targeted(raw, dataset, problems)
     cfg = StudyConfig(
         dataset=dataset, sources=tuple(sources), targets=tuple(targets), attacks=tuple(attacks), eps=tuple(eps),
         steps=steps, alpha=alpha, gamma=gamma, seeds=tuple(seeds), sample=sample, baseline=baseline,
         also_compare=also, batch_size=batch_size, shard_size=shard, device=device, save_png=save_png,
         save_tensors=save_tensors, data_dir=None if raw.get("data_dir") is None else str(raw["data_dir"]),
         data_options=data_options, reference=reference, title=str(raw.get("title", "Transfer study")),
-        notes=tuple(str(n) for n in as_list(raw.get("notes"))))
+        notes=tuple(str(n) for n in as_list(raw.get("notes"))), targeted=targeted)
     if not problems:  # each attack built once, with the arguments its cells will use
         cfg, built = build_attacks(cfg)
         problems += built
