@@ -13,13 +13,23 @@
 * ``jsma`` (:mod:`~advkit.reproduce.jsma_sets`, the study in :mod:`~advkit.reproduce.jsma`): Papernot et al.,
   EuroS&P 2016 (targeted success and distortion over every class pair, the neighbour-pixel detector; one split
   or the paper's larger protocol);
-* ``jsma-defence`` (:mod:`~advkit.reproduce.jsma_defence`): the same paper's training on adversarial samples.
+* ``jsma-defence`` (:mod:`~advkit.reproduce.jsma_defence`): the same paper's training on adversarial samples;
+* ``targeted-transfer`` (:mod:`~advkit.reproduce.targeted`): Zhao et al., NeurIPS 2021 (targeted transfer with
+  the logit, CE and Po+Trip losses over 20 / 100 / 300 iterations, single sources and hold-out ensembles).
 
 A new reproduction is one module that registers itself (see :mod:`advkit.reproduce.registry`) and is imported
 here.
 """
 
-from advkit.reproduce import cross_domain, fgsm, jsma_defence, jsma_sets, sgm, sgm_imagenet  # noqa: F401 (register)
+from advkit.reproduce import (  # noqa: F401 (register)
+    cross_domain,
+    fgsm,
+    jsma_defence,
+    jsma_sets,
+    sgm,
+    sgm_imagenet,
+    targeted,
+)
 from advkit.reproduce.cross_domain import reproduce_cross_domain
 from advkit.reproduce.fgsm_measure import measure_fgsm
 from advkit.reproduce.jsma import reproduce_jsma, run_jsma, save_study
