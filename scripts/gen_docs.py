@@ -10,13 +10,13 @@ Every table a reader could see go stale is read from the code at build time:
 * ``cli.md``: every command and option, rendered by typer's own ``typer advkit.cli utils docs``.
 
 The hand-written pages under ``docs/`` include the fragments with ``--8<-- "NAME.md"`` (pymdownx.snippets, base
-path ``.docs-gen/``, which is git-ignored). A registered attack whose family has no page fails the build.
-
-    python scripts/gen_docs.py [OUT_DIR]        # default: .docs-gen next to mkdocs.yml
+path ``.docs-gen/``, which is git-ignored; ``python scripts/gen_docs.py OUT`` writes them elsewhere). A registered
+attack whose family has no page fails the build.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import inspect
 import json
@@ -386,7 +386,9 @@ def fragment_names() -> list[str]:
 
 
 def main(argv: list[str]) -> None:
-    out = Path(argv[0]) if argv else ROOT / ".docs-gen"
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", nargs="?", type=Path, default=ROOT / ".docs-gen", help="where the fragments go")
+    out = ap.parse_args(argv).out
     out.mkdir(parents=True, exist_ok=True)
     files = attack_pages()
     for name, make in FRAGMENTS.items():

@@ -17,6 +17,8 @@ import numpy as np
 
 from advkit.report import figures
 from advkit.report.accuracy import atomic_write_text
+from advkit.report.gammas import gamma_order, gamma_text
+from advkit.report.holdout import holdout_table
 from advkit.report.html import Code, Document, Figure, Heading, Para, Table
 from advkit.report.tables import (
     attack_norms,
@@ -116,11 +118,13 @@ def _eps_curves(run: RunDir, records: dict[str, Any], eps_values: dict[str, floa
 def _gamma_text(config: dict[str, Any], records: dict[str, Any]) -> str:
     """The SGM decays of the run, for the report's first paragraph: the experiment's top-level ``gamma`` as written,
     or the values the cells used when an attack sets its own (``settings: {gamma: [...]}``)."""
-    used = sorted({c["gamma"] for c in records["cells"] if c.get("gamma") is not None})
+    used = sorted({c["gamma"] for c in records["cells"] if c.get("gamma") is not None}, key=gamma_order)
     if not used:
         return "."
     own = any(isinstance(a, dict) and "gamma" in (a.get("settings") or {}) for a in config.get("attacks", []))
-    text = ", ".join(f"{g:g}" for g in used) if own else json.dumps(config.get("gamma"))
+    text = ", ".join(g if isinstance(g, str) else f"{g:g}" for g in used) if own else json.dumps(config.get("gamma"))
+    if any(c.get("sgm_gammas") for c in records["cells"]):
+        text += " (auto on an ensemble: each member's own, listed in results.json's cells as sgm_gammas)"
     return f"; SGM gamma: {text}."
 
 
@@ -128,7 +132,7 @@ def _gamma_curves(run: RunDir, records: dict[str, Any]) -> Figure | None:
     mt = mean_transfer(records)
     gammas: dict[tuple[str, str], set[float]] = defaultdict(set)
     for (src, atk, _eps, g) in mt:
-        if g is not None:
+        if g is not None and not isinstance(g, str):  # "auto" (an ensemble's members' own) is not on the axis
             gammas[(src, atk)].add(g)
     if not any(len(v) > 1 for v in gammas.values()):
         return None
@@ -138,7 +142,7 @@ def _gamma_curves(run: RunDir, records: dict[str, Any]) -> Figure | None:
     base: dict[str, dict[str, float]] = defaultdict(dict)
     for (src, atk, eps, g), m in mt.items():
         name = atk + (f" @ {budget_label(eps, norms.get(atk, 'linf'))}" if multi_eps else "")
-        if g is not None and len(gammas[(src, atk)]) > 1:
+        if g is not None and not isinstance(g, str) and len(gammas[(src, atk)]) > 1:
             series[src][name].append((g, m["mean"], m["std"]))
         elif g is None and src in {s for s, _ in gammas}:
             base[src][name] = m["mean"]
@@ -177,7 +181,7 @@ def _examples(run: RunDir, records: dict[str, Any], config: dict[str, Any]) -> F
     preds = [[name(int(t["pred"][j][i])) + (" (fooled)" if int(t["pred"][j][i]) != int(sample["y"][pick][i]) else "")
               for j in range(len(models))] for i in range(k)]
     norm = attack_norms(records).get(cell["attack"], "linf")
-    title = f"{cell['source']} / {cell['attack']}" + (f" γ={cell['gamma']:g}" if cell["gamma"] is not None else "") \
+    title = f"{cell['source']} / {cell['attack']}" + gamma_text(cell["gamma"]).replace(" (", " ").rstrip(")") \
         + f", eps {budget_label(cell['eps'], norm)}, seed {cell['seed']}"
     png = figures.example_grid(x, t["x_adv"][:k], labels, preds, [f"{m} (source)" if i == 0 else m
                                                                   for i, m in enumerate(models)], top, title)
@@ -255,6 +259,9 @@ def build_report(run_dir: str | Path, reference: dict[str, Any] | None = None) -
                      "tests are of the targeted success." + (f" {meta['targeted_note']}." if meta.get(
                          "targeted_note") else "")),
                 Heading("Targeted success and fooling rate"), tt)
+    ht = holdout_table(records)
+    if ht is not None:
+        doc.add(Heading("Hold-out ensembles"), ht)
     if meta.get("data_note"):
         doc.add(Para(f"Note: {meta['data_note']}"))
     for n in meta.get("notes") or []:

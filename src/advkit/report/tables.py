@@ -16,6 +16,7 @@ from collections import defaultdict
 from typing import Any
 
 from advkit.evaluate.stats import summarize_seeds
+from advkit.report.gammas import gamma_order, gamma_text
 from advkit.report.html import Table
 from advkit.study.schema import norm_label
 
@@ -90,7 +91,7 @@ def row_label(key: RowKey, many_sources: bool = True) -> str:
     """``("resnet20", "sgm", 0.2) -> "resnet20 / sgm (γ=0.2)"``."""
     src, atk, g = key
     text = f"{src} / {atk}" if many_sources else atk
-    return text + (f" (γ={g:g})" if g is not None else "")
+    return text + gamma_text(g)
 
 
 def _order(records: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -117,7 +118,7 @@ def matrix(records: dict[str, Any], eps: str, images: str = "float", over: str =
         key = (r["source"], r["attack"], r["gamma"])
         keys.add(key)
         cells[(key, "white-box" if r["white_box"] else r["target"])] = r
-    rows = sorted(keys, key=lambda k: (sources.index(k[0]), attacks.index(k[1]), -1 if k[2] is None else k[2]))
+    rows = sorted(keys, key=lambda k: (sources.index(k[0]), attacks.index(k[1]), gamma_order(k[2])))
     return rows, ["white-box", *targets], cells
 
 
@@ -192,7 +193,7 @@ def targeted_table(records: dict[str, Any]) -> Table | None:
                                   else "-" for rows, k in ((wb, "mean"), (wb, "fooled_mean"), (tr, "mean"),
                                                            (tr, "fooled_mean")))
         ci = f"[{pct(wb[0]['pooled_low'])}, {pct(wb[0]['pooled_high'])}]" if wb else "-"
-        body.append([src, atk + (f" (γ={g:g})" if g is not None else ""), budget_label(eps, norms.get(atk, "linf")),
+        body.append([src, atk + gamma_text(g), budget_label(eps, norms.get(atk, "linf")),
                      wb_t, ci, wb_f, tr_t, tr_f])
     return Table(["source", "attack", "eps", "white-box targeted success %", "95% Wilson", "white-box fooling rate %",
                   "transfer targeted success %", "transfer fooling rate %"], body,
@@ -226,7 +227,7 @@ def paired_table(records: dict[str, Any], eps: str, norm: str | None = None) -> 
         by_key[(r["source"], r["attack"], r["gamma"])][r["target"]] = r
     many = len(sources) > 1
     body = []
-    for key in sorted(by_key, key=lambda k: (sources.index(k[0]), attacks.index(k[1]), k[2] or 0)):
+    for key in sorted(by_key, key=lambda k: (sources.index(k[0]), attacks.index(k[1]), gamma_order(k[2]))):
         line = [row_label(key, many)]
         for t in targets:
             r = by_key[key].get(t)
@@ -259,7 +260,7 @@ def paired_mean_table(records: dict[str, Any]) -> Table | None:
     many = len(sources) > 1
     body = []
     for key in sorted(by_key, key=lambda k: (sources.index(k[0]), eps_list.index(k[3]), attacks.index(k[1]),
-                                             k[2] or 0)):
+                                             gamma_order(k[2]))):
         line = [row_label(key[:3], many) + (f" @ {budget_label(*key[3])}" if len(eps_list) > 1 else "")]
         for b in bases:
             r = by_key[key].get(b)
@@ -284,7 +285,7 @@ def distortion_table(records: dict[str, Any]) -> Table:
         groups[(d["source"], d["attack"], d["eps"], d["gamma"], d["images"])].append(d)
     body = []
     for (src, atk, eps, g, images), ds in groups.items():
-        body.append([src, atk + (f" (γ={g:g})" if g is not None else ""), budget_label(eps, _norm_of(ds[0], norms)),
+        body.append([src, atk + gamma_text(g), budget_label(eps, _norm_of(ds[0], norms)),
                      images,
                      f"{max(d['linf_max'] for d in ds):.5f}", f"{sum(d['l2_mean'] for d in ds) / len(ds):.3f}",
                      f"{100 * sum(d['l0_mean'] for d in ds) / len(ds):.1f}"])
@@ -303,7 +304,7 @@ def quantization_table(records: dict[str, Any]) -> Table:
     body = []
     for key, f in fl.items():
         g = key[3]
-        body.append([key[0], key[1] + (f" (γ={g:g})" if g is not None else ""),
+        body.append([key[0], key[1] + gamma_text(g),
                      budget_label(key[2], norms.get(key[1], "linf")),
                      pct(wb[key].get("float")), pct(wb[key].get("8bit")), pct(f["mean"]),
                      pct(q.get(key, {}).get("mean"))])

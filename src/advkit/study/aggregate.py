@@ -39,6 +39,7 @@ from advkit._files import atomic_write_text, csv_text
 from advkit.evaluate.metrics import wilson_interval
 from advkit.evaluate.queries import query_stats
 from advkit.evaluate.stats import mcnemar, summarize_seeds
+from advkit.study.ensembles import holdout_sources
 
 if TYPE_CHECKING:
     from advkit.study.plan import Cell
@@ -126,6 +127,7 @@ def aggregate(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[str
                           "sgm_connections": sgm[0].get("connections") if sgm else None,
                           "sgm_hooks_fired": sum(int(s.get("hooks_fired", 0)) for s in sgm) if sgm else None,
                           "sgm_variant": sgm[0].get("variant") if sgm else None,
+                          **_member_gammas(sgm),
                           "config": metas[0]["config"],
                           "queries": query_stats(t["queries"], t["white_box"], int(metas[0]["config"]["max_queries"]))
                           if "queries" in t else None})
@@ -141,12 +143,22 @@ def aggregate(cfg: StudyConfig, run: RunDir, cells: list[Cell], sample: dict[str
                  "attacks": list(dict.fromkeys(c.label for c in cells)),
                  "eps": list(dict.fromkeys(e for e, _ in budgets)),
                  "budgets": [{"eps": e, "norm": n} for e, n in budgets], "norms": norms, "notes": list(cfg.notes),
-                 "success_definition": _definition(cfg), **_target_meta(cfg, smeta)},
+                 "success_definition": _definition(cfg), **_target_meta(cfg, smeta),
+                 **({"holdout": {names.get(s, s): names.get(t, t) for s, t in holdout_sources(cfg.targets).items()}}
+                    if cfg.holdout else {})},
         "clean": _clean(cfg, smeta, names), "success": success, "summary": _summary(success), "paired": paired,
         "paired_summary": _paired_summary(paired), "paired_mean": _paired_mean(paired), "distortion": distortion,
         "cells": cell_rows,
         "sanity": _sanity(budgets, distortion, cell_rows, cells, smeta.get("model_checks") or {}, names),
     }
+
+
+def _member_gammas(sgm: list[dict[str, Any]]) -> dict[str, Any]:
+    """An ensemble source's SGM decays, ``{"sgm_gammas": {member: gamma or None (untouched)}}``; empty for one
+    model (its decay is the ``gamma`` column)."""
+    if not sgm or "members" not in sgm[0]:
+        return {}
+    return {"sgm_gammas": {r["member"]: r.get("gamma") for r in sgm[0]["members"]}}
 
 
 def _aim(cell: Cell, t: dict[str, torch.Tensor], targets: dict[str, torch.Tensor] | None) -> torch.Tensor | None:

@@ -97,14 +97,15 @@ def resolve_device(device: str) -> str:
 
 def load_models(specs: tuple[str, ...] | list[str], dataset: str, device: str,
                 cache: MutableMapping[str, nn.Module] | None = None) -> dict[str, nn.Module]:
-    """Load each model once (into ``cache`` when given) onto ``device``."""
-    from advkit.models import load
+    """Load each model once (into ``cache`` when given) onto ``device`` (a weighted ensemble's spec through
+    :func:`advkit.study.ensembles.load_spec`)."""
+    from advkit.study.ensembles import load_spec
 
     cache = {} if cache is None else cache
     out = {}
     for s in specs:
         if s not in cache:
-            cache[s] = load(s, dataset=dataset, device=device)
+            cache[s] = load_spec(s, dataset, device)
         out[s] = cache[s]
     return out
 

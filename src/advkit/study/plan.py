@@ -7,7 +7,8 @@ the runner, the backends and the records only read them.
 
 SGM's decays depend on the source's connection kind (``residual``, ``dense``, ``none``), read from its model card
 or found by structure (:func:`advkit.backprop.find_connections`), never from its name; ``gamma: auto`` resolves
-through :func:`advkit.attacks.resolve_gamma`, the one gamma resolver, and cells always record a number.
+through :func:`advkit.attacks.resolve_gamma`, the one gamma resolver, and cells record a number, except on an
+ensemble source (``ensemble:A+B``), where ``auto`` is kept so that SGM resolves each member's own decay.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from torch import nn
 
 from advkit.attacks import resolve_gamma
 from advkit.backprop import find_connections
+from advkit.models.ensemble import is_ensemble_name
+from advkit.study.ensembles import holdout_sources, member_stems
 from advkit.study.schema import AttackSpec, StudyConfig, parse_fraction
 from advkit.study.sweep import Variant, attack_arguments, gamma_values, variants
 
@@ -32,14 +35,17 @@ __all__ = ["Cell", "cell_id", "connection_kind", "display_names", "plan_cells"]
 CONNECTION_KINDS = ("residual", "dense", "none")
 
 
-def cell_id(source: str, attack: str, eps: str, gamma: float | None, seed: int) -> str:
+def cell_id(source: str, attack: str, eps: str, gamma: float | str | None, seed: int) -> str:
     """A readable, filesystem-safe, unique name for a cell: ``resnet20__sgm+mi__eps16-255__g0.2__s0__1a2b3c``
-    (a swept attack's label, ``mi decay=0.5``, is written ``mi-decay-0.5``; the hash is of the label itself)."""
+    (a swept attack's label, ``mi decay=0.5``, is written ``mi-decay-0.5``; the hash is of the label itself). A
+    checkpoint is named by its file stem, an ensemble ``ensemble-`` and its members' stems (``ensemble-tres+tlin``)."""
     key = json.dumps([source, attack, eps, gamma, seed])
     short = hashlib.sha256(key.encode()).hexdigest()[:6]
-    src = re.sub(r"[^A-Za-z0-9_.+-]+", "-", Path(source).stem if source.endswith(".safetensors") else source)
+    name = ("ensemble-" + "+".join(member_stems(source)) if is_ensemble_name(source)
+            else Path(source).stem if source.endswith(".safetensors") else source)
+    src = re.sub(r"[^A-Za-z0-9_.+-]+", "-", name)
     atk = re.sub(r"[^A-Za-z0-9_.+-]+", "-", attack)
-    g = "" if gamma is None else f"__g{gamma:g}"
+    g = "" if gamma is None else f"__g{gamma}" if isinstance(gamma, str) else f"__g{gamma:g}"
     e = re.sub(r"[^0-9.]+", "-", eps)
     return f"{src.strip('-')[:40]}__{atk}__eps{e}{g}__s{seed}__{short}"
 
@@ -54,7 +60,9 @@ class Cell:
         attack: the experiment file's entry it comes from.
         label: the attack's label in the records (``mi``; ``mi decay=0.5`` for one value of a sweep).
         eps: the budget's label as written (``"16/255"``); ``eps_value`` its value, ``norm`` the norm it bounds.
-        gamma: the SGM decay (a number), ``None`` for an attack without SGM.
+        gamma: the SGM decay (a number), ``None`` for an attack without SGM; ``"auto"`` on an ensemble source,
+            resolved by the attack for each member from its own card (the values used are in the shard's
+            ``info["sgm"]["members"]`` and the records' ``sgm_gammas``).
         seed: the seed of the attack's randomness; ``pick`` the row of the sample's picks it attacks.
         models: the models evaluated on its examples: the source first, then the other targets.
         arguments: ``(name, value)`` pairs: every keyword argument of :func:`advkit.attacks.create`.
@@ -69,7 +77,7 @@ class Cell:
     eps: str
     eps_value: float
     norm: str
-    gamma: float | None
+    gamma: float | str | None
     seed: int
     pick: int
     models: tuple[str, ...]
@@ -111,14 +119,17 @@ class _KnownByItsCard(nn.Module):
 
 
 def _gammas(cfg: StudyConfig, variant: Variant, src: str, connections: str | None,
-            auto: Callable[[str], float] | None) -> tuple[float | None, ...]:
-    """The decays of ``variant``'s cells on ``src``, as numbers (``(None,)`` for an attack without SGM)."""
+            auto: Callable[[str], float] | None) -> tuple[float | str | None, ...]:
+    """The decays of ``variant``'s cells on ``src``, as numbers (``(None,)`` for an attack without SGM); ``auto``
+    stays ``"auto"`` on an ensemble, whose members each resolve their own."""
     if variant.gammas is None:
         return (None,)
 
-    def resolve(g: Any) -> float:
+    def resolve(g: Any) -> float | str:
         if g != "auto":
             return float(g)
+        if is_ensemble_name(src):
+            return "auto"
         if auto is not None:
             return float(auto(src))
         return float(resolve_gamma("auto", _KnownByItsCard(connections)) or 0.2)
@@ -140,8 +151,10 @@ def plan_cells(cfg: StudyConfig, connections: dict[str, str],
             connection kind alone (the authors' 0.5 for dense sources, 0.2 for residual ones).
     """
     cells = []
+    held = holdout_sources(cfg.targets) if cfg.holdout else {}
     for src in cfg.sources:
-        models = (src, *[t for t in cfg.targets if t != src])
+        # a hold-out ensemble is evaluated on the one target it leaves out (and on itself: white-box)
+        models = (src, held[src]) if src in held else (src, *[t for t in cfg.targets if t != src])
         for a in cfg.attacks:
             for v in variants(a):
                 gammas = _gammas(cfg, v, src, connections.get(src), auto)

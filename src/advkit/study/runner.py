@@ -31,6 +31,7 @@ from advkit.progress import ProgressFn, report
 from advkit.study.aggregate import aggregate, write_records
 from advkit.study.cells import ShardTask, load_models, resolve_device, run_shard, task_key
 from advkit.study.config import StudyConfig, load_config
+from advkit.study.ensembles import holdout_label, holdout_sources
 from advkit.study.plan import Cell, connection_kind, display_names, plan_cells
 from advkit.study.runlock import run_lock
 from advkit.study.runstate import RunDir, atomic_save_tensors, disk_full_as_error, read_tensors
@@ -244,6 +245,16 @@ def _targets(cfg: StudyConfig, run: RunDir, sample: dict[str, torch.Tensor], sme
     return targets
 
 
+def _names(cfg: StudyConfig, models: dict[str, nn.Module]) -> dict[str, str]:
+    """The models' names in the records: their own (:func:`display_names`), a hold-out study's sources
+    ``hold-out ensemble (all but X)``."""
+    names = display_names(models)
+    if cfg.holdout:
+        for src, target in holdout_sources(cfg.targets).items():
+            names[src] = holdout_label(names[target])
+    return names
+
+
 def _run_locked(cfg: StudyConfig, out: str | Path, *, force: bool, backend: str, address: str | None,
                 progress: ProgressFn | None, command: str, reuse: list[str | Path] | None) -> StudyResult:
     """:func:`run_study` once the run directory's lock is held."""
@@ -254,7 +265,7 @@ def _run_locked(cfg: StudyConfig, out: str | Path, *, force: bool, backend: str,
                        auto=lambda src: float(resolve_gamma("auto", models[src]) or 0.2))
     reuse_dirs = [RunDir(r) for r in (reuse or []) if Path(r).resolve() != run.root.resolve()]
     run, sample, smeta = _sample(cfg, run, models, device, force=force, reuse_dirs=reuse_dirs, progress=progress)
-    smeta = {**smeta, "names": display_names(models), "model_checks": _check_models(models, sample, device)}
+    smeta = {**smeta, "names": _names(cfg, models), "model_checks": _check_models(models, sample, device)}
     atomic_write_text(run.state / "cells.json", json.dumps(
         [{"id": c.id, "source": c.source, "attack": c.label, "eps": c.eps, "gamma": c.gamma, "seed": c.seed}
          for c in cells], indent=1) + "\n")

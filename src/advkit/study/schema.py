@@ -40,7 +40,11 @@ classic definition of Kurakin et al., ICLR 2017 workshop, so each source has its
 dataset (an index such as ``3`` or a name such as ``Dress``; images of that class are left out of the sample, since
 they cannot be moved to their own class). Success is then the share of images a model labels with the target
 (``targeted success``), and the untargeted fooling rate (label != true class) is recorded beside it; the paired
-McNemar tests compare targeted success. Artefact attacks (``uap:``, ``generator:``) cannot be targeted. Every
+McNemar tests compare targeted success. Artefact attacks (``uap:``, ``generator:``) cannot be targeted.
+
+A source or target may be an ensemble: ``ensemble:A+B+C`` or ``{ensemble: [A, B, C], fuse: logits, weights: [..]}``;
+``holdout: true`` (no ``sources``) attacks each target with the ensemble of the others (:mod:`advkit.study.ensembles`).
+Every
 problem is reported at once as a
 :class:`~advkit.study.errors.ConfigError` whose lines name the field (``attacks[2].name: unknown attack part
 'foo'``).
@@ -205,6 +209,9 @@ class StudyConfig:
         targeted: ``None`` (untargeted), ``"random"``, ``"least_likely"``, or a class: its index (an ``int``) or,
             for datasets whose classes the data decides (``imagefolder``), its name; the file may name a class of
             a dataset with fixed classes, which is stored as its index.
+        holdout: the hold-out protocol (``holdout: true``; :mod:`advkit.study.ensembles`): ``sources`` are then
+            the hold-out ensembles of the targets (``ensemble:B+C`` for target ``A``), each evaluated on the target
+            it leaves out; the file gives no ``sources``.
     """
 
     dataset: str
@@ -230,6 +237,7 @@ class StudyConfig:
     title: str = "Transfer study"
     notes: tuple[str, ...] = ()
     targeted: str | int | None = None
+    holdout: bool = False
 
     def attack(self, label: str) -> AttackSpec:
         """The attack with this label."""
@@ -259,6 +267,8 @@ class StudyConfig:
             smp["draw"] = draw
         if d["targeted"] is None:
             del d["targeted"]
+        if d.pop("holdout"):  # the sources are derived from the targets
+            d["holdout"], d["sources"] = True, []
         return d
 
     def digest(self) -> str:

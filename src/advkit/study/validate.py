@@ -19,6 +19,7 @@ from advkit.study.attack_checks import (
     read_attacks,
     swept_baselines,
 )
+from advkit.study.ensembles import holdout_sources, model_entry
 from advkit.study.errors import ConfigError
 from advkit.study.schema import AttackSpec, SampleSpec, StudyConfig, eps_label, parse_alpha
 from advkit.study.sweep import variants
@@ -27,7 +28,7 @@ __all__ = ["validate"]
 
 TOP_KEYS = {"title", "dataset", "data_dir", "data_options", "sources", "targets", "attacks", "eps", "steps", "alpha",
             "allow_large_eps", "gamma", "seeds", "sample", "baseline", "batch_size", "shard_size", "device",
-            "save_png", "save_tensors", "reference", "notes", "targeted"}
+            "save_png", "save_tensors", "reference", "notes", "targeted", "holdout"}
 SAMPLE_KEYS = {"n", "pool", "split", "only_correct", "seed", "order", "range", "draw"}
 CONNECTION_KEYS = ("residual", "dense", "none")
 TARGET_MODES = ("random", "least_likely")
@@ -113,13 +114,25 @@ def _models(raw: Any, where: str, problems: list[str], required: bool) -> list[s
         problems.append(f"{where}: give at least one model (zoo name, .safetensors path, torchvision:/timm:NAME)")
     out = []
     for i, m in enumerate(items):
-        if not isinstance(m, str) or not m.strip():
-            problems.append(f"{where}[{i}]: expected a model name or path, got {m!r}")
-        else:
-            out.append(m.strip())
+        spec = model_entry(m, f"{where}[{i}]", problems)  # a name, or an ensemble's mapping as its name
+        if spec is not None:
+            out.append(spec)
     for m in sorted({x for x in out if out.count(x) > 1}):
         problems.append(f"{where}: {m!r} is listed twice")
     return out
+
+
+def _holdout(sources: list[str], targets: list[str], problems: list[str]) -> list[str]:
+    """``holdout: true``: the sources are the targets' hold-out ensembles; the file must give none."""
+    if sources:
+        problems.append(f"sources: holdout: true derives the sources (each target's hold-out ensemble), so give "
+                        f"no sources (got {sources}); remove sources, or set holdout: false")
+        return []
+    try:
+        return list(holdout_sources(targets))
+    except ValueError as err:
+        problems.append(str(err))
+        return []
 
 
 def _dataset(raw: dict[str, Any], problems: list[str]) -> str:
@@ -258,8 +271,11 @@ def validate(raw: dict[str, Any]) -> StudyConfig:
     if extra:
         problems.append(f"(top level): unknown key(s) {sorted(extra)}; allowed: {', '.join(sorted(TOP_KEYS))}")
     dataset = _dataset(raw, problems)
-    sources = _models(raw.get("sources"), "sources", problems, True)
+    holdout = _bool(raw, "holdout", False, problems, if_bad=False)
+    sources = _models(raw.get("sources"), "sources", problems, not holdout)
     targets = _models(raw.get("targets"), "targets", problems, True)
+    if holdout:
+        sources = _holdout(sources, targets, problems)
     attacks = read_attacks(raw.get("attacks"), problems)
     eps = eps_list(raw.get("eps", ["16/255"]), "eps", problems)
     allow_large = _bool(raw, "allow_large_eps", False, problems, if_bad=True)
@@ -279,7 +295,7 @@ def validate(raw: dict[str, Any]) -> StudyConfig:
         also_compare=also, batch_size=batch_size, shard_size=shard, device=device, save_png=save_png,
         save_tensors=save_tensors, data_dir=None if raw.get("data_dir") is None else str(raw["data_dir"]),
         data_options=data_options, reference=reference, title=str(raw.get("title", "Transfer study")),
-        notes=tuple(str(n) for n in as_list(raw.get("notes"))), targeted=targeted)
+        notes=tuple(str(n) for n in as_list(raw.get("notes"))), targeted=targeted, holdout=holdout)
     if not problems:  # each attack built once, with the arguments its cells will use
         cfg, built = build_attacks(cfg)
         problems += built
