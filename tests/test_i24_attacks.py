@@ -19,7 +19,8 @@ from advkit.attacks.query.base import QueryAttack
 from advkit.cli import app
 
 EXPECTED_KINDS = {"jsma": "saliency", "noise": "control", "generator": "artefact", "uap": "artefact",
-                  "square": "query", "nes": "query", "simba": "query", "hsj": "query"}
+                  "square": "query", "nes": "query", "simba": "query", "hsj": "query",
+                  "svre": "gradient", "cwa": "gradient"}
 
 
 @pytest.fixture()

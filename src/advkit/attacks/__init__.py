@@ -21,6 +21,9 @@ from advkit.attacks.query import simba as _simba  # noqa: F401
 from advkit.attacks.query import hsj as _hsj  # noqa: F401
 from advkit.attacks.artefact import generator as _generator  # noqa: F401
 from advkit.attacks.artefact import universal as _universal  # noqa: F401
+from advkit.attacks.gradient import ghost as _ghost  # noqa: F401
+from advkit.attacks.ensemble import svre as _svre  # noqa: F401
+from advkit.attacks.ensemble import cwa as _cwa  # noqa: F401
 from advkit.attacks.core.base import Attack, AttackResult, Counter, ModelAttack, attack_loss
 from advkit.attacks.core.budget import check_budget, project
 from advkit.attacks.core.checks import validate_inputs
