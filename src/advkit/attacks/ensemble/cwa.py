@@ -33,12 +33,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from advkit.attacks.core.base import Counter, ModelAttack
+from advkit.attacks.core.base import Counter
 from advkit.attacks.core.budget import check_eps, project, step_direction
-from advkit.attacks.core.losses import check_loss
 from advkit.attacks.core.registry import register_attack
-from advkit.attacks.ensemble.members import MemberAccess, check_ensemble, l1_normalise
-from advkit.attacks.ensemble.svre import check_steps
+from advkit.attacks.ensemble.members import EnsembleAttack, MemberAccess, check_ensemble, l1_normalise
 
 __all__ = ["CWA"]
 
@@ -49,7 +47,7 @@ def _l2_normalise(g: torch.Tensor) -> torch.Tensor:
 
 @register_attack
 @dataclass(frozen=True)
-class CWA(ModelAttack):
+class CWA(EnsembleAttack):
     """Common Weakness Attack (Chen et al., ICLR 2024), MI-CWA.
 
     Attributes:
@@ -64,26 +62,15 @@ class CWA(ModelAttack):
     """
 
     name: ClassVar[str] = "cwa"
-    kind: ClassVar[str] = "gradient"
 
-    eps: float = 16 / 255
-    steps: int = 10
-    alpha: float | None = None
     reverse_alpha: float | None = None
     inner_alpha: float = 250.0
-    decay: float = 1.0
-    loss: str = "ce"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.norm not in ("linf", "l2"):
-            raise ValueError(f"norm must be 'linf' or 'l2', got {self.norm!r}")
-        check_steps(self.steps, "steps")
-        for value, what in ((self.alpha, "alpha (the step size)"), (self.reverse_alpha, "reverse_alpha (r)"),
-                            (self.inner_alpha, "inner_alpha (beta)"), (self.decay, "decay (the momentum decay mu)")):
-            if value is not None:
-                check_eps(value, what)
-        check_loss(self.loss)
+        if self.reverse_alpha is not None:
+            check_eps(self.reverse_alpha, "reverse_alpha (r)")
+        check_eps(self.inner_alpha, "inner_alpha (beta)")
 
     @property
     def step_size(self) -> float:
@@ -100,11 +87,12 @@ class CWA(ModelAttack):
         return {**super().config(), "alpha": self.step_size, "reverse_alpha": self.reverse_size}
 
     def _open(self, model: nn.Module, x: torch.Tensor) -> Counter:
+        counter = super()._open(model, x)
         ens = check_ensemble(model, self.name)
         if max(ens.weights) - min(ens.weights) > 1e-12:
             raise ValueError(f"cwa gives every member the same inner step (Chen et al. 2024), so member weights "
                              f"have no meaning; build the ensemble with equal weights (got {ens.weights})")
-        return Counter(model)
+        return counter
 
     def _run(self, model: Counter, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
              generator: torch.Generator | None) -> torch.Tensor:

@@ -9,14 +9,26 @@ ensemble-equivalent ``ceil(member passes / K)`` to the counter's ``forward`` / `
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from advkit.attacks.core.base import Counter, attack_loss
+from advkit.attacks.core.base import Counter, ModelAttack, attack_loss
+from advkit.attacks.core.budget import check_eps
+from advkit.attacks.core.losses import check_loss
 from advkit.models.ensemble import Ensemble
 
-__all__ = ["MemberAccess", "check_ensemble", "l1_normalise"]
+__all__ = ["EnsembleAttack", "MemberAccess", "check_ensemble", "check_steps", "l1_normalise"]
+
+
+def check_steps(value: object, name: str, allow_none: bool = False) -> None:
+    """``ValueError`` unless ``value`` is an integer >= 1 (or ``None`` when allowed)."""
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def check_ensemble(model: nn.Module, name: str) -> Ensemble:
@@ -25,6 +37,34 @@ def check_ensemble(model: nn.Module, name: str) -> Ensemble:
         raise ValueError(f"{name} needs an ensemble of surrogates: advkit.models.ensemble([...]) or a model named "
                          f"ensemble:A+B (got {getattr(model, 'name', None) or type(model).__name__})")
     return model
+
+
+@dataclass(frozen=True)
+class EnsembleAttack(ModelAttack):
+    """What the ensemble methods share: an outer MI-FGSM loop's settings (``eps``, ``steps``, ``alpha``, ``decay``),
+    the loss, their checks, and the refusal of any model that is not an :class:`Ensemble`."""
+
+    kind: ClassVar[str] = "gradient"
+
+    eps: float = 16 / 255
+    steps: int = 10
+    alpha: float | None = None
+    decay: float = 1.0
+    loss: str = "ce"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.norm not in ("linf", "l2"):
+            raise ValueError(f"norm must be 'linf' or 'l2', got {self.norm!r}")
+        check_steps(self.steps, "steps")
+        if self.alpha is not None:
+            check_eps(self.alpha, "alpha (the step size)")
+        check_eps(self.decay, "decay (the momentum decay mu)")
+        check_loss(self.loss)
+
+    def _open(self, model: nn.Module, x: torch.Tensor) -> Counter:
+        check_ensemble(model, self.name)
+        return Counter(model)
 
 
 def l1_normalise(g: torch.Tensor) -> torch.Tensor:

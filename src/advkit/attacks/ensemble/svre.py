@@ -32,28 +32,18 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
-from advkit.attacks.core.base import Counter, ModelAttack
+from advkit.attacks.core.base import Counter
 from advkit.attacks.core.budget import check_eps, project, step_direction
-from advkit.attacks.core.losses import check_loss
 from advkit.attacks.core.registry import register_attack
-from advkit.attacks.ensemble.members import MemberAccess, check_ensemble, l1_normalise
+from advkit.attacks.ensemble.members import EnsembleAttack, MemberAccess, check_steps, l1_normalise
 
 __all__ = ["SVRE"]
 
 
-def check_steps(value: object, name: str, allow_none: bool = False) -> None:
-    """``ValueError`` unless ``value`` is an integer >= 1 (or ``None`` when allowed)."""
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
 @register_attack
 @dataclass(frozen=True)
-class SVRE(ModelAttack):
+class SVRE(EnsembleAttack):
     """Stochastic variance-reduced ensemble attack (Xiong et al., CVPR 2022), MI-FGSM form.
 
     Attributes:
@@ -68,27 +58,15 @@ class SVRE(ModelAttack):
     """
 
     name: ClassVar[str] = "svre"
-    kind: ClassVar[str] = "gradient"
 
-    eps: float = 16 / 255
-    steps: int = 10
-    alpha: float | None = None
     inner_steps: int | None = None
     inner_alpha: float | None = None
-    decay: float = 1.0
-    loss: str = "ce"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.norm not in ("linf", "l2"):
-            raise ValueError(f"norm must be 'linf' or 'l2', got {self.norm!r}")
-        check_steps(self.steps, "steps")
         check_steps(self.inner_steps, "inner_steps (M, the inner steps per outer iteration)", allow_none=True)
-        for value, what in ((self.alpha, "alpha (the step size)"), (self.inner_alpha, "inner_alpha (beta)")):
-            if value is not None:
-                check_eps(value, what)
-        check_eps(self.decay, "decay (the momentum decay mu)")
-        check_loss(self.loss)
+        if self.inner_alpha is not None:
+            check_eps(self.inner_alpha, "inner_alpha (beta)")
 
     @property
     def step_size(self) -> float:
@@ -98,10 +76,6 @@ class SVRE(ModelAttack):
     def config(self) -> dict[str, Any]:
         """The settings, with the outer step size resolved (``inner_steps`` depends on the ensemble)."""
         return {**super().config(), "alpha": self.step_size}
-
-    def _open(self, model: nn.Module, x: torch.Tensor) -> Counter:
-        check_ensemble(model, self.name)
-        return Counter(model)
 
     def _run(self, model: Counter, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
              generator: torch.Generator | None) -> torch.Tensor:
