@@ -140,7 +140,10 @@ class Ensemble(Classifier):
         return total
 
     def fused_loss(self, x: torch.Tensor, loss: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """The weighted mean over the members of ``loss(member(x))`` (the ``"loss"`` fuse; a scalar)."""
+        """The ensemble's ``loss`` at ``x``: for the ``"loss"`` fuse the weighted mean over the members of
+        ``loss(member(x))``, else ``loss`` of the fused output."""
+        if self.fuse != "loss":
+            return loss(self(x))
         return self._weighted([loss(m(x)) for m in self.members])
 
     def extra_repr(self) -> str:

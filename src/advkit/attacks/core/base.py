@@ -93,6 +93,13 @@ class Counter:
         self.forward += 1
         return self.model(x)
 
+    def loss(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``fn`` of the model's output at ``x`` (one counted forward pass); a model that fuses losses (an ensemble
+        with ``fuse="loss"``, :meth:`advkit.models.ensemble.Ensemble.fused_loss`) gives its members' mean."""
+        self.forward += 1
+        fused = getattr(self.model, "fused_loss", None)
+        return fused(x, fn) if fused is not None else fn(self.model(x))
+
     @property
     def module(self) -> nn.Module:
         """The model, to freeze and put in eval mode for the attack."""

@@ -101,12 +101,7 @@ class MemberAccess:
         """The gradient ``(N, C, H, W)`` of the ensemble's loss at ``x`` (its fuse: the loss of the fused output,
         or for ``fuse="loss"`` the weighted mean of the members' losses); one counted ensemble pass each way."""
         leaf = x.detach().requires_grad_(True)
-        if self.ensemble.fuse == "loss":
-            self.counter.forward += 1
-            loss = self.ensemble.fused_loss(leaf, self._loss)
-        else:
-            loss = self._loss(self.counter(leaf))
-        return self.counter.grad(loss, leaf)
+        return self.counter.grad(self.counter.loss(leaf, self._loss), leaf)
 
     def member(self, k: int, x: torch.Tensor) -> torch.Tensor:
         """The gradient ``(N, C, H, W)`` of member ``k``'s own loss at ``x``; one counted member pass each way."""

@@ -23,7 +23,6 @@ from advkit.attacks.core.losses import check_loss
 from advkit.attacks.gradient.parts import HOOKS, Context, CopyFn, Part, parts
 from advkit.attacks.gradient.scopes import resolve_gamma
 from advkit.attacks.gradient.steps import IFGSM, STEP_RULES
-from advkit.models.ensemble import Ensemble
 
 __all__ = ["Iterative", "resolve_gamma"]
 
@@ -120,16 +119,13 @@ class Iterative(ModelAttack):
         copies: list[CopyFn] = [_identity]
         for p in inputs:
             copies = p.expand(copies, point, ctx)
+        def loss_of(logits: torch.Tensor) -> torch.Tensor:
+            return attack_loss(logits, ctx.y, ctx.target, ctx.loss)
+
         total: torch.Tensor | None = None
         for f in copies:
             leaf = point.detach().requires_grad_(True)
-            net = ctx.model.model
-            if isinstance(net, Ensemble) and net.fuse == "loss":  # an ensemble averaging its members' losses
-                ctx.model.forward += 1
-                loss = net.fused_loss(f(leaf), lambda z: attack_loss(z, ctx.y, ctx.target, ctx.loss))
-            else:
-                loss = attack_loss(ctx.model(f(leaf)), ctx.y, ctx.target, ctx.loss)
-            g = ctx.model.grad(loss, leaf)
+            g = ctx.model.grad(ctx.model.loss(f(leaf), loss_of), leaf)
             total = g if total is None else total + g
         assert total is not None
         return total if len(copies) == 1 else total / len(copies)
