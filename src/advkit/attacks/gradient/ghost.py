@@ -21,7 +21,7 @@ Ensembles are eroded member by member.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from advkit.attacks.gradient.parts import Context, Part, register_part
-from advkit.attacks.gradient.scopes import _has_skips, _member_name
+from advkit.attacks.gradient.scopes import _has_skips, per_member
 from advkit.models.ensemble import Ensemble
 
 EROSIONS = ("auto", "skip", "dropout")
@@ -229,26 +229,17 @@ class Ghost(Part):
             return skip_erosion(m, g, float(self.ghost_range))
         return dropout_erosion(m, g, float(self.ghost_dropout))
 
-    @contextmanager
-    def _members(self, model: Ensemble, g: torch.Generator) -> Iterator[list[tuple[str, dict[str, Any] | None]]]:
-        rows: list[tuple[str, dict[str, Any] | None]] = []
-        members = list(model.members)
-        if self.ghost_erosion == "skip" and not any(_has_skips(m, "residual") for m in members):
-            raise ValueError("ghost skip erosion needs residual blocks and no member of this ensemble has any; "
-                             "use ghost_erosion='auto' or 'dropout'")
-        with ExitStack() as stack:
-            for i, m in enumerate(members):
-                if self.ghost_erosion == "skip" and not _has_skips(m, "residual"):
-                    rows.append((_member_name(m, i), None))
-                    continue
-                rows.append((_member_name(m, i), stack.enter_context(self._erode(m, g))))
-            yield rows
-
     def scope(self, model: nn.Module, ctx: Context) -> AbstractContextManager[Any]:
-        """The erosion on ``model``, or on each member of an ensemble, drawing from ``ctx.generator``."""
-        if isinstance(model, Ensemble):
-            return self._members(model, ctx.generator)
-        return self._erode(model, ctx.generator)
+        """The erosion on ``model``, or on each member of an ensemble (skip erosion: each member with residual
+        blocks), drawing from ``ctx.generator``."""
+        def enter(m: nn.Module) -> AbstractContextManager[dict[str, Any]]:
+            return self._erode(m, ctx.generator)
+
+        if not isinstance(model, Ensemble):
+            return enter(model)
+        if self.ghost_erosion == "skip":  # ghost_erosion='auto' or 'dropout' erodes a member without them
+            return per_member(model, "ghost skip erosion", enter, kind="residual")
+        return per_member(model, "ghost", enter, every=True)
 
     def report(self, found: Any, ctx: Context) -> None:
         def row(s: dict[str, Any]) -> dict[str, Any]:

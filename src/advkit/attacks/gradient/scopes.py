@@ -56,15 +56,16 @@ def _member_name(m: nn.Module, i: int) -> str:
 
 @contextmanager
 def per_member(model: nn.Module, what: str, enter: Callable[[nn.Module], AbstractContextManager[Any]],
-               kind: str | None = None) -> Iterator[list[tuple[str, Any]]]:
-    """Enter ``enter(member)`` for each member of an ensemble that has skip connections (of ``kind`` when given);
-    yields ``(name, found)`` per member, ``found`` ``None`` for a member left untouched.
+               kind: str | None = None, every: bool = False) -> Iterator[list[tuple[str, Any]]]:
+    """Enter ``enter(member)`` for each member of an ensemble that has skip connections (of ``kind`` when given),
+    or for every member (``every``); yields ``(name, found)`` per member, ``found`` ``None`` for a member left
+    untouched.
 
     Raises:
         ValueError: no member has such connections (``what`` names the method).
     """
     members = list(model.members) if isinstance(model, Ensemble) else [model]
-    skips = [_has_skips(m, kind) for m in members]
+    skips = [True] * len(members) if every else [_has_skips(m, kind) for m in members]
     if not any(skips):
         names = ", ".join(_member_name(m, i) for i, m in enumerate(members))
         need = f"{kind} blocks" if kind else "skip connections"
