@@ -230,3 +230,13 @@ def test_tiny_transfer_study_with_an_ensemble_source(tmp_path, fmnist_test):
     assert sgm["sgm_connections"] == 9 and sgm["sgm_hooks_fired"] > 0  # tres's nine blocks; tlin left untouched
     assert all(0 <= c["white_box_attack_success"] <= 1 for c in cells)
     assert {r["target"] for r in res.records["success"]} >= {"ensemble:tres+tlin", "tres", "tlin"}
+
+
+def test_load_takes_member_weights_in_the_name():
+    """The weighted form an experiment file normalises to is a model name like any other (models.load, the CLI)."""
+    from advkit.models import load
+
+    ens = load("ensemble:lenet+mlp@probs[3,1]", dataset="fashion-mnist")
+    assert ens.fuse == "probs" and ens.weights == pytest.approx((0.75, 0.25))
+    with pytest.raises(ValueError, match="2 weights for 3 members"):
+        load("ensemble:lenet+mlp+linear@logits[1,2]", dataset="fashion-mnist")

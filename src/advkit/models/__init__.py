@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from advkit.models.checkpoint import CheckpointError, load_checkpoint, read_card, save_checkpoint
-from advkit.models.ensemble import Ensemble, ensemble, is_ensemble_name, parse_name
+from advkit.models.ensemble import Ensemble, ensemble, is_ensemble_name, parse_name, split_weights
 from advkit.models.frozen import frozen_eval
 from advkit.models.own import wrap
 from advkit.models.registry import ArchSpec, arch_names, get_arch, register_arch
@@ -99,7 +99,8 @@ def load(name: str, dataset: str = "fashion-mnist", *, device: str | None = None
     Args:
         name: a zoo name (``"resnet20"``, see :func:`list`), a path to a ``.safetensors`` checkpoint with its
             JSON card, ``"torchvision:NAME"`` or ``"timm:NAME"`` (pretrained weights where available), or
-            ``"ensemble:A+B[+C...]"`` with an optional final ``@logits`` (default), ``@probs`` or ``@loss``: an
+            ``"ensemble:A+B[+C...]"`` with an optional final ``@logits`` (default), ``@probs`` or ``@loss`` and
+            optional member weights in brackets (``ensemble:A+B@logits[3,1]``): an
             :class:`~advkit.models.ensemble.Ensemble` of the named models (:func:`ensemble`).
         dataset: which zoo a bare name refers to.
         device: move the model there (``"cuda"``, ``"cpu"``); default: leave on CPU.
@@ -120,8 +121,9 @@ def load(name: str, dataset: str = "fashion-mnist", *, device: str | None = None
         if weights != "default":
             raise ValueError(f"weights={weights!r} does not apply to an ensemble; name each member's weights in "
                              f"the name (ensemble:torchvision:resnet18@random+...)")
-        specs, fuse = parse_name(name)
-        return ensemble([load(s, dataset, device=device) for s in specs], fuse=fuse)
+        base, member_weights = split_weights(name)
+        specs, fuse = parse_name(base)
+        return ensemble([load(s, dataset, device=device) for s in specs], fuse=fuse, weights=member_weights)
     model: Classifier
     if name.startswith(("torchvision:", "timm:")):
         from advkit.models import adapters

@@ -19,6 +19,7 @@ with its own normalisation):
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,7 +28,9 @@ from torch import nn
 
 from advkit.models.wrapper import Classifier
 
-__all__ = ["FUSES", "PREFIX", "Ensemble", "ensemble", "is_ensemble_name", "parse_name"]
+__all__ = ["FUSES", "PREFIX", "Ensemble", "ensemble", "is_ensemble_name", "parse_name", "split_weights"]
+
+_WEIGHTED = re.compile(r"^(?P<name>ensemble:.+)\[(?P<weights>[^\[\]]*)\]$")
 
 FUSES = ("logits", "probs", "loss")
 PREFIX = "ensemble:"
@@ -194,3 +197,24 @@ def parse_name(name: str) -> tuple[list[str], str]:
     if len(specs) < 2:
         raise ValueError(f"{name!r} names one member; an ensemble needs at least two (ensemble:A+B)")
     return specs, fuse
+
+
+def split_weights(spec: str) -> tuple[str, list[float] | None]:
+    """``"ensemble:A+B@logits[1,2]"`` -> ``("ensemble:A+B@logits", [1.0, 2.0])``; a spec without brackets is
+    returned with ``None``.
+
+    Raises:
+        ValueError: a bracket that is not a list of numbers, one per member.
+    """
+    m = _WEIGHTED.match(spec)
+    if not m:
+        return spec, None
+    name = m["name"]
+    try:
+        weights = [float(w) for w in m["weights"].split(",")]
+    except ValueError:
+        raise ValueError(f"{spec!r}: the weights in brackets must be numbers, e.g. ensemble:A+B@logits[1,2]") from None
+    members, _ = parse_name(name)
+    if len(weights) != len(members):
+        raise ValueError(f"{spec!r}: {len(weights)} weights for {len(members)} members; give one per member")
+    return name, weights

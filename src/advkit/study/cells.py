@@ -27,6 +27,7 @@ from torch import nn
 from advkit.attacks import attack_batched, batch_seed, create
 from advkit.evaluate.metrics import distortion, predict
 from advkit.evaluate.quantize import quantize
+from advkit.models import load
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +98,14 @@ def resolve_device(device: str) -> str:
 
 def load_models(specs: tuple[str, ...] | list[str], dataset: str, device: str,
                 cache: MutableMapping[str, nn.Module] | None = None) -> dict[str, nn.Module]:
-    """Load each model once (into ``cache`` when given) onto ``device`` (a weighted ensemble's spec through
-    :func:`advkit.study.ensembles.load_spec`)."""
-    from advkit.study.ensembles import load_spec
+    """Load each model once (into ``cache`` when given) onto ``device`` (:func:`advkit.models.load`: zoo names,
+    checkpoints, adapters and ensemble names, weighted ones included)."""
 
     cache = {} if cache is None else cache
     out = {}
     for s in specs:
         if s not in cache:
-            cache[s] = load_spec(s, dataset, device)
+            cache[s] = load(s, dataset=dataset, device=device)
         out[s] = cache[s]
     return out
 

@@ -8,8 +8,7 @@ records and resumed runs name it the same way whichever way it was written:
   appended for those fuses; ``@logits`` is the default and is dropped, as in :class:`~advkit.models.Ensemble`'s
   own name), so ``{ensemble: [A, B]}`` and ``ensemble:A+B`` are the same model;
 * with weights, that name followed by the weights in brackets, ``ensemble:A+B+C@logits[1,2,1]`` (the fuse always
-  written). The study builds it with :func:`advkit.models.ensemble` from its members (:func:`load_spec`); the
-  bracketed string is also accepted as written in a file.
+  written), which :func:`advkit.models.load` (and so ``advkit attack``) takes as well.
 
 ``holdout: true`` (Liu et al., ICLR 2017; Tramer et al., ICLR 2018): for each model of ``targets``, the source is
 the ensemble of all the *other* targets (:func:`holdout_sources`), and that target alone is evaluated on its
@@ -21,14 +20,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from torch import nn
+from advkit.models.ensemble import FUSES, PREFIX, is_ensemble_name, parse_name, split_weights
 
-from advkit.models.ensemble import FUSES, PREFIX, is_ensemble_name, parse_name
+__all__ = ["holdout_label", "holdout_sources", "member_stems", "model_entry", "split_weights"]
 
-__all__ = ["holdout_label", "holdout_sources", "load_spec", "member_stems", "model_entry",
-           "split_weights"]
-
-_WEIGHTED = re.compile(r"^(?P<name>ensemble:.+)\[(?P<weights>[^\[\]]*)\]$")
 MAPPING_KEYS = {"ensemble", "fuse", "weights"}
 
 
@@ -80,44 +75,10 @@ def model_entry(item: Any, where: str, problems: list[str]) -> str | None:
     return body + ("" if fuse == "logits" else f"@{fuse}")
 
 
-def split_weights(spec: str) -> tuple[str, list[float] | None]:
-    """``"ensemble:A+B@logits[1,2]"`` -> ``("ensemble:A+B@logits", [1.0, 2.0])``; a spec without brackets is
-    returned with ``None``.
-
-    Raises:
-        ValueError: a bracket that is not a list of numbers, one per member.
-    """
-    m = _WEIGHTED.match(spec)
-    if not m:
-        return spec, None
-    name = m["name"]
-    try:
-        weights = [float(w) for w in m["weights"].split(",")]
-    except ValueError:
-        raise ValueError(f"{spec!r}: the weights in brackets must be numbers, e.g. ensemble:A+B@logits[1,2]") from None
-    members, _ = parse_name(name)
-    if len(weights) != len(members):
-        raise ValueError(f"{spec!r}: {len(weights)} weights for {len(members)} members; give one per member")
-    return name, weights
-
-
 def member_stems(spec: str) -> list[str]:
     """The members of an ensemble spec, each shortened to its file stem (``/zoo/tres.safetensors`` -> ``tres``)."""
     members, _ = parse_name(split_weights(spec)[0])
     return [re.sub(r"\.safetensors$", "", m.replace("\\", "/").rsplit("/", 1)[-1]) for m in members]
-
-
-def load_spec(spec: str, dataset: str, device: str) -> nn.Module:
-    """Load one model of a study by its spec: :func:`advkit.models.load`, or for a weighted ensemble its members
-    fused by :func:`advkit.models.ensemble` with those weights."""
-    from advkit.models import ensemble, load
-
-    name, weights = split_weights(spec)
-    if weights is None:
-        return load(spec, dataset=dataset, device=device)
-    members, fuse = parse_name(name)
-    built = ensemble([load(m, dataset=dataset, device=device) for m in members], fuse=fuse, weights=weights)
-    return built.to(device)
 
 
 def holdout_sources(targets: tuple[str, ...] | list[str]) -> dict[str, str]:
