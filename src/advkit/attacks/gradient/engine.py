@@ -71,6 +71,10 @@ class Iterative(ModelAttack):
         bases = [p for p in self.parts if p.hook == "base"]
         if len(bases) > 1:
             raise ValueError(f"more than one base ({', '.join(p.token for p in bases)}); pick one")
+        for what, many in (("objective", [p for p in self.parts if p.hook == "objective"]),
+                           ("gradient estimator", [p for p in self.parts if p.replaces_gradient])):
+            if len(many) > 1:
+                raise ValueError(f"more than one {what} ({', '.join(p.token for p in many)}); pick one")
         ordered = sorted(self.parts, key=lambda p: (HOOKS.index(p.hook), p.order, p.token))
         object.__setattr__(self, "parts", tuple(ordered) if bases else (IFGSM(), *ordered))
 
@@ -119,7 +123,11 @@ class Iterative(ModelAttack):
         copies: list[CopyFn] = [_identity]
         for p in inputs:
             copies = p.expand(copies, point, ctx)
+        objective = self._hook("objective")
+
         def loss_of(logits: torch.Tensor) -> torch.Tensor:
+            if objective:
+                return objective[0].objective(logits, ctx)
             return attack_loss(logits, ctx.y, ctx.target, ctx.loss)
 
         total: torch.Tensor | None = None
@@ -134,7 +142,7 @@ class Iterative(ModelAttack):
              generator: torch.Generator | None) -> torch.Tensor:
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         inputs, updates, gradients = self._hook("input"), self._hook("update"), self._hook("gradient")
-        rule = STEP_RULES[self.norm]
+        estimator = next((p for p in gradients if p.replaces_gradient), None)
 
         def gradient(point: torch.Tensor) -> torch.Tensor:
             return self._gradient(point, ctx, inputs)
@@ -144,19 +152,19 @@ class Iterative(ModelAttack):
         x_adv = self.base.start(ctx)
         scoped: list[tuple[Part, Any]] = []
         with ExitStack() as stack:
-            for p in self._hook("scope"):
+            for p in (*self._hook("scope"), *self._hook("objective")):
                 scoped.append((p, stack.enter_context(p.scope(model.model, ctx))))
             for _ in range(self.steps):
                 point = x_adv
                 for p in updates:
                     point = p.lookahead(point, ctx)
-                grad = ctx.gradient(point)
+                grad = estimator.estimate(point, ctx) if estimator is not None else ctx.gradient(point)
                 for p in gradients:
                     grad = p.transform(grad, x_adv, ctx)
                 for p in updates:
                     grad = p.update(grad, ctx)
                 with torch.no_grad():
-                    x_adv = rule.step(x_adv.detach(), grad, ctx.alpha, x, self.eps)
+                    x_adv = self.base.step(x_adv.detach(), grad, ctx)
             for p in self._hook("stage"):
                 x_adv = p.refine(x_adv, ctx)
         for p, found in scoped:

@@ -9,8 +9,9 @@ whose ``check`` validates them, and whose methods fill one hook point of the loo
 =========  ===========================================================  ==========================
 hook       what it does                                                 parts
 =========  ===========================================================  ==========================
-base       the starting point and the step schedule                     ``fgsm``, ``ifgsm``, ``pgd``
+base       the starting point, the step schedule and the step rule      ``fgsm``, ``ifgsm``, ``pgd``
 scope      a backward-pass modifier active for the whole attack         ``linbp``, ``sgm``
+objective  the loss maximised, in place of the attack's ``loss``        feature-level objectives
 update     look-ahead before the gradient, accumulation after it       ``mi``, ``ni``
 input      maps the point to the copies whose gradients are averaged   ``admix``, ``si``, ``di``
 gradient   transforms the averaged gradient                             ``vt``, ``ti``
@@ -34,12 +35,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 
+from advkit.attacks.core.budget import project, step_direction
+
 if TYPE_CHECKING:
     from torch import nn
 
     from advkit.attacks.core.base import Counter
 
-HOOKS = ("base", "scope", "update", "input", "gradient", "stage")
+HOOKS = ("base", "scope", "objective", "update", "input", "gradient", "stage")
 
 CopyFn = Callable[[torch.Tensor], torch.Tensor]
 """One input copy as a function of the point: ``copy = f(x)``, differentiable in ``x``."""
@@ -87,6 +90,8 @@ class Part:
         sets: defaults it gives the common settings (``fgsm``: one step).
         excludes: tokens it cannot be combined with, with the reason.
         needs_skip_connections: the part works only on models with residual / dense connections (SGM, LinBP).
+        replaces_gradient: a gradient part whose :meth:`estimate` gives the step's gradient in place of the loop's
+            own (the loop then takes no gradient at the point itself; at most one such part).
     """
 
     token: ClassVar[str] = ""
@@ -97,6 +102,7 @@ class Part:
     sets: ClassVar[dict[str, Any]] = {}
     excludes: ClassVar[dict[str, str]] = {}
     needs_skip_connections: ClassVar[bool] = False
+    replaces_gradient: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         self.check()
@@ -120,6 +126,11 @@ class Part:
         """Default step size as a multiple of ``eps / steps`` (base parts)."""
         return 1.0
 
+    def step(self, x_adv: torch.Tensor, direction: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """The next iterate from the loop's direction (base parts): by default the norm's step rule, a signed (L-inf)
+        or unit (L2) step of ``ctx.alpha`` projected onto the budget and ``[0, 1]``."""
+        return project(x_adv + ctx.alpha * step_direction(direction, ctx.norm), ctx.x, ctx.eps, ctx.norm)
+
     # -- scope
     def scope(self, model: nn.Module, ctx: Context) -> AbstractContextManager[Any]:
         """A context manager active for the whole loop (backward-pass modifiers)."""
@@ -127,6 +138,12 @@ class Part:
 
     def report(self, found: Any, ctx: Context) -> None:
         """Record what the scope did in ``ctx.info`` after the loop."""
+
+    # -- objective
+    def objective(self, logits: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """The scalar loss the attack maximises at one copy's logits (objective parts). Feature-level objectives
+        read the features their :meth:`scope` captured during the same forward pass."""
+        raise NotImplementedError(f"{type(self).__name__} is not an objective part")
 
     # -- input
     def expand(self, copies: list[CopyFn], point: torch.Tensor, ctx: Context) -> list[CopyFn]:
@@ -143,6 +160,10 @@ class Part:
         return grad
 
     # -- gradient
+    def estimate(self, point: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """The step's gradient in place of the loop's own (parts with ``replaces_gradient``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not replace the gradient")
+
     def transform(self, grad: torch.Tensor, point: torch.Tensor, ctx: Context) -> torch.Tensor:
         """The gradient after this part; ``point`` is the current iterate (gradient parts)."""
         return grad
