@@ -176,21 +176,46 @@ class _StraightThroughReLU(torch.nn.Module):
         return u + (u.clamp_min(0) - u).detach()
 
 
-def test_golden_linbp_without_renorm_is_the_straight_through_gradient(tiny_resnet):
-    """Guo et al. 2020: from the chosen block on, ReLU derivatives are replaced by 1."""
-    import copy
+def _tiny_forward(net, x, relu_in_branch):  # noqa: ANN001 - the conftest TinyResNet
+    """TinyResNet's forward written out, with ``relu_in_branch`` for b2's branch ReLU only: the ReLU after b2's
+    addition stays the true one, as in the LinBP authors' ``block_func``."""
+    z = net.b1(torch.relu(net.conv((x - 0.5) / 0.25)))
+    b = net.b2
+    pre = b.shortcut(z) + b.bn2(b.conv2(relu_in_branch(b.bn1(b.conv1(z)))))
+    return net.fc(torch.relu(pre).mean((2, 3)))
 
+
+def test_golden_linbp_without_renorm_is_the_straight_through_gradient(tiny_resnet):
+    """Guo et al. 2020: from the chosen block on, the derivatives of the ReLUs inside residual branches are replaced
+    by 1; the ReLU after the addition keeps its mask (the block calls one ``self.relu`` module for both)."""
     x, y = _batch()
     eps = 0.05
-    ref = copy.deepcopy(tiny_resnet)
-    ref.net.b2.relu = _StraightThroughReLU()  # blocks [b1, b2]; "auto" starts at len // 2 = 1, i.e. b2
-    expected = _step(x, x, _grad(ref, x, y), eps, eps)
+    xr = x.clone().requires_grad_(True)
+    loss = F.cross_entropy(_tiny_forward(tiny_resnet.net, xr, _StraightThroughReLU()), y, reduction="sum")
+    (g,) = torch.autograd.grad(loss, xr)
+    expected = _step(x, x, g, eps, eps)
     r = A.create("linbp", eps=eps, steps=1, alpha=eps, linbp_renorm=False)(tiny_resnet, x, y)
     assert torch.allclose(r.x_adv, expected, atol=1e-7)
     assert r.info["linbp"]["blocks"] == ["net.b2"] and r.info["linbp"]["relus"] == 1
     assert r.info["linbp"]["renorm_branch_passes"] == 0  # renorm off: no extra branch passes
     plain = A.create("ifgsm", eps=eps, steps=1, alpha=eps)(tiny_resnet, x, y).x_adv
     assert not torch.equal(plain, r.x_adv)
+
+
+def test_linbp_keeps_the_relu_after_the_addition(tiny_resnet):
+    """The defect of issue 26: linearising the post-addition call of the shared ``self.relu`` too gives another
+    gradient; advkit's must differ from that one and say how many calls it left masked."""
+    x, y = _batch()
+    xr = x.clone().requires_grad_(True)
+    net = tiny_resnet.net
+    z = net.b1(torch.relu(net.conv((xr - 0.5) / 0.25)))
+    b, st = net.b2, _StraightThroughReLU()
+    wrong = net.fc(st(b.shortcut(z) + b.bn2(b.conv2(st(b.bn1(b.conv1(z)))))).mean((2, 3)))
+    (g_wrong,) = torch.autograd.grad(F.cross_entropy(wrong, y, reduction="sum"), xr)
+    eps = 0.05
+    r = A.create("linbp", eps=eps, steps=1, alpha=eps, linbp_renorm=False)(tiny_resnet, x, y)
+    assert not torch.allclose(r.x_adv, _step(x, x, g_wrong, eps, eps), atol=1e-7)
+    assert r.info["linbp"]["hooks_fired"] == 1 and r.info["linbp"]["kept"] == 1
 
 
 def test_golden_linbp_renormalises_the_branch(tiny_resnet):
@@ -205,7 +230,7 @@ def test_golden_linbp_renormalises_the_branch(tiny_resnet):
     branch_true = b.bn2(b.conv2(torch.relu(b.bn1(b.conv1(zd)))))
     branch_lin = b.bn2(b.conv2(st(b.bn1(b.conv1(zd)))))
     pre = b.shortcut(zd) + branch_lin
-    loss = F.cross_entropy(net.fc(st(pre).mean((2, 3))), y, reduction="sum")
+    loss = F.cross_entropy(net.fc(torch.relu(pre).mean((2, 3))), y, reduction="sum")
     (g_pre,) = torch.autograd.grad(loss, pre, retain_graph=True)
     (sc,) = torch.autograd.grad(b.shortcut(zd), zd, g_pre)
     (true,) = torch.autograd.grad(branch_true, zd, g_pre)

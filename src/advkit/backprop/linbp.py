@@ -1,10 +1,12 @@
 """Linear backpropagation (LinBP) as a scoped backward-pass modifier.
 
 Guo, Li, Chen, "Backpropagating Linearly Improves Transferability of Adversarial Examples", NeurIPS 2020. The
-forward pass is unchanged; in the backward pass, from a chosen residual block on, every ReLU passes the gradient
-unmasked (as if the network were linear there), and each of those blocks' residual-branch gradients is
-re-normalised: ``J_lin^T g`` is rescaled, per sample, to the L2 norm of the true ``J^T g`` of the branch, so the
-balance between the branch and the skip connection stays as it was (the authors' ``main_grad_norm``).
+forward pass is unchanged; in the backward pass, from a chosen residual block on, every ReLU *inside a residual
+branch* passes the gradient unmasked (as if the network were linear there), and each of those blocks' residual-branch
+gradients is re-normalised: ``J_lin^T g`` is rescaled, per sample, to the L2 norm of the true ``J^T g`` of the
+branch, so the balance between the branch and the skip connection stays as it was (the authors' ``main_grad_norm``).
+The ReLU after the addition of branch and shortcut keeps its mask, as in the authors' code (``block_func`` of their
+release, followed by TransferAttack's ``linbp.py``: ``out = block.relu(identity_out + x_out)`` with the true ReLU).
 
 Usage::
 
@@ -14,9 +16,17 @@ Usage::
 
 Blocks are the residual connections :func:`find_connections` finds, in forward order; ReLUs are the ``nn.ReLU``
 modules inside the chosen blocks (functional ``F.relu`` calls are not seen, and a choice that holds no ReLU module
-is an error rather than a silent no-op). Every hook is a forward hook; an in-place ReLU is fed a copy of its input.
-The re-normalisation runs two extra backward passes through each linearised branch (the true and the linear
-Jacobian products), so LinBP with ``renorm`` costs more than the plain attack; ``renorm=False`` does not.
+is an error rather than a silent no-op). Blocks often call one ReLU module twice, inside the branch and after the
+addition (torchvision's ``BasicBlock`` and ``Bottleneck``, the zoo's ``BasicBlock``): a call is linearised only while
+the block's branch is running, i.e. after the block starts and before its branch output module (the last module of
+the branch, e.g. ``bn2``) returns; a block whose branch output is not known is linearised wholly and
+:class:`LinBPFound` says so (``unsplit``). Every hook is a forward hook; an in-place ReLU is fed a copy of its input.
+
+Cost: the re-normalisation needs the true and the linear gradient through each linearised branch; the linear one is
+the gradient the backward pass continues with (rescaled), so each branch is traversed twice in all, once more than
+a plain backward pass (the authors' code does the same two passes). When a parameter of the branch needs a gradient
+the branch is traversed a third time, to give parameters their (rescaled, linear) gradient. ``renorm=False`` costs
+nothing extra.
 """
 
 from __future__ import annotations
@@ -58,17 +68,20 @@ class _LinearReLU(torch.autograd.Function):
 
 
 class _Renorm(torch.autograd.Function):
-    """Identity forward on a branch output ``o``; backward rescales the incoming gradient so that the branch's
-    input gradient has the L2 norm of the true (masked) one."""
+    """The branch's output ``o`` forward; backward gives the branch input ``z`` the linear gradient ``J_lin^T g``
+    rescaled to the L2 norm of the true ``J^T g`` per sample. With ``through`` (a branch parameter needs a gradient)
+    it instead returns the rescaled ``g`` for ``o`` and the backward pass traverses the branch once more."""
 
     @staticmethod
-    def forward(ctx: Any, o: torch.Tensor, z: torch.Tensor, o_graph: torch.Tensor, found: Any) -> torch.Tensor:
-        ctx.refs = (o_graph, z)
+    def forward(ctx: Any, o: torch.Tensor, z: torch.Tensor, o_graph: list[torch.Tensor], found: Any,
+                through: bool) -> torch.Tensor:
+        ctx.refs = (o_graph[0], z)  # in a list, so that autograd does not see the branch's graph as an input
         ctx.found = found
+        ctx.through = through
         return o.clone()
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         o, z = ctx.refs
         del ctx.refs
         ctx.found.renorm_passes += 2
@@ -77,26 +90,32 @@ class _Renorm(torch.autograd.Function):
                 _STATE.mode = "normal"
                 (true,) = torch.autograd.grad(o, z, grad, retain_graph=True, allow_unused=True)
                 _STATE.mode = "linear"
-                (lin,) = torch.autograd.grad(o, z, grad, retain_graph=True, allow_unused=True)
+                (lin,) = torch.autograd.grad(o, z, grad, retain_graph=ctx.through, allow_unused=True)
             finally:
                 _STATE.mode = "linear"
         if true is None or lin is None:
-            return grad, None, None, None
-        scale = true.flatten(1).norm(dim=1) / lin.flatten(1).norm(dim=1).clamp_min(1e-30)
-        return grad * scale.view(-1, *([1] * (grad.ndim - 1))).to(grad.dtype), None, None, None
+            return (grad, None, None, None, None) if ctx.through else (None, None, None, None, None)
+        scale = (true.flatten(1).norm(dim=1) / lin.flatten(1).norm(dim=1).clamp_min(1e-30)).to(grad.dtype)
+        if ctx.through:
+            return grad * scale.view(-1, *([1] * (grad.ndim - 1))), None, None, None, None
+        return None, lin * scale.view(-1, *([1] * (lin.ndim - 1))), None, None, None
 
 
 @dataclass
 class LinBPFound:
     """What :func:`linear_backprop` changed: the index of the first linearised block among the residual blocks,
-    their names, how many ReLU modules were linearised, how many hooks ran, and how many partial backward passes
-    through a branch the re-normalisation spent (two per linearised branch per backward pass)."""
+    their names, how many ReLU modules were linearised, how many hooks ran (linearised ReLU calls), how many partial
+    backward passes through a branch the re-normalisation spent (two per linearised branch per backward pass), how
+    many ReLU calls after a block's addition were left masked (``kept``), and the blocks whose branch output module is
+    unknown, so that every ReLU call in them was linearised (``unsplit``)."""
 
     start: int
     blocks: tuple[str, ...]
     relus: int
     fired: int = 0
     renorm_passes: int = 0
+    kept: int = 0
+    unsplit: tuple[str, ...] = ()
 
 
 @contextmanager
@@ -135,9 +154,14 @@ def linear_backprop(model: nn.Module, start: int | str = "auto", renorm: bool = 
     if not relus:
         raise ValueError(f"LinBP found no nn.ReLU module in blocks {chosen[:3]}...; their activations are functional "
                          "calls it cannot see")
-    result = LinBPFound(start=first, blocks=tuple(chosen), relus=len(relus))
+    branches = {c.block: c.branch for c in residual if c.block in chosen and c.branch}
+    result = LinBPFound(start=first, blocks=tuple(chosen), relus=len(relus),
+                        unsplit=tuple(b for b in chosen if b not in branches))
+    owner = {m: b for b in chosen for m in model.get_submodule(b).modules() if isinstance(m, nn.ReLU)}
     handles: list[RemovableHandle] = []
     inputs: dict[nn.Module, list[torch.Tensor]] = defaultdict(list)
+    phase: dict[str, str] = {}  # block -> "branch" while its branch runs, "after" once the branch output returned
+    block_in: dict[str, torch.Tensor] = {}
 
     def relu_pre(module: nn.Module, args: tuple[Any, ...]) -> Any:
         u = args[0]
@@ -148,36 +172,47 @@ def linear_backprop(model: nn.Module, start: int | str = "auto", renorm: bool = 
         u = inputs[module].pop()
         if not torch.is_grad_enabled():
             return out
+        if phase.get(owner[module]) == "after":
+            result.kept += 1
+            return out
         result.fired += 1
         return _LinearReLU.apply(u)
-
-    block_in: dict[str, torch.Tensor] = {}
 
     def block_pre(name: str) -> Any:
         def hook(_m: nn.Module, args: tuple[Any, ...]) -> None:
             block_in[name] = args[0]
+            phase[name] = "branch"
         return hook
 
-    def branch_post(block: str) -> Any:
+    def block_post(name: str) -> Any:
+        def hook(_m: nn.Module, _args: tuple[Any, ...], _out: torch.Tensor) -> None:
+            phase.pop(name, None)
+            block_in.pop(name, None)
+        return hook
+
+    def branch_post(block: str, through: bool) -> Any:
         def hook(_m: nn.Module, _args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+            phase[block] = "after"
             z = block_in.get(block)
-            if z is None or not torch.is_grad_enabled() or not out.requires_grad:
+            if not renorm or z is None or not torch.is_grad_enabled() or not out.requires_grad:
                 return out
-            return _Renorm.apply(out, z, out, result)
+            return _Renorm.apply(out if through else out.detach(), z, [out], result, through)
         return hook
 
     try:
         for m in relus:
             handles.append(m.register_forward_pre_hook(relu_pre))
             handles.append(m.register_forward_hook(relu_post))
-        if renorm:
-            for c in residual:
-                if c.block in chosen and c.branch:
-                    handles.append(model.get_submodule(c.block).register_forward_pre_hook(block_pre(c.block)))
-                    handles.append(model.get_submodule(c.branch).register_forward_hook(branch_post(c.block)))
+        for b, branch in branches.items():
+            block, out_module = model.get_submodule(b), model.get_submodule(branch)
+            through = any(p.requires_grad for p in block.parameters())
+            handles.append(block.register_forward_pre_hook(block_pre(b)))
+            handles.append(block.register_forward_hook(block_post(b)))
+            handles.append(out_module.register_forward_hook(branch_post(b, through)))
         yield result
     finally:
         for h in handles:
             h.remove()
         block_in.clear()
+        phase.clear()
         inputs.clear()

@@ -3,8 +3,9 @@
 * ``sgm``: Wu et al., ICLR 2020 (:func:`advkit.backprop.skip_gradient`): the gradient through every residual
   branch or dense layer's new features is multiplied by ``gamma``.
 * ``linbp``: Guo, Li, Chen, NeurIPS 2020, "Backpropagating Linearly Improves Transferability of Adversarial
-  Examples" (:func:`advkit.backprop.linear_backprop`): from a chosen residual block on, ReLUs pass the gradient
-  unmasked and each residual branch's gradient is re-normalised to its true norm.
+  Examples" (:func:`advkit.backprop.linear_backprop`): from a chosen residual block on, the ReLUs inside residual
+  branches pass the gradient unmasked (the ReLU after each addition keeps its mask, as in the authors' code) and each
+  residual branch's gradient is re-normalised to its true norm.
 
 LinBP's scope is entered first (order 10, SGM 20), so ``sgm+linbp`` decays LinBP's re-normalised branch gradient
 by gamma, as the LinBP authors combine the two.
@@ -183,7 +184,8 @@ class LinearBackprop(Part):
 
     def _row(self, found: Any) -> dict[str, Any]:
         return {"start": found.start, "blocks": list(found.blocks), "relus": found.relus,
-                "renorm": self.linbp_renorm, "hooks_fired": found.fired, "renorm_branch_passes": found.renorm_passes}
+                "renorm": self.linbp_renorm, "hooks_fired": found.fired, "renorm_branch_passes": found.renorm_passes,
+                "kept": found.kept, "unsplit": list(found.unsplit)}
 
     def report(self, found: Any, ctx: Context) -> None:
         if "linbp_members" not in ctx.state:
