@@ -186,14 +186,19 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", default="", help="comma-separated subset of rows (ens,svre,cwa,cwa1,logit,potrip)")
     p.add_argument("--out", type=Path, default=None, help="write the markdown table here")
+    p.add_argument("--float64", action="store_true",
+                   help="run the models and images in float64 (to tell rounding from a difference of algorithm)")
     args = p.parse_args()
+    if args.float64:
+        torch.set_default_dtype(torch.float64)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
 
-    zoo1 = {n: load(n, dataset="fashion-mnist") for n in SURROGATES}
+    dtype = torch.float64 if args.float64 else torch.float32
+    zoo1 = {n: load(n, dataset="fashion-mnist").to(dtype) for n in SURROGATES}
     zoo = {n: grey3(m) for n, m in zoo1.items()}
-    targets = {n: load(n, dataset="fashion-mnist") for n in TARGETS}
+    targets = {n: load(n, dataset="fashion-mnist").to(dtype) for n in TARGETS}
     ta = import_transferattack(args.transferattack, zoo)
     if "GhostBasicBlock" in ta:  # TransferAttack's ghost residual block, on the zoo ResNet-20's weights
         zoo["ghost:resnet20"] = grey3(ghost_blocks(zoo1["resnet20"], ta["GhostBasicBlock"], 0.16))
@@ -201,7 +206,7 @@ def main() -> None:
     ens_adv = ensemble([zoo[n] for n in names])  # advkit's ensemble:A+B+C, fuse logits
 
     data = advkit.data.load("fashion-mnist", "test", limit=2000, subset="first", download_ok=False)
-    x1, y = data.x, data.y
+    x1, y = data.x.to(dtype), data.y
     ok = predict(ens_adv, x1.expand(-1, 3, -1, -1)) == y
     x1, y = x1[ok][: args.n], y[ok][: args.n]
     x = x1.expand(-1, 3, -1, -1).contiguous()
@@ -305,7 +310,8 @@ def write(args: argparse.Namespace, rows: list[dict[str, Any]], n: int) -> None:
         if r["key"] == "cwa1":
             lines.append(f"\nCWA one image per call (first {r['n']} images, TransferAttack's batch-wide L1 norm "
                          f"then equals the per-sample one): max pixel difference {r['diff']:.2e}.")
-    lines.append(f"\n{n} images, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+    dtype = "float64" if args.float64 else "float32"
+    lines.append(f"\n{n} images, {dtype}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
                  f"{args.threads} threads.")
     notes = ""  # a hand-written "## Notes" section after the table survives a rerun
     if args.out.exists() and "\n## Notes" in args.out.read_text():

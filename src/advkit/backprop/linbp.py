@@ -157,7 +157,8 @@ def linear_backprop(model: nn.Module, start: int | str = "auto", renorm: bool = 
     branches = {c.block: c.branch for c in residual if c.block in chosen and c.branch}
     result = LinBPFound(start=first, blocks=tuple(chosen), relus=len(relus),
                         unsplit=tuple(b for b in chosen if b not in branches))
-    owner = {m: b for b in chosen for m in model.get_submodule(b).modules() if isinstance(m, nn.ReLU)}
+    owner: dict[nn.Module, str] = {m: b for b in chosen for m in model.get_submodule(b).modules()
+                                   if isinstance(m, nn.ReLU)}
     handles: list[RemovableHandle] = []
     inputs: dict[nn.Module, list[torch.Tensor]] = defaultdict(list)
     phase: dict[str, str] = {}  # block -> "branch" while its branch runs, "after" once the branch output returned
