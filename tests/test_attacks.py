@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import advkit.attacks as A
@@ -37,6 +37,7 @@ def test_budget_and_bounds_hold(name, eps, steps, seed, norm):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(4, 1, 12, 12, generator=g)
     y = torch.randint(0, 10, (4,), generator=g)
+    assume(all(norm in p.norms for p in A.create(name).parts))  # PI-FGSM is L-inf only
     kw = {"eps": eps, "norm": norm} if name != "fgsm" else {"eps": eps, "norm": norm}
     if name != "fgsm":
         kw["steps"] = steps
@@ -55,7 +56,10 @@ def test_budget_and_bounds_hold(name, eps, steps, seed, norm):
 # White-box success on 64 images the shipped LeNet classifies correctly, eps 0.1 (Fashion-MNIST). Each floor
 # is well below what was measured (FGSM 0.92, the iterative ones 0.99-1.00), so a regression that weakens an
 # attack by a few points is still caught by the ones that must reach 95%.
-FLOORS = {"fgsm": 0.75, "ti": 0.85, "mi+di+ti": 0.85}
+# Input transformations that average over strongly changed copies, and feature-level objectives, fool the white-box
+# LeNet less than its own gradient does (measured on these 64 images: bsr 0.42, decowa 0.73, sia 0.86, naa 0.875):
+# their floors sit below the measured value, far above the noise control's 0.12.
+FLOORS = {"fgsm": 0.75, "ti": 0.85, "mi+di+ti": 0.85, "naa": 0.8, "bsr": 0.35, "decowa": 0.65, "sia": 0.8}
 
 
 @pytest.mark.parametrize("name", NO_SGM)

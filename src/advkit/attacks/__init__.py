@@ -24,6 +24,14 @@ from advkit.attacks.artefact import universal as _universal  # noqa: F401
 from advkit.attacks.gradient import ghost as _ghost  # noqa: F401
 from advkit.attacks.ensemble import svre as _svre  # noqa: F401
 from advkit.attacks.ensemble import cwa as _cwa  # noqa: F401
+from advkit.attacks.gradient import pgn as _pgn  # noqa: F401
+from advkit.attacks.gradient import gra as _gra  # noqa: F401
+from advkit.attacks.gradient import bsr as _bsr  # noqa: F401
+from advkit.attacks.gradient import sia as _sia  # noqa: F401
+from advkit.attacks.gradient import fia as _fia  # noqa: F401
+from advkit.attacks.gradient import naa as _naa  # noqa: F401
+from advkit.attacks.gradient import pi as _pi  # noqa: F401
+from advkit.attacks.gradient import decowa as _decowa  # noqa: F401
 from advkit.attacks.core.base import Attack, AttackResult, Counter, ModelAttack, attack_loss
 from advkit.attacks.core.budget import check_budget, project
 from advkit.attacks.core.checks import validate_inputs

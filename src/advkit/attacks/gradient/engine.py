@@ -71,6 +71,10 @@ class Iterative(ModelAttack):
         bases = [p for p in self.parts if p.hook == "base"]
         if len(bases) > 1:
             raise ValueError(f"more than one base ({', '.join(p.token for p in bases)}); pick one")
+        for p in self.parts:
+            if self.norm not in p.norms:
+                raise ValueError(f"{p.token} ({p.paper}) is defined for norm {' or '.join(map(repr, p.norms))} only, "
+                                 f"got norm={self.norm!r}; use norm={p.norms[0]!r} or drop {p.token}")
         for what, many in (("objective", [p for p in self.parts if p.hook == "objective"]),
                            ("gradient estimator", [p for p in self.parts if p.replaces_gradient])):
             if len(many) > 1:

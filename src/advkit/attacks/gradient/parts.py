@@ -90,6 +90,7 @@ class Part:
         sets: defaults it gives the common settings (``fgsm``: one step).
         excludes: tokens it cannot be combined with, with the reason.
         needs_skip_connections: the part works only on models with residual / dense connections (SGM, LinBP).
+        norms: the budgets the part is defined for (``linf``, ``l2``); the attack refuses another ``norm``.
         replaces_gradient: a gradient part whose :meth:`estimate` gives the step's gradient in place of the loop's
             own (the loop then takes no gradient at the point itself; at most one such part).
     """
@@ -103,6 +104,7 @@ class Part:
     excludes: ClassVar[dict[str, str]] = {}
     needs_skip_connections: ClassVar[bool] = False
     replaces_gradient: ClassVar[bool] = False
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
 
     def __post_init__(self) -> None:
         self.check()
