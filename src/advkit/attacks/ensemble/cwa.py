@@ -36,7 +36,7 @@ from torch import nn
 from advkit.attacks.core.base import Counter
 from advkit.attacks.core.budget import check_eps, project, step_direction
 from advkit.attacks.core.registry import register_attack
-from advkit.attacks.ensemble.members import EnsembleAttack, MemberAccess, check_ensemble, l1_normalise
+from advkit.attacks.ensemble.members import EnsembleAttack, MemberAccess, check_ensemble, l1_sum_normalise
 
 __all__ = ["CWA"]
 
@@ -105,7 +105,7 @@ class CWA(EnsembleAttack):
             for k in range(access.size):
                 inner = self.decay * inner + _l2_normalise(access.member(k, point))
                 point = project(point + self.inner_alpha * inner, x, self.eps, self.norm)
-            outer = self.decay * outer + l1_normalise(point - x_adv)
+            outer = self.decay * outer + l1_sum_normalise(point - x_adv)
             x_adv = project(x_adv + alpha * step_direction(outer, self.norm), x, self.eps, self.norm)
         access.close()
         return x_adv.detach()

@@ -20,7 +20,7 @@ from advkit.attacks.core.budget import check_eps
 from advkit.attacks.core.losses import check_loss
 from advkit.models.ensemble import Ensemble
 
-__all__ = ["EnsembleAttack", "MemberAccess", "check_ensemble", "check_steps", "l1_normalise"]
+__all__ = ["EnsembleAttack", "MemberAccess", "check_ensemble", "check_steps", "l1_sum_normalise"]
 
 
 def check_steps(value: object, name: str, allow_none: bool = False) -> None:
@@ -67,8 +67,10 @@ class EnsembleAttack(ModelAttack):
         return Counter(model)
 
 
-def l1_normalise(g: torch.Tensor) -> torch.Tensor:
-    """``g / ||g||_1`` per sample (``(N, ...)``), as MI-FGSM's accumulator (Dong et al., CVPR 2018)."""
+def l1_sum_normalise(g: torch.Tensor) -> torch.Tensor:
+    """``g / ||g||_1`` per sample (``(N, ...)``), the L1 *sum*, as SVRE's and CWA's papers write MI's accumulator
+    (Dong et al., CVPR 2018). The gradient engine's ``transforms.l1_normalise`` divides by the *mean* ``|g|`` (the MI
+    authors' code); a sign step cannot tell the two apart, but accumulations of differently scaled terms can."""
     return g / g.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, *([1] * (g.ndim - 1)))
 
 

@@ -36,7 +36,7 @@ import torch
 from advkit.attacks.core.base import Counter
 from advkit.attacks.core.budget import check_eps, project, step_direction
 from advkit.attacks.core.registry import register_attack
-from advkit.attacks.ensemble.members import EnsembleAttack, MemberAccess, check_steps, l1_normalise
+from advkit.attacks.ensemble.members import EnsembleAttack, MemberAccess, check_steps, l1_sum_normalise
 
 __all__ = ["SVRE"]
 
@@ -99,9 +99,9 @@ class SVRE(EnsembleAttack):
                 if member not in at_outer:
                     at_outer[member] = access.member(member, x_adv)
                 reduced = access.member(member, inner_x) - (at_outer[member] - g_ens)
-                inner = self.decay * inner + l1_normalise(reduced)
+                inner = self.decay * inner + l1_sum_normalise(reduced)
                 inner_x = project(inner_x + beta * step_direction(inner, self.norm), x, self.eps, self.norm)
-            outer = self.decay * outer + l1_normalise(inner)
+            outer = self.decay * outer + l1_sum_normalise(inner)
             x_adv = project(x_adv + alpha * step_direction(outer, self.norm), x, self.eps, self.norm)
         access.close()
         model.info.update(svre_members=drawn, inner_steps=inner_steps)
