@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["check_labels", "check_model_inputs", "check_number", "check_start", "validate_inputs"]
+__all__ = ["check_choice", "check_labels", "check_model_inputs", "check_number", "check_start", "validate_inputs"]
 
 
 def validate_inputs(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> None:
@@ -123,3 +124,10 @@ def check_number(name: str, value: Any, *, lo: float | None = None, hi: float | 
         rng = f" in {lo_s or '(-inf'}, {hi_s or 'inf)'}" if lo is not None or hi is not None else ""
         kind = "an integer" if integer else "a finite number"
         raise ValueError(f"{name} must be {kind}{rng}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
+    """``ValueError`` naming ``name`` and the allowed values unless ``value`` is one of ``choices``."""
+    allowed = tuple(choices)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")

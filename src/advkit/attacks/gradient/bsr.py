@@ -44,7 +44,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from advkit.attacks.core.checks import check_number
+from advkit.attacks.core.checks import check_choice, check_number
 from advkit.attacks.gradient.parts import Context, CopyFn, Part, register_part
 
 VARIANTS = ("paper", "code")
@@ -149,8 +149,7 @@ class BlockShuffleRotation(Part):
         check_number("bsr_copies (BSR's number of transformed copies N)", self.bsr_copies, lo=1, integer=True)
         check_number("bsr_blocks (BSR's blocks per side n)", self.bsr_blocks, lo=1, integer=True)
         check_number("bsr_angle (BSR's largest rotation tau, degrees)", self.bsr_angle, lo=0.0, hi=180.0)
-        if self.bsr_variant not in VARIANTS:
-            raise ValueError(f"bsr_variant must be one of {', '.join(map(repr, VARIANTS))}, got {self.bsr_variant!r}")
+        check_choice("bsr_variant", self.bsr_variant, VARIANTS)
 
     def expand(self, copies: list[CopyFn], point: torch.Tensor, ctx: Context) -> list[CopyFn]:
         n = self.bsr_blocks

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from advkit.attacks.core.base import attack_loss
-from advkit.attacks.core.checks import check_number
+from advkit.attacks.core.checks import check_choice, check_number
 from advkit.attacks.gradient.parts import Context, CopyFn, Part, register_part
 
 VARIANTS = ("paper", "code")
@@ -136,9 +136,7 @@ class DeformationWarping(Part):
         check_number("decowa_rho (DeCowA's inner step on the offsets)", self.decowa_rho, lo=0.0)
         check_number("decowa_inner_steps (DeCowA's inner steps on the offsets)", self.decowa_inner_steps, lo=0,
                      integer=True)
-        if self.decowa_variant not in VARIANTS:
-            raise ValueError(f"decowa_variant must be one of {', '.join(map(repr, VARIANTS))}, "
-                             f"got {self.decowa_variant!r}")
+        check_choice("decowa_variant", self.decowa_variant, VARIANTS)
 
     def _basis(self, point: torch.Tensor, ctx: Context) -> torch.Tensor:
         h, w = point.shape[-2:]

@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from advkit.attacks.core.checks import check_number
+from advkit.attacks.core.checks import check_choice, check_number
 from advkit.attacks.gradient.ila import ila_layer
 from advkit.attacks.gradient.parts import Context, Part, register_part
 from advkit.models.ensemble import Ensemble
@@ -139,8 +139,7 @@ class FeatureImportance(Part):
             raise ValueError(f"fia_layer must be a module name or 'auto', got {self.fia_layer!r}")
         check_number("fia_copies", self.fia_copies, lo=1, integer=True)
         check_number("fia_drop (the drop probability)", self.fia_drop, lo=0.0, hi=1.0, hi_open=True)
-        if self.fia_variant not in VARIANTS:
-            raise ValueError(f"fia_variant must be one of {', '.join(map(repr, VARIANTS))}, got {self.fia_variant!r}")
+        check_choice("fia_variant", self.fia_variant, VARIANTS)
 
     @contextmanager
     def _scope(self, model: nn.Module, ctx: Context) -> Iterator[str]:

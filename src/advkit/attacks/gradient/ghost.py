@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from advkit.attacks.core.checks import check_choice
 from advkit.attacks.gradient.parts import Context, Part, register_part
 from advkit.attacks.gradient.scopes import _has_skips, per_member
 from advkit.models.ensemble import Ensemble
@@ -219,9 +220,7 @@ class Ghost(Part):
             raise ValueError(f"ghost_range must be in [0, 1) (the paper's 0.22), got {r!r}")
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
             raise ValueError(f"ghost_dropout must be in [0, 1) (the authors' 0.006), got {p!r}")
-        if self.ghost_erosion not in EROSIONS:
-            raise ValueError(f"ghost_erosion must be one of {', '.join(map(repr, EROSIONS))}, "
-                             f"got {self.ghost_erosion!r}")
+        check_choice("ghost_erosion", self.ghost_erosion, EROSIONS)
 
     def _erode(self, m: nn.Module, g: torch.Generator) -> AbstractContextManager[dict[str, Any]]:
         skip = self.ghost_erosion == "skip" or (self.ghost_erosion == "auto" and _has_skips(m, "residual"))

@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from advkit.attacks.core.checks import check_number
+from advkit.attacks.core.checks import check_choice, check_number
 from advkit.attacks.gradient.fia import middle_layer, refuse, tapped, true_class_score
 from advkit.attacks.gradient.parts import Context, Part, register_part
 
@@ -77,8 +77,7 @@ class NeuronAttribution(Part):
             raise ValueError(f"naa_layer must be a module name or 'auto', got {self.naa_layer!r}")
         check_number("naa_steps (integration steps N)", self.naa_steps, lo=1, integer=True)
         check_number("naa_gamma", self.naa_gamma, lo=0.0)
-        if self.naa_variant not in VARIANTS:
-            raise ValueError(f"naa_variant must be one of {', '.join(map(repr, VARIANTS))}, got {self.naa_variant!r}")
+        check_choice("naa_variant", self.naa_variant, VARIANTS)
 
     def _points(self) -> list[float]:
         n = self.naa_steps

@@ -44,7 +44,7 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.core.checks import check_number
+from advkit.attacks.core.checks import check_choice, check_number
 from advkit.attacks.gradient.parts import Context, Part, register_part
 from advkit.attacks.gradient.transforms import l1_normalise
 
@@ -80,9 +80,7 @@ class PenalisedGradientNorm(Part):
         check_number("pgn_samples (PGN's number of sampled examples N)", self.pgn_samples, lo=1, integer=True)
         check_number("pgn_zeta (PGN's neighbourhood radius zeta in units of eps)", self.pgn_zeta, lo=0.0)
         check_number("pgn_delta (PGN's balanced coefficient delta)", self.pgn_delta, lo=0.0, hi=1.0)
-        if self.pgn_lookahead not in LOOKAHEADS:
-            raise ValueError(f"pgn_lookahead (PGN's look-ahead normalisation) must be one of "
-                             f"{', '.join(map(repr, LOOKAHEADS))}, got {self.pgn_lookahead!r}")
+        check_choice("pgn_lookahead (PGN's look-ahead normalisation)", self.pgn_lookahead, LOOKAHEADS)
 
     def estimate(self, point: torch.Tensor, ctx: Context) -> torch.Tensor:
         radius = self.pgn_zeta * ctx.eps

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from advkit.attacks.core.budget import project
-from advkit.attacks.core.checks import check_number
+from advkit.attacks.core.checks import check_choice, check_number
 from advkit.attacks.gradient.parts import Context, Part, register_part
 
 VARIANTS = ("paper", "code")
@@ -86,8 +86,7 @@ class PatchWise(Part):
         check_number("pi_kernel (PI's project kernel size)", self.pi_kernel, lo=3, integer=True)
         if self.pi_kernel % 2 == 0:
             raise ValueError(f"pi_kernel (PI's project kernel size) must be an odd integer >= 3, got {self.pi_kernel}")
-        if self.pi_variant not in VARIANTS:
-            raise ValueError(f"pi_variant must be one of {', '.join(map(repr, VARIANTS))}, got {self.pi_variant!r}")
+        check_choice("pi_variant", self.pi_variant, VARIANTS)
         if self.pi_gamma is not None:
             check_number("pi_gamma (PI's project factor, in pixel units)", self.pi_gamma, lo=0.0)
             if self.pi_variant == "code":

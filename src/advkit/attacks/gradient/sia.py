@@ -51,7 +51,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from advkit.attacks.core.checks import check_number
+from advkit.attacks.core.checks import check_choice, check_number
 from advkit.attacks.gradient.parts import Context, CopyFn, Part, register_part
 
 NOISE = 16 / 255
@@ -167,8 +167,7 @@ class StructureInvariant(Part):
     def check(self) -> None:
         check_number("sia_copies (SIA's number of transformed copies N)", self.sia_copies, lo=1, integer=True)
         check_number("sia_blocks (SIA's blocks per side s)", self.sia_blocks, lo=1, integer=True)
-        if self.sia_variant not in SETS:
-            raise ValueError(f"sia_variant must be one of {', '.join(map(repr, SETS))}, got {self.sia_variant!r}")
+        check_choice("sia_variant", self.sia_variant, SETS)
 
     def expand(self, copies: list[CopyFn], point: torch.Tensor, ctx: Context) -> list[CopyFn]:
         s = self.sia_blocks
