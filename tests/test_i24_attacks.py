@@ -20,7 +20,8 @@ from advkit.cli import app
 
 EXPECTED_KINDS = {"jsma": "saliency", "noise": "control", "generator": "artefact", "uap": "artefact",
                   "square": "query", "nes": "query", "simba": "query", "hsj": "query",
-                  "svre": "gradient", "cwa": "gradient"}
+                  "svre": "gradient", "cwa": "gradient", "apgd-ce": "gradient", "apgd-dlr": "gradient",
+                  "apgd-t": "gradient", "fab-t": "gradient"}
 
 
 @pytest.fixture()

@@ -10,8 +10,8 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "advkit"
-LAYERS = ("_files", "progress", "data", "models", "backprop", "attacks", "train", "evaluate", "study", "analysis",
-          "report", "reproduce", "cli")
+LAYERS = ("_files", "progress", "data", "models", "defences", "backprop", "attacks", "train", "evaluate", "study",
+          "analysis", "report", "reproduce", "cli")
 MAX_LINES = 400  # no source file longer (issue 24): a module a reader holds in view
 
 

@@ -1,7 +1,7 @@
 """advkit: adversarial examples and how they transfer between neural networks.
 
 Layers (each imports only from the ones before it; see docs/architecture.md): ``data`` -> ``models`` ->
-``backprop`` -> ``attacks`` -> ``train`` -> ``evaluate`` -> ``study`` -> ``analysis`` -> ``report`` ->
+``defences`` -> ``backprop`` -> ``attacks`` -> ``train`` -> ``evaluate`` -> ``study`` -> ``analysis`` -> ``report`` ->
 ``reproduce`` -> ``cli``.
 
 ``import advkit`` is cheap: each subpackage is imported the first time it is used (``advkit.models.load(...)``
@@ -15,11 +15,11 @@ from types import ModuleType
 
 __version__ = "0.1.0"
 
-SUBPACKAGES = ("progress", "data", "models", "backprop", "attacks", "train", "evaluate", "study", "analysis", "report",
-               "reproduce", "cli")
+SUBPACKAGES = ("progress", "data", "models", "defences", "backprop", "attacks", "train", "evaluate", "study",
+               "analysis", "report", "reproduce", "cli")
 
-__all__ = ["SUBPACKAGES", "__version__", "analysis", "attacks", "backprop", "cli", "data", "evaluate", "models",
-           "progress", "report", "reproduce", "study", "train"]
+__all__ = ["SUBPACKAGES", "__version__", "analysis", "attacks", "backprop", "cli", "data", "defences", "evaluate",
+           "models", "progress", "report", "reproduce", "study", "train"]
 
 
 def __getattr__(name: str) -> ModuleType:

@@ -32,6 +32,10 @@ from advkit.attacks.gradient import fia as _fia  # noqa: F401
 from advkit.attacks.gradient import naa as _naa  # noqa: F401
 from advkit.attacks.gradient import pi as _pi  # noqa: F401
 from advkit.attacks.gradient import decowa as _decowa  # noqa: F401
+from advkit.attacks.gradient import eot as _eot  # noqa: F401
+from advkit import defences as _defences  # noqa: F401  (registers the defended: model names)
+from advkit.attacks.gradient import apgd as _apgd  # noqa: F401
+from advkit.attacks.gradient import fab as _fab  # noqa: F401
 from advkit.attacks.core.base import Attack, AttackResult, Counter, ModelAttack, attack_loss
 from advkit.attacks.core.budget import check_budget, project
 from advkit.attacks.core.checks import validate_inputs

@@ -25,7 +25,7 @@ from advkit.models.checkpoint import CheckpointError, load_checkpoint, read_card
 from advkit.models.ensemble import Ensemble, ensemble, is_ensemble_name, parse_name, split_weights
 from advkit.models.frozen import frozen_eval
 from advkit.models.own import wrap
-from advkit.models.registry import ArchSpec, arch_names, get_arch, register_arch
+from advkit.models.registry import ArchSpec, arch_names, get_arch, name_scheme, register_arch
 from advkit.models.wrapper import Classifier, Normalize, check_input_shape
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -117,6 +117,10 @@ def load(name: str, dataset: str = "fashion-mnist", *, device: str | None = None
     """
     if device is not None:
         _check_device(device)
+    scheme = name_scheme(name)
+    if scheme is not None:  # a later layer's names (defended:...); weights go in the inner name
+        built = scheme(name, dataset)
+        return built.to(device) if device is not None else built  # type: ignore[return-value]
     if is_ensemble_name(name):
         if weights != "default":
             raise ValueError(f"weights={weights!r} does not apply to an ensemble; name each member's weights in "

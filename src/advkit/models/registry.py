@@ -54,6 +54,34 @@ _BUILTIN: frozenset[str] = frozenset()  # the zoo's names, set below once they a
 _entry_points_read = False
 
 
+NameLoader = Callable[[str, str], nn.Module]
+_NAME_SCHEMES: dict[str, NameLoader] = {}
+# prefixes a later layer registers, and the package that registers each (imported by advkit.attacks)
+KNOWN_SCHEMES = {"defended:": "advkit.defences"}
+
+
+def register_name_scheme(prefix: str, loader: NameLoader) -> None:
+    """Let :func:`advkit.models.load` accept names starting with ``prefix`` (``"defended:"``): ``loader(name,
+    dataset)`` builds the model. A later layer registers its scheme when imported (``advkit.defences``); a prefix
+    registered twice raises ``ValueError``."""
+    if prefix in _NAME_SCHEMES:
+        raise ValueError(f"model name scheme {prefix!r} is already registered")
+    _NAME_SCHEMES[prefix] = loader
+
+
+def name_scheme(name: str) -> NameLoader | None:
+    """The loader registered for ``name``'s prefix; ``ValueError`` naming the package to import for a known
+    prefix whose package is not imported yet; ``None`` for other names."""
+    for prefix, loader in _NAME_SCHEMES.items():
+        if name.startswith(prefix):
+            return loader
+    for prefix, package in KNOWN_SCHEMES.items():
+        if name.startswith(prefix):
+            raise ValueError(f"{name!r}: {prefix} names are loaded by {package}; import it first "
+                             f"(import {package}; advkit.attacks and the CLI import it)")
+    return None
+
+
 def register_arch(spec: ArchSpec) -> ArchSpec:
     """Add an architecture; a name registered twice raises ``ValueError``."""
     if spec.name in _ARCHS:
