@@ -1,4 +1,6 @@
-"""``advkit evaluate``: clean accuracy of a model or of the zoo, with Wilson intervals."""
+"""``advkit evaluate``: clean accuracy of a model or of the zoo, with Wilson intervals; with ``--robust``, the robust
+accuracy under the AutoAttack composition (:func:`advkit.evaluate.robust.robust_accuracy`), which attack broke how
+many points, and the sanity checks' gradient-masking warnings next to it."""
 
 from __future__ import annotations
 
@@ -31,8 +33,17 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 500,
     data_dir: Annotated[Path | None, typer.Option(help="A folder searched first for the dataset.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write results.json, results.csv and report.md here.")] = None,
+    robust: Annotated[bool, typer.Option("--robust", help="Also the robust accuracy under AutoAttack "
+                                                          "(APGD-CE, APGD-T, FAB-T, Square).")] = False,
+    eps: Annotated[float | None, typer.Option(help="With --robust: the budget in pixel units (e.g. 0.1, 8/255 "
+                                                   "as 0.0314).")] = None,
+    norm: Annotated[str, typer.Option(help="With --robust: linf or l2.")] = "linf",
+    version: Annotated[str, typer.Option(help="With --robust: standard (four attacks) or fast (APGD-CE and "
+                                              "APGD-T).")] = "standard",
+    seed: Annotated[int, typer.Option(help="With --robust: seeds the attacks.")] = 0,
 ) -> None:
-    """Clean top-1 accuracy of a model (or of the whole zoo with --all), with 95% Wilson intervals."""
+    """Clean top-1 accuracy of a model (or of the whole zoo with --all), with 95% Wilson intervals; with --robust
+    --eps E, the robust accuracy under AutoAttack (on 1,000 images unless --limit says otherwise)."""
     from advkit import data, models
     from advkit._files import check_writable_dir
     from advkit.evaluate import predict, rate
@@ -40,6 +51,16 @@ def evaluate(
 
     if (model is None) == (not all_models):
         fail("give a MODEL or --all (not both)")
+    if robust and eps is None:
+        fail("--robust needs --eps (the budget in pixel units, e.g. --eps 0.1)")
+    if eps is not None and not robust:
+        fail("--eps is the robust evaluation's budget; add --robust")
+    if robust:
+        from advkit.evaluate.robust import VERSIONS
+
+        if version not in VERSIONS or norm not in ("linf", "l2"):
+            fail(f"--version must be one of {', '.join(VERSIONS)} and --norm linf or l2, got {version!r} / {norm!r}")
+        limit = 1000 if limit is None else limit
     names = [p.stem for p in models.shipped(dataset)] if all_models else [str(model)]
     if not names:
         fail(f"no shipped checkpoints for {dataset}")
@@ -61,11 +82,49 @@ def evaluate(
             rows.append(_row(m, r, dataset, split, ds))
             t.add_row(m.name, rows[-1]["arch"], f"{100 * r.value:.2f}%", f"[{100 * r.low:.2f}, {100 * r.high:.2f}]",
                       str(r.n))
+            if robust:
+                assert eps is not None
+                rows[-1].update(_robust_row(m, ds, eps, norm, version, seed, batch_size, bar))
     console.print(t)
     if ds.selection != "all":
         console.print(f"images: {ds.selection} of the {split} split")
     if ds.note:
         console.print(f"note: {ds.note}")
+    if robust:
+        _print_robust(rows)
     if out is not None:
         report = write_accuracy_report(rows, out, command=invocation(ctx))
         console.print(f"report: {report}")
+
+
+def _robust_row(m: Any, ds: Any, eps: float, norm: str, version: str, seed: int, batch_size: int,
+                bar: Any) -> dict[str, Any]:
+    """The robust evaluation of one model: AutoAttack's table and the gradient-masking checks."""
+    import warnings
+
+    from advkit.evaluate import check_model
+    from advkit.evaluate.robust import robust_accuracy
+
+    rep = robust_accuracy(m, ds.x, ds.y, eps=eps, norm=norm, version=version, seed=seed, batch_size=batch_size,
+                          progress=bar)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        checks = check_model(m, ds.x[:64], ds.y[:64], warn=False)
+    console.print(f"[bold]{m.name}[/bold]\n{rep.table()}")
+    masked = [c for c in checks if not c.ok]
+    for c in masked:
+        console.print(f"  sanity check {c.name}: {c.detail}")
+    lo, hi = rep.interval
+    return {"robust_version": version, "robust_norm": norm, "robust_eps": eps, "robust_correct": rep.robust,
+            "robust_accuracy": rep.accuracy, "robust_ci_low": lo, "robust_ci_high": hi,
+            "broken_by": {r.attack: r.broken for r in rep.rows}, "failed_checks": [c.name for c in masked]}
+
+
+def _print_robust(rows: list[dict[str, Any]]) -> None:
+    t = Table("model", "clean", "robust", "95% interval", "broken by", "failed checks")
+    for r in rows:
+        broke = ", ".join(f"{k} {v}" for k, v in r["broken_by"].items())
+        t.add_row(r["model"], f"{100 * r['accuracy']:.2f}%", f"{100 * r['robust_accuracy']:.2f}%",
+                  f"[{100 * r['robust_ci_low']:.2f}, {100 * r['robust_ci_high']:.2f}]", broke,
+                  ", ".join(r["failed_checks"]) or "none")
+    console.print(t)
