@@ -10,7 +10,8 @@ neighbour-pixel detector as the other. :func:`run_jsma_defence` does both, like 
    one kind, labelled with their true class (a static augmentation; examples stored as 8-bit pixels, exact for
    JSMA's theta = +1 and rounded for FGSM);
 3. attack each of the three networks with JSMA on ``eval_samples`` test images x 9 targets and report success,
-   distortion and the detector's ROC AUC (clean vs JSMA, clean vs FGSM) before and after.
+   distortion and the detector's ROC AUC (clean vs JSMA, clean vs FGSM) before and after, and both detectors
+   (neighbour-pixel, feature squeezing: :mod:`advkit.analysis.squeeze`) on JSMA, FGSM and transfer examples.
 
 Every stage writes its product under ``out`` (the crafted sets, the checkpoints, each evaluation), so an
 interrupted run resumes at the first stage it has not finished.
@@ -28,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from advkit._files import atomic_write_text
 from advkit.analysis.detector import detection_study
+from advkit.analysis.squeeze import craft_transfer, detector_comparison
 from advkit.attacks import attack_batched, create
 from advkit.data import load as load_data
 from advkit.data.registry import Dataset
@@ -45,6 +47,7 @@ from advkit.train.recipe import recipe_from_card
 __all__ = ["JSMA_DEFENCE", "DefenceSettings", "run_jsma_defence"]
 
 KINDS = ("jsma", "fgsm")
+SURROGATE = "resnet20"  # the zoo surrogate the transfer attacks are crafted on (residual: SGM applies)
 
 
 def _craft(model: Any, kind: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
@@ -61,7 +64,24 @@ def _craft(model: Any, kind: str, x: torch.Tensor, y: torch.Tensor, seed: int) -
             "success": r.success.to(torch.uint8)}
 
 
-def _evaluate(model: Any, test: Dataset, samples: int) -> dict[str, Any]:
+def _detectors(model: Any, study: Any, ok: torch.Tensor, dataset: str, transfer_images: int | None,
+               cache: dict[str, Any]) -> dict[str, Any]:
+    """Both detectors on JSMA's, FGSM's (eps 0.25) and the transfer attacks' examples (crafted once on the zoo
+    ``SURROGATE`` over the first ``transfer_images`` clean images, kept in ``cache``), those that fool ``model``."""
+    x, y = study.x, study.y
+    if len(x) < 2:  # the threshold is set on one half of the clean images and checked on the other
+        return {}
+    n = len(x) if transfer_images is None else min(transfer_images, len(x))
+    if "x" not in cache or not torch.equal(cache["x"], x[:n]):
+        cache.update(x=x[:n], sets=craft_transfer(load_model(SURROGATE, dataset=dataset), x[:n], y[:n], eps=0.25))
+    jsma_y = torch.tensor([int(r["source"]) for r in study.records])[ok]
+    sets = {"JSMA": (study.x_adv[ok], jsma_y), "FGSM": (create("fgsm", eps=0.25)(model, x, y).x_adv, y),
+            **{f"{a} from {SURROGATE}": (adv, y[:n]) for a, adv in cache["sets"].items()}}
+    return detector_comparison(model, x, sets)
+
+
+def _evaluate(model: Any, test: Dataset, samples: int, dataset: str = "mnist", transfer_images: int | None = None,
+              cache: dict[str, Any] | None = None) -> dict[str, Any]:
     study = reproduce_jsma(model, test, samples)
     ok = torch.tensor([r["success"] for r in study.records], dtype=torch.bool)
     s = study.summary
@@ -69,12 +89,13 @@ def _evaluate(model: Any, test: Dataset, samples: int) -> dict[str, Any]:
     k = int(ok.sum())
     return {"clean_accuracy": s["clean_accuracy"], "success_rate": s["success_rate"],
             "success_ci95": list(wilson_interval(k, int(ok.numel()))), "n_attacks": int(ok.numel()),
-            "distortion_successful": s["distortion_successful"], "detector": det}
+            "distortion_successful": s["distortion_successful"], "detector": det,
+            "squeeze": _detectors(model, study, ok, dataset, transfer_images, {} if cache is None else cache)}
 
 
 def run_jsma_defence(out: str | Path, *, model: str = "lenet_50k", dataset: str = "mnist",
                      craft_images: int = 10000, eval_samples: int = 300, seed: int = 0, command: str = "",
-                     progress: ProgressFn | None = None) -> dict[str, Any]:
+                     progress: ProgressFn | None = None, transfer_images: int | None = None) -> dict[str, Any]:
     """Run the defence study into ``out`` (resuming finished stages) and return its results.
 
     Args:
@@ -85,6 +106,7 @@ def run_jsma_defence(out: str | Path, *, model: str = "lenet_50k", dataset: str 
         craft_images: class-balanced training images the examples are crafted on.
         eval_samples: test images (evenly spaced), each attacked toward the 9 other classes per network.
         seed: seeds the image choice and JSMA's random targets.
+        transfer_images: the first this many evaluation images get transfer examples (``None``: all of them).
         progress: ``progress(stage, done, total, detail)``: the stages ``craft``, ``retrain`` and ``evaluate``,
             each over its items (a stage finished earlier reports them done).
 
@@ -129,16 +151,19 @@ def run_jsma_defence(out: str | Path, *, model: str = "lenet_50k", dataset: str 
         models[kind] = load_model(str(path), dataset=dataset)
     report(progress, "retrain", len(KINDS), len(KINDS))
     results: dict[str, Any] = {}
+    cache: dict[str, Any] = {}  # the transfer examples, crafted once for the three networks
     for i, (name, m) in enumerate(models.items()):
         f = out / f"eval_{name}.json"
         report(progress, "evaluate", i, len(models), f"JSMA on {m.name}: {eval_samples} test images x 9 targets")
         if not f.is_file():
-            atomic_write_text(f, json.dumps(_evaluate(m, test, eval_samples), indent=2) + "\n")
+            atomic_write_text(f, json.dumps(_evaluate(m, test, eval_samples, dataset, transfer_images, cache),
+                                            indent=2) + "\n")
         results[name] = {"model": m.name, "test_accuracy": m.card.get("test_accuracy"), **json.loads(f.read_text())}
     payload = {"models": results, "training_sets": sets, "command": command,
                "provenance": manifest(command, inputs={f"{k}_examples": out / t["file"] for k, t in sets.items()}),
                "settings": {"model": model, "dataset": dataset, "train_split": split, "craft_images": craft_images,
                             "eval_samples": eval_samples, "seed": seed, "fgsm_eps": 0.25,
+                            "transfer_images": transfer_images, "surrogate": SURROGATE,
                             "jsma": "theta +1, Upsilon 14.5%, softmax saliency, feature pairs"}}
     report(progress, "evaluate", len(models), len(models))
     atomic_write_text(out / "results.json", json.dumps(payload, indent=2) + "\n")
@@ -169,9 +194,35 @@ def defence_document(p: dict[str, Any]) -> Document:
                      f"{100 * (r['distortion_successful'] or 0):.2f}%", auc["auc_jsma"], auc["auc_fgsm"]])
     doc.add(Table(["network", "test accuracy", "JSMA success [95% CI]", "features modified (successful)",
                    "detector AUC clean vs JSMA", "clean vs FGSM"], rows))
+    if (sq := squeeze_table(p["models"])) is not None:
+        doc.add(Para("Feature squeezing (Xu et al., NDSS 2018; bit depth 1 and median 2x2, the paper's MNIST joint "
+                     "detector) next to the neighbour-pixel detector, on the examples that fool each network: "
+                     "ROC AUC with the Hanley-McNeil 95% interval, and the detection rate at the threshold set for 5% "
+                     "false positives on half of the clean images, with the false-positive rate measured on the "
+                     "other half (Wilson 95% intervals). Transfer examples are crafted on the zoo's "
+                     f"{SURROGATE} at eps 0.25."), sq)
     if p.get("command"):
         doc.add(Para(f"Command: `{p['command']}`"))
     return doc
+
+
+def _pct(rate: float | None, ci: list[float] | None) -> str:
+    return "-" if rate is None or ci is None else f"{100 * rate:.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def squeeze_table(models: dict[str, Any]) -> Table | None:
+    """Both detectors' table (:func:`advkit.analysis.squeeze.detector_comparison` per network); ``None`` when no
+    evaluation has one (a run from before feature squeezing was added)."""
+    rows = []
+    for name, r in models.items():
+        for attack, a in ((r.get("squeeze") or {}).get("attacks") or {}).items():
+            nb, auc = a.get("auc_neighbour"), a.get("auc")
+            rows.append([name, attack, f"{a['n_adv']} of {a['crafted']}", "-" if nb is None else f"{nb:.3f}",
+                         "-" if auc is None else f"{auc:.3f} [{a['auc_ci'][0]:.3f}, {a['auc_ci'][1]:.3f}]",
+                         _pct(a.get("detection_rate"), a.get("detection_ci")),
+                         _pct(a.get("fpr_measured"), a.get("fpr_ci"))])
+    return Table(["network", "attack", "fooling / crafted", "neighbour-pixel AUC", "feature squeezing AUC [95% CI]",
+                  "detected at 5% FPR [95% CI]", "FPR measured [95% CI]"], rows, align="lllrrrr") if rows else None
 
 
 @dataclass(frozen=True)
@@ -184,6 +235,7 @@ class DefenceSettings:
         craft_images: training images the JSMA and FGSM examples are crafted on (>= 10).
         eval_samples: test images attacked toward the 9 other classes, per network.
         seed: seed of the image choice and JSMA's random targets.
+        transfer_images: evaluation images the transfer attacks craft on (``None``: all ``eval_samples``).
     """
 
     model: str = "lenet_50k"
@@ -191,6 +243,7 @@ class DefenceSettings:
     craft_images: int = 10000
     eval_samples: int = 300
     seed: int = 0
+    transfer_images: int | None = None
 
     def __post_init__(self) -> None:
         if self.craft_images < 10:
@@ -201,11 +254,15 @@ class DefenceSettings:
                              f"--set eval_samples=300")
         if self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed}; --set seed=0")
+        if self.transfer_images is not None and self.transfer_images < 1:
+            raise ValueError(f"transfer_images must be >= 1 or None (all), got {self.transfer_images}; "
+                             f"--set transfer_images=10")
 
 
 def _work(out: Path, s: DefenceSettings, run: RunContext) -> Outcome:
     r = run_jsma_defence(out, model=s.model, dataset=s.dataset, craft_images=s.craft_images,
-                         eval_samples=s.eval_samples, seed=s.seed, command=run.command, progress=run.progress)
+                         eval_samples=s.eval_samples, seed=s.seed, command=run.command, progress=run.progress,
+                         transfer_images=s.transfer_images)
     lines = []
     for name, m in r["models"].items():
         det = m.get("detector") or {}
@@ -218,4 +275,4 @@ def _work(out: Path, s: DefenceSettings, run: RunContext) -> Outcome:
 JSMA_DEFENCE = register(Reproduction(
     "jsma-defence", "Papernot et al. 2016's second defence: retrain on JSMA (and FGSM) examples; JSMA success, "
                     "distortion and the detector's AUC before and after.",
-    DefenceSettings, {"craft_images": 1000, "eval_samples": 30}, _work))
+    DefenceSettings, {"craft_images": 1000, "eval_samples": 30, "transfer_images": 10}, _work))
