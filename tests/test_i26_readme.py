@@ -14,7 +14,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def _table_names() -> set[str]:
     text = README.read_text()
     table = [line for line in text.splitlines() if line.startswith("| ") and "`" in line.split("|")[2]]
-    return {name for line in table for name in re.findall(r"`([a-z_0-9]+)`", line.split("|")[2])}
+    return {name for line in table for name in re.findall(r"`([a-z_0-9-]+)`", line.split("|")[2])}
 
 
 def test_every_registered_attack_part_and_loss_is_in_the_readme_table() -> None:
