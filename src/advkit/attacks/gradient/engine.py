@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from advkit.attacks.core.base import Counter, ModelAttack, attack_loss
+from advkit.attacks.core.base import Counter, ModelAttack
 from advkit.attacks.core.budget import check_eps
 from advkit.attacks.core.losses import check_loss
 from advkit.attacks.gradient.parts import HOOKS, Context, CopyFn, Part, parts
@@ -127,12 +127,10 @@ class Iterative(ModelAttack):
         copies: list[CopyFn] = [_identity]
         for p in inputs:
             copies = p.expand(copies, point, ctx)
-        objective = self._hook("objective")
+        objective = next(iter(self._hook("objective")), self.base)  # the base part's objective is the loss
 
         def loss_of(logits: torch.Tensor) -> torch.Tensor:
-            if objective:
-                return objective[0].objective(logits, ctx)
-            return attack_loss(logits, ctx.y, ctx.target, ctx.loss)
+            return objective.objective(logits, ctx)
 
         total: torch.Tensor | None = None
         for f in copies:
@@ -146,7 +144,7 @@ class Iterative(ModelAttack):
              generator: torch.Generator | None) -> torch.Tensor:
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         inputs, updates, gradients = self._hook("input"), self._hook("update"), self._hook("gradient")
-        estimator = next((p for p in gradients if p.replaces_gradient), None)
+        estimator = next((p for p in gradients if p.replaces_gradient), self.base)  # the base's: the loop's own
 
         def gradient(point: torch.Tensor) -> torch.Tensor:
             return self._gradient(point, ctx, inputs)
@@ -162,7 +160,7 @@ class Iterative(ModelAttack):
                 point = x_adv
                 for p in updates:
                     point = p.lookahead(point, ctx)
-                grad = estimator.estimate(point, ctx) if estimator is not None else ctx.gradient(point)
+                grad = estimator.estimate(point, ctx)
                 for p in gradients:
                     grad = p.transform(grad, x_adv, ctx)
                 for p in updates:

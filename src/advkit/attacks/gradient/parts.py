@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 
+from advkit.attacks.core.base import attack_loss
 from advkit.attacks.core.budget import project, step_direction
 
 if TYPE_CHECKING:
@@ -143,9 +144,9 @@ class Part:
 
     # -- objective
     def objective(self, logits: torch.Tensor, ctx: Context) -> torch.Tensor:
-        """The scalar loss the attack maximises at one copy's logits (objective parts). Feature-level objectives
-        read the features their :meth:`scope` captured during the same forward pass."""
-        raise NotImplementedError(f"{type(self).__name__} is not an objective part")
+        """The scalar loss the attack maximises at one copy's logits: by default the attack's ``loss``; objective parts
+        replace it (feature-level objectives read the features their :meth:`scope` captured in the same pass)."""
+        return attack_loss(logits, ctx.y, ctx.target, ctx.loss)
 
     # -- input
     def expand(self, copies: list[CopyFn], point: torch.Tensor, ctx: Context) -> list[CopyFn]:
@@ -163,8 +164,9 @@ class Part:
 
     # -- gradient
     def estimate(self, point: torch.Tensor, ctx: Context) -> torch.Tensor:
-        """The step's gradient in place of the loop's own (parts with ``replaces_gradient``)."""
-        raise NotImplementedError(f"{type(self).__name__} does not replace the gradient")
+        """The step's gradient: by default the loop's own (the loss gradient averaged over the input copies); parts
+        with ``replaces_gradient`` estimate it otherwise."""
+        return ctx.gradient(point)
 
     def transform(self, grad: torch.Tensor, point: torch.Tensor, ctx: Context) -> torch.Tensor:
         """The gradient after this part; ``point`` is the current iterate (gradient parts)."""
