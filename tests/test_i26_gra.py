@@ -6,19 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from i23_reference import _batch, _grad
 
 import advkit.attacks as A
 from advkit.attacks.gradient.gra import relevance
-
-
-def _batch(seed=0, n=5):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 1, 12, 12, generator=g) * 0.8 + 0.1, torch.randint(0, 10, (n,), generator=g)
-
-
-def _grad(model, x, y):
-    x = x.clone().requires_grad_(True)
-    return torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), x)[0]
 
 
 def _mean_abs(g):
