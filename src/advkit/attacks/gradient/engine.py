@@ -122,13 +122,11 @@ class Iterative(ModelAttack):
     def _hook(self, hook: str) -> list[Part]:
         return [p for p in self.parts if p.hook == hook]
 
-    def _gradient(self, point: torch.Tensor, ctx: Context, inputs: list[Part]) -> torch.Tensor:
+    def _gradient(self, point: torch.Tensor, ctx: Context, inputs: list[Part], objective: Part) -> torch.Tensor:
         """The loss gradient at ``point``, averaged over the input parts' copies."""
         copies: list[CopyFn] = [_identity]
         for p in inputs:
             copies = p.expand(copies, point, ctx)
-        objective = next(iter(self._hook("objective")), self.base)  # the base part's objective is the loss
-
         def loss_of(logits: torch.Tensor) -> torch.Tensor:
             return objective.objective(logits, ctx)
 
@@ -145,9 +143,10 @@ class Iterative(ModelAttack):
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         inputs, updates, gradients = self._hook("input"), self._hook("update"), self._hook("gradient")
         estimator = next((p for p in gradients if p.replaces_gradient), self.base)  # the base's: the loop's own
+        objective = next(iter(self._hook("objective")), self.base)  # the base part's objective is the loss
 
         def gradient(point: torch.Tensor) -> torch.Tensor:
-            return self._gradient(point, ctx, inputs)
+            return self._gradient(point, ctx, inputs, objective)
 
         ctx = Context(model=model, x=x, y=y, target=target, generator=g, eps=self.eps, alpha=self.step_size,
                       norm=self.norm, loss=self.loss, gradient=gradient)
