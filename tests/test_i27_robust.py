@@ -65,7 +65,7 @@ class _Softmax(nn.Module):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"eps": 0.1, "version": "plus"}, "version must be one of 'standard', 'fast', got 'plus'"),
+    ({"eps": 0.1, "version": "plus"}, "version must be one of 'standard', 'fast', 'rand', got 'plus'"),
     ({"eps": 0.1, "norm": "l1"}, "norm must be one of 'linf', 'l2'"),
     ({"eps": 8.0}, "pixel units of \\[0, 1\\].*divide by 255"),
     ({"eps": 40.0, "norm": "l2"}, "exceeds the diameter"),

@@ -102,9 +102,12 @@ def _robust_row(m: Any, ds: Any, eps: float, norm: str, version: str, seed: int,
     """The robust evaluation of one model: AutoAttack's table and the gradient-masking checks."""
     import warnings
 
+    from advkit.defences import Defended
     from advkit.evaluate import check_model
     from advkit.evaluate.robust import robust_accuracy
 
+    if isinstance(m, Defended):
+        return _defended_row(m, ds, eps, norm, version, seed, batch_size, bar)
     rep = robust_accuracy(m, ds.x, ds.y, eps=eps, norm=norm, version=version, seed=seed, batch_size=batch_size,
                           progress=bar)
     with warnings.catch_warnings():
@@ -118,6 +121,24 @@ def _robust_row(m: Any, ds: Any, eps: float, norm: str, version: str, seed: int,
     return {"robust_version": version, "robust_norm": norm, "robust_eps": eps, "robust_correct": rep.robust,
             "robust_accuracy": rep.accuracy, "robust_ci_low": lo, "robust_ci_high": hi,
             "broken_by": {r.attack: r.broken for r in rep.rows}, "failed_checks": [c.name for c in masked]}
+
+
+def _defended_row(m: Any, ds: Any, eps: float, norm: str, version: str, seed: int, batch_size: int,
+                  bar: Any) -> dict[str, Any]:
+    """A defended model: the robust accuracy through its own gradients and under BPDA / EOT (Athalye et al.)."""
+    from advkit.evaluate.defended import defence_robust_accuracy
+
+    rep = defence_robust_accuracy(m, ds.x, ds.y, eps=eps, norm=norm, version=version, seed=seed,
+                                  batch_size=batch_size, progress=bar)
+    console.print(f"[bold]{m.name}[/bold]\n{rep.plain.table()}\n{rep.how}:\n{rep.adaptive.table()}\n{rep.table()}")
+    lo, hi = rep.interval
+    broken: dict[str, int] = {}
+    for label, r in (("", rep.plain), ("adaptive ", rep.adaptive)):
+        for row in r.rows:
+            broken[label + row.attack] = row.broken
+    return {"robust_version": version, "robust_norm": norm, "robust_eps": eps, "robust_correct": rep.robust,
+            "robust_accuracy": rep.accuracy, "robust_ci_low": lo, "robust_ci_high": hi, "broken_by": broken,
+            "failed_checks": [c.name for c in rep.checks if not c.ok], "defence": rep.as_dict()}
 
 
 def _print_robust(rows: list[dict[str, Any]]) -> None:

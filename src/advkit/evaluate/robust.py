@@ -7,7 +7,9 @@ every earlier one left robust (as the original ``autoattack.py`` does), so the f
 * ``standard``: APGD-CE (no restarts), APGD-T (9 target classes), FAB-T (9 target classes), Square (5,000
   queries, ``p_init`` 0.8), as the original's standard version for L-inf and L2;
 * ``fast``: APGD-CE then APGD-T, the two that break nearly every point the standard version breaks (the original's
-  logs on its model zoo), for quick checks; say which version a figure comes from.
+  logs on its model zoo), for quick checks; say which version a figure comes from;
+* ``rand``: APGD-CE and APGD-DLR, each averaging 20 gradients per iteration (EOT), the original's version for
+  randomised defences (:mod:`advkit.evaluate.defended` uses it against ``random_resize_pad``).
 
 The members are advkit's registered attacks, run by name (:func:`advkit.attacks.create`); each one's
 ``AttackResult.success`` marks exactly the points it fooled within ``eps``. A point counts as broken only after the
@@ -41,6 +43,7 @@ VERSIONS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
     "standard": (("apgd-ce", {"n_restarts": 1}), ("apgd-t", {"n_target_classes": 9, "n_restarts": 1}),
                  ("fab-t", {"n_target_classes": 9, "n_restarts": 1}), ("square", {"max_queries": 5000, "p_init": 0.8})),
     "fast": (("apgd-ce", {"n_restarts": 1}), ("apgd-t", {"n_target_classes": 9, "n_restarts": 1})),
+    "rand": (("apgd-ce", {"n_restarts": 1, "eot_iter": 20}), ("apgd-dlr", {"n_restarts": 1, "eot_iter": 20})),
 }
 """Each version's attacks in the order they run, with the original's settings for them."""
 

@@ -25,7 +25,8 @@ def write_accuracy_report(rows: list[dict[str, Any]], out: Path, command: str = 
     atomic_write_text(out / "results.json", json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
     buf = io.StringIO()
     if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(k for r in rows for k in r))  # robust and defended rows add columns
+        w = csv.DictWriter(buf, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
     atomic_write_text(out / "results.csv", buf.getvalue())
@@ -37,6 +38,21 @@ def write_accuracy_report(rows: list[dict[str, Any]], out: Path, command: str = 
         card = f"{100 * r['card_accuracy']:.2f}%" if r.get("card_accuracy") is not None else "-"
         lines.append(f"| {r['model']} | {r['arch']} | {100 * r['accuracy']:.2f}% | "
                      f"[{100 * r['ci_low']:.2f}, {100 * r['ci_high']:.2f}] | {r['n']} | {card} |")
+    robust = [r for r in rows if r.get("robust_accuracy") is not None]
+    if robust:
+        lines += ["", "## Robust accuracy (AutoAttack)", "",
+                  "| model | version | norm | eps | robust accuracy | 95% Wilson interval | failed checks |",
+                  "| --- | --- | --- | ---: | ---: | --- | --- |"]
+        for r in robust:
+            lines.append(f"| {r['model']} | {r['robust_version']} | {r['robust_norm']} | {r['robust_eps']:g} | "
+                         f"{100 * r['robust_accuracy']:.2f}% | [{100 * r['robust_ci_low']:.2f}, "
+                         f"{100 * r['robust_ci_high']:.2f}] | {', '.join(r['failed_checks']) or 'none'} |")
+        for r in robust:
+            d = r.get("defence")
+            if d:
+                lines += ["", f"{r['model']}: through its own gradients {100 * d['plain']['robust_accuracy']:.2f}%, "
+                          f"under {d['how']} {100 * d['adaptive']['robust_accuracy']:.2f}%; the table gives the "
+                          f"worst case over both" + ("; its gradients are masked." if d["masked"] else ".")]
     picked = {r["data_selection"] for r in rows if r.get("data_selection") not in (None, "all")}
     if picked:
         lines += ["", *[f"Images: {p} of the split (advkit.data.load's limit)." for p in sorted(picked)]]

@@ -103,6 +103,8 @@ class _APGD(ModelAttack):
         n_iter: iterations per run (paper: 100).
         rho: the share of loss increases under which the step is halved (paper: 0.75).
         n_restarts: runs from fresh random starts, each on the points still robust (AutoAttack: 1).
+        eot_iter: gradients averaged per iteration, each from its own forward pass (Athalye et al.'s EOT against
+            randomised models; AutoAttack's ``rand`` version: 20); 1 for deterministic models.
     """
 
     kind: ClassVar[str] = "gradient"
@@ -112,6 +114,7 @@ class _APGD(ModelAttack):
     n_iter: int = 100
     rho: float = 0.75
     n_restarts: int = 1
+    eot_iter: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -122,6 +125,7 @@ class _APGD(ModelAttack):
         check_number("n_iter (the iterations per run)", self.n_iter, lo=1, integer=True)
         check_number("rho (the share of loss increases that keeps the step)", self.rho, lo=0, hi=1, lo_open=True)
         check_number("n_restarts (random restarts, 1 or more)", self.n_restarts, lo=1, integer=True)
+        check_number("eot_iter (gradients averaged per iteration, 1 or more)", self.eot_iter, lo=1, integer=True)
 
     def _check_classes(self, k: int, targeted: bool = False) -> None:
         need = 4 if self.loss == "dlr-t" or (self.loss == "dlr" and targeted) else 3 if self.loss == "dlr" else 2
@@ -156,7 +160,7 @@ class _APGD(ModelAttack):
                 loss = self._loss_fn(yi, ti)
                 first, hit, at, xb, lb, st = _apgd_run(model, x[idx], goal[idx], loss, self.eps, self.norm,
                                                        self.n_iter, self.rho, self.momentum, g,
-                                                       untargeted=target is None)
+                                                       untargeted=target is None, eot_iter=self.eot_iter)
                 better = ~hit & (lb > best_loss[idx])
                 out[idx[hit]] = first[hit]
                 out[idx[better]] = xb[better]
@@ -201,9 +205,11 @@ def _start(x: torch.Tensor, eps: float, norm: str, g: torch.Generator) -> torch.
 
 def _apgd_run(model: Counter, x: torch.Tensor, goal: torch.Tensor, loss_fn: Loss, eps: float,
               norm: str, n_iter: int, rho: float, momentum: float, g: torch.Generator,
-              untargeted: bool) -> tuple[torch.Tensor, ...]:
+              untargeted: bool, eot_iter: int = 1) -> tuple[torch.Tensor, ...]:
     """One APGD run from a random start on the batch ``x``; success is ``pred != goal`` (``untargeted``, ``goal``
-    the true labels) or ``pred == goal`` (the target).
+    the true labels) or ``pred == goal`` (the target). With ``eot_iter`` > 1 the loss and the gradient of each
+    point are the means over that many forward passes (EOT) and success is judged on the last one, as the original's
+    ``eot_iter`` does (it keeps the last pass's loss; the mean is steadier under the model's randomness).
 
     Returns:
         ``(first, hit, at, x_max, f_max, step)``: the first fooling point ``(N, C, H, W)`` and whether there is one
@@ -214,11 +220,15 @@ def _apgd_run(model: Counter, x: torch.Tensor, goal: torch.Tensor, loss_fn: Loss
 
     def evaluate(xk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         xk = xk.detach().requires_grad_(True)
-        logits = model(xk)
-        loss = loss_fn(logits)
-        grad = model.grad(loss.sum(), xk)
+        total_loss, total_grad = torch.zeros(()), torch.zeros(())
+        for _ in range(eot_iter):
+            logits = model(xk)
+            loss = loss_fn(logits)
+            total_grad = total_grad + model.grad(loss.sum(), xk).detach()
+            total_loss = total_loss + loss.detach()
         pred = logits.detach().argmax(1)
-        return loss.detach(), grad.detach(), (pred != goal) if untargeted else (pred == goal)
+        hit = (pred != goal) if untargeted else (pred == goal)
+        return total_loss / eot_iter, total_grad / eot_iter, hit
 
     x_k = _start(x, eps, norm, g)
     loss, grad, hit = evaluate(x_k)
