@@ -17,6 +17,7 @@ import numpy as np
 
 from advkit.report import figures
 from advkit.report.accuracy import atomic_write_text
+from advkit.report.defence_table import defence_table
 from advkit.report.gammas import gamma_order, gamma_text
 from advkit.report.holdout import holdout_table
 from advkit.report.html import Code, Document, Figure, Heading, Para, Table
@@ -277,6 +278,9 @@ def build_report(run_dir: str | Path, reference: dict[str, Any] | None = None) -
         if len(runs) > 1:
             doc.add(Heading(f"eps {budget_label(eps, norm)}", 3))
         doc.add(matrix_table(records, eps, norm=norm))
+        dt = defence_table(records, eps, norm)  # defended targets: the drop in success each defence buys
+        if dt is not None:
+            doc.add(dt)
         if i < 6:
             doc.add(_heatmap(run, records, eps, norm, i))
     doc.add(Heading(f"Paired comparison with {meta['baseline']} (McNemar)"))

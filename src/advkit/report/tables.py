@@ -18,6 +18,7 @@ from typing import Any
 from advkit.evaluate.stats import summarize_seeds
 from advkit.report.gammas import gamma_order, gamma_text
 from advkit.report.html import Table
+from advkit.study.defended import order_targets
 from advkit.study.schema import norm_label
 
 __all__ = ["RowKey", "attack_norms", "budget_label", "budgets", "clean_table", "distortion_table", "matrix",
@@ -108,7 +109,7 @@ def matrix(records: dict[str, Any], eps: str, images: str = "float", over: str =
     summary record (mean, std, ... over seeds) or absent.
     """
     sources, attacks = _order(records)
-    targets = list(records["meta"]["targets"])
+    targets = order_targets(records["meta"]["targets"], records["meta"].get("models") or {})  # defended after own
     norm, norms = _norm_at(records, eps, norm), attack_norms(records)
     cells: dict[tuple[RowKey, str], dict[str, Any]] = {}
     keys = set()

@@ -8,7 +8,8 @@ examples do not depend on how it is cut into shards or where the shards run: the
 
 Crafting and evaluating are separate steps: the attack sees only the source; every evaluated model (the source,
 for white-box success, then the targets) predicts on the float examples and on their 8-bit rounding under
-``torch.no_grad``, each through its own wrapper.
+``torch.no_grad``, each through its own wrapper, by :func:`advkit.study.defended.study_predict`, which reseeds a
+random defence from (seed, model, image index) so that its predictions do not depend on how the cell is cut.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import torch
 from torch import nn
 
 from advkit.attacks import attack_batched, batch_seed, create
-from advkit.evaluate.metrics import distortion, predict
+from advkit.evaluate.metrics import distortion
 from advkit.evaluate.quantize import quantize
 from advkit.models import load
+from advkit.study.defended import is_random, reseed_for, study_predict
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +138,25 @@ def run_shard(task: ShardTask, models: Mapping[str, nn.Module]) -> tuple[dict[st
     m = int(y_all.shape[0])
     t0 = time.perf_counter()
     target = None if task.target is None else task.target.long()
+    first = task.first_batch * task.batch_size  # the index within the cell of the shard's first image
+    reseed = None
+    if is_random(src):  # a random defence: each attack batch draws from (seed, source, its first image's index)
+        reseed_for(src, task.seed, task.source + "@attack", first)
+
+        def reseed(_stage: str, done: int, _n: int | None, _detail: str) -> None:
+            reseed_for(src, task.seed, task.source + "@attack", first + done)
     r = attack_batched(atk, src, x_all, y_all, target=target, batch_size=task.batch_size, seed=task.seed,
-                       first_batch=task.first_batch)
+                       first_batch=task.first_batch, progress=reseed)
     x_adv, fw, bw, info = r.x_adv, r.forward_passes, r.backward_passes, r.info
     seconds_attack = time.perf_counter() - t0
     eps = float(getattr(atk, "eps", 0.0))
     norm = str(getattr(atk, "norm", "linf"))
     x_q = quantize(x_adv, x_all, eps, norm)
-    with torch.no_grad():
-        preds = [predict(models[s], x_adv, batch_size=max(task.batch_size, 256), device=str(dev)) for s in task.models]
-        preds8 = [predict(models[s], x_q, batch_size=max(task.batch_size, 256), device=str(dev)) for s in task.models]
+    with torch.no_grad():  # a random defence draws per image, from (seed, model, the image's index in the cell)
+        preds = [study_predict(models[s], s, x_adv, seed=task.seed, first=first, batch_size=max(task.batch_size, 256),
+                               device=str(dev)) for s in task.models]
+        preds8 = [study_predict(models[s], s, x_q, seed=task.seed, first=first, batch_size=max(task.batch_size, 256),
+                                device=str(dev)) for s in task.models]
     d, d8 = distortion(x_adv, x_all), distortion(x_q, x_all)
     keep = m if task.keep is None else min(task.keep, m)
     tensors: dict[str, torch.Tensor] = {

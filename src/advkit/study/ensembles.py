@@ -13,6 +13,9 @@ records and resumed runs name it the same way whichever way it was written:
 ``holdout: true`` (Liu et al., ICLR 2017; Tramer et al., ICLR 2018): for each model of ``targets``, the source is
 the ensemble of all the *other* targets (:func:`holdout_sources`), and that target alone is evaluated on its
 examples (with the ensemble itself, for white-box success).
+
+A defended model, ``{model: A, defence: jpeg}`` or ``{model: A, defence: {name: jpeg, quality: 50}}``, becomes
+``defended:jpeg[quality=50]:A`` (:mod:`advkit.study.defended`; ``A`` may be an ensemble mapping or name).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from advkit.defences import PREFIX as DEFENDED
 from advkit.models.ensemble import FUSES, PREFIX, is_ensemble_name, parse_name, split_weights
+from advkit.study.defended import canonical_spec, defended_entry
 
 __all__ = ["holdout_label", "holdout_sources", "member_stems", "model_entry", "split_weights"]
 
@@ -40,6 +45,8 @@ def model_entry(item: Any, where: str, problems: list[str]) -> str | None:
     after appending what is wrong to ``problems``."""
     if isinstance(item, str) and item.strip():
         spec = item.strip()
+        if spec.startswith(DEFENDED):  # checked and written canonically (advkit.study.defended)
+            return canonical_spec(spec, where, problems)
         if is_ensemble_name(spec):
             try:
                 split_weights(spec)
@@ -48,9 +55,11 @@ def model_entry(item: Any, where: str, problems: list[str]) -> str | None:
                 return None
         return spec
     if not isinstance(item, dict):
-        problems.append(f"{where}: expected a model name or path, or {{ensemble: [A, B], fuse: logits}}, got "
-                        f"{item!r}")
+        problems.append(f"{where}: expected a model name or path, {{ensemble: [A, B], fuse: logits}} or "
+                        f"{{model: A, defence: jpeg}}, got {item!r}")
         return None
+    if "defence" in item:  # {model: A, defence: jpeg | {name: jpeg, quality: 50}} (advkit.study.defended)
+        return defended_entry(item, where, problems, model_entry)
     extra = set(item) - MAPPING_KEYS
     members, fuse, weights = item.get("ensemble"), item.get("fuse", "logits"), item.get("weights")
     bad = []

@@ -31,6 +31,7 @@ from advkit.progress import ProgressFn, report
 from advkit.study.aggregate import aggregate, write_records
 from advkit.study.cells import ShardTask, load_models, resolve_device, run_shard, task_key
 from advkit.study.config import StudyConfig, load_config
+from advkit.study.defended import defence_label, reseed_for
 from advkit.study.ensembles import holdout_label, holdout_sources
 from advkit.study.plan import Cell, connection_kind, display_names, plan_cells
 from advkit.study.runlock import run_lock
@@ -94,7 +95,11 @@ def _check_models(models: dict[str, nn.Module], sample: dict[str, torch.Tensor],
     an ``AdvkitSanityWarning``); the records go into ``results.json``'s sanity checks and the report."""
     x = sample["images"][:32].float().div(255.0).to(device)
     y = sample["y"][:32].long()
-    return {spec: [c.as_dict() for c in check_model(m, x, y, name=spec)] for spec, m in models.items()}
+    out = {}
+    for spec, m in models.items():
+        reseed_for(m, 0, spec, -1)  # a random defence: the same draws whatever ran before
+        out[spec] = [c.as_dict() for c in check_model(m, x, y, name=spec)]
+    return out
 
 
 def _tasks(cfg: StudyConfig, cells: list[Cell], sample: dict[str, torch.Tensor], device: str,
@@ -246,9 +251,16 @@ def _targets(cfg: StudyConfig, run: RunDir, sample: dict[str, torch.Tensor], sme
 
 
 def _names(cfg: StudyConfig, models: dict[str, nn.Module]) -> dict[str, str]:
-    """The models' names in the records: their own (:func:`display_names`), a hold-out study's sources
+    """The models' names in the records: their own (:func:`display_names`), a defended model's
+    ``lenet + jpeg (q=75)`` (:func:`~advkit.study.defended.defence_label`), a hold-out study's sources
     ``hold-out ensemble (all but X)``."""
     names = display_names(models)
+    own = dict(names)
+    for spec in names:  # a defended model: "lenet + jpeg (q=75)", its inner model by that model's own name
+        resolved = (getattr(models[spec], "card", None) or {}).get("defence", {}).get("settings")
+        label = defence_label(spec, own, resolved)
+        if label is not None and label not in names.values():  # names stay unique
+            names[spec] = label
     if cfg.holdout:
         for src, target in holdout_sources(cfg.targets).items():
             names[src] = holdout_label(names[target])

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from advkit.attacks import batch_seed
-from advkit.evaluate.metrics import predict
 from advkit.progress import ProgressFn
+from advkit.study.defended import study_predict
 from advkit.study.schema import StudyConfig
 
 __all__ = ["ProgressFn", "sample_key", "seed_picks", "select_sample", "study_targets", "target_class"]
@@ -62,14 +62,12 @@ def target_class(cfg: StudyConfig, classes: list[str] | tuple[str, ...]) -> int 
     return list(classes).index(t)
 
 
-def _scores(model: nn.Module, x: torch.Tensor, device: str, batch: int = 256) -> torch.Tensor:
-    """The model's logits ``(P, K)`` on uint8 images ``x``, on the CPU."""
-    out = []
-    with torch.no_grad():
-        for i in range(0, int(x.shape[0]), batch):
-            xb = x[i:i + batch].to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
-            out.append(model(xb.to(device)).float().cpu())
-    return torch.cat(out)
+def _scores(model: nn.Module, spec: str, x: torch.Tensor, device: str, seed: int,
+            index: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's logits ``(P, K)`` on uint8 images ``x`` (split rows ``index``), on the CPU."""
+    xf = x.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+    return study_predict(model, spec, xf, seed=seed, indices=None if index is None else index.tolist(),
+                         device=device, logits=True)
 
 
 def study_targets(cfg: StudyConfig, sample: dict[str, torch.Tensor], classes: list[str] | tuple[str, ...],
@@ -88,11 +86,13 @@ def study_targets(cfg: StudyConfig, sample: dict[str, torch.Tensor], classes: li
     if cfg.targeted is None:
         return {}
     y, picks = sample["y"].long(), sample["picks"]
-    k = len(classes) or int(_scores(models[cfg.sources[0]], sample["images"][:1], device).shape[1])
+    first = cfg.sources[0]
+    k = len(classes) or int(_scores(models[first], first, sample["images"][:1], device, cfg.sample.seed).shape[1])
     if cfg.targeted == "least_likely":
         out = {}
         for src in cfg.sources:
-            order = _scores(models[src], sample["images"], device).argsort(dim=1, stable=True)
+            scores = _scores(models[src], src, sample["images"], device, cfg.sample.seed, sample.get("index"))
+            order = scores.argsort(dim=1, stable=True)
             least = torch.where(order[:, 0] == y, order[:, 1], order[:, 0])
             out[src] = least[picks].contiguous()
         return out
@@ -150,7 +150,9 @@ def select_sample(cfg: StudyConfig, models: dict[str, nn.Module], device: str,
     for start in range(s.start, total, chunk):
         x = images[start:min(start + chunk, total)].float().div_(255.0)
         y = labels[start:min(start + chunk, total)]
-        p = torch.stack([predict(models[m], x, device=device) for m in names])
+        split_rows = rows[start:min(start + chunk, total)].tolist()  # a random defence draws per split image
+        p = torch.stack([study_predict(models[m], m, x, seed=s.seed, indices=split_rows, batch_size=500,
+                                       device=device) for m in names])
         ok = (p == y).all(0) if s.only_correct else torch.ones_like(y, dtype=torch.bool)
         if excluded is not None:  # targeted: CLASS attacks no image of that class
             ok &= y != excluded

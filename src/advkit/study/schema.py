@@ -44,6 +44,8 @@ McNemar tests compare targeted success. Artefact attacks (``uap:``, ``generator:
 
 A source or target may be an ensemble: ``ensemble:A+B+C`` or ``{ensemble: [A, B, C], fuse: logits, weights: [..]}``;
 ``holdout: true`` (no ``sources``) attacks each target with the ensemble of the others (:mod:`advkit.study.ensembles`).
+A source or target may be a defended model: ``defended:jpeg[quality=50]:lenet`` or ``{model: lenet, defence: {name:
+jpeg, quality: 50}}`` (:mod:`advkit.study.defended`).
 Every
 problem is reported at once as a
 :class:`~advkit.study.errors.ConfigError` whose lines name the field (``attacks[2].name: unknown attack part
