@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test docs plain-install venv data lint clean
+.PHONY: demo test docs plain-install venv data browser lint clean
 
 $(BIN)/advkit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ data: venv
 		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || $(BIN)/advkit data fetch fashion-mnist; \
 	else $(BIN)/advkit data fetch fashion-mnist; fi
 
+# The web study's browser test (issue 28) drives headless Chromium through chromium-driver: Debian's packages when apt
+# is available (and we are root); elsewhere install both yourself (the test then says what it misses).
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then echo "chromium: found"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "chromium/chromedriver not found and apt-get unavailable: the browser test will say so"; fi
+
 RUN_ID := $(shell date +%Y%m%d-%H%M%S)
 
 # The main job: the zoo's clean accuracy, then the SGM transfer table on the Fashion-MNIST zoo (quick version).
@@ -37,8 +45,8 @@ demo: data
 # The test suite, the documentation build (a broken link or an unreadable docstring fails it), mypy, then the
 # plain-install check: the wheel built from this checkout, installed without extras into a clean virtual
 # environment (torch first), runs the CLI from a folder outside the checkout.
-test: data
-	$(BIN)/python -m pytest -q -m "not slow" tests
+test: data browser
+	ADVKIT_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q -m "not slow" tests
 	$(MAKE) --no-print-directory docs
 	$(BIN)/mypy src/advkit
 	scripts/check_plain_install.sh $(PYTHON) "$(TORCH)"

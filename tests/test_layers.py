@@ -11,7 +11,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "advkit"
 LAYERS = ("_files", "progress", "data", "models", "defences", "backprop", "attacks", "train", "evaluate", "study",
-          "analysis", "report", "reproduce", "cli")
+          "analysis", "report", "humans", "reproduce", "cli")
 MAX_LINES = 400  # no source file longer (issue 24): a module a reader holds in view
 
 

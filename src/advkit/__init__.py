@@ -2,7 +2,7 @@
 
 Layers (each imports only from the ones before it; see docs/architecture.md): ``data`` -> ``models`` ->
 ``defences`` -> ``backprop`` -> ``attacks`` -> ``train`` -> ``evaluate`` -> ``study`` -> ``analysis`` -> ``report`` ->
-``reproduce`` -> ``cli``.
+``humans`` -> ``reproduce`` -> ``cli``.
 
 ``import advkit`` is cheap: each subpackage is imported the first time it is used (``advkit.models.load(...)``
 works without ``import advkit.models``).
@@ -16,10 +16,10 @@ from types import ModuleType
 __version__ = "0.1.0"
 
 SUBPACKAGES = ("progress", "data", "models", "defences", "backprop", "attacks", "train", "evaluate", "study",
-               "analysis", "report", "reproduce", "cli")
+               "analysis", "report", "humans", "reproduce", "cli")
 
 __all__ = ["SUBPACKAGES", "__version__", "analysis", "attacks", "backprop", "cli", "data", "defences", "evaluate",
-           "models", "progress", "report", "reproduce", "study", "train"]
+           "humans", "models", "progress", "report", "reproduce", "study", "train"]
 
 
 def __getattr__(name: str) -> ModuleType:

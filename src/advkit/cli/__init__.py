@@ -19,7 +19,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from advkit.cli import analyze, attacks, data, models
+from advkit.cli import analyze, attacks, data, humans, models
 from advkit.cli.attack import attack
 from advkit.cli.common import console, describe_error, err, fail, invocation, make_console, parse_number, warn
 from advkit.cli.evaluate import evaluate
@@ -80,6 +80,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.add_typer(attacks.app, name="attacks")
 app.add_typer(models.sgm_app, name="sgm")
+app.add_typer(humans.app, name="humans")
 analyze.register(app)  # one command for every registered analysis
 app.command()(train)
 app.command("train-generator")(train_generator)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -25,6 +25,41 @@ from advkit.cli.reproduce import parse_flags, set_settings
 __all__ = ["analyze", "register"]
 
 ALIASES = {"target": "targets"}  # old flags whose setting has another name (repeatable)
+HUMANS_HELP = ("The answers of a human perception study (`advkit humans serve`): people vs clean controls vs the "
+               "model vs the proxy, per class pair, bootstrap intervals over participants. Flags: --out DIR, "
+               "--csv PATH, --min-attention 2/3 (share of attention checks right; 0.67 would need 3 of 3), "
+               "--boot 2000, --seed 0, --reference train.")
+
+
+def _humans(words: list[str], out: Path | None, command: str) -> None:
+    """``advkit analyze humans RUN_DIR [--out DIR] [--csv PATH] [--min-attention 2/3] [--boot N]``."""
+    import argparse
+    from fractions import Fraction
+
+    from advkit.humans.analysis import export_csv, humans_study
+    from advkit.humans.report import verdict, write_humans_report
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:  # a ValueError reaches the app's handler (exit status 2)
+            raise ValueError(f"{message}: advkit analyze humans RUN_DIR [--out DIR] [--csv PATH] "
+                             f"[--min-attention 2/3] [--boot N] [--seed S] [--reference SPLIT]")
+
+    parser = Parser(prog="advkit analyze humans", add_help=False)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--csv", type=Path)
+    parser.add_argument("--min-attention", type=Fraction, default=Fraction(2, 3))
+    parser.add_argument("--boot", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reference", default="train")
+    a = parser.parse_args(words)
+    study = humans_study(a.run_dir, min_attention=a.min_attention, n_boot=a.boot, seed=a.seed,
+                         reference=a.reference)
+    files = write_humans_report(study, out or a.run_dir / "analysis" / "humans", command=command)
+    if a.csv is not None:
+        export_csv(a.run_dir, a.csv, min_attention=a.min_attention)
+        console.print(f"answers: {a.csv}", markup=False, highlight=False, soft_wrap=True)
+    console.print(verdict(study), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"report: {files['html']}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _list() -> None:
@@ -36,6 +71,7 @@ def _list() -> None:
         console.print(f"{name} {a.inputs}: {a.description}", markup=False, highlight=False, soft_wrap=True)
         for key, default, _ in settings_table(a):
             console.print(f"    {key} = {default}", markup=False, highlight=False)
+    console.print(f"humans RUN_DIR: {HUMANS_HELP}", markup=False, highlight=False, soft_wrap=True)
 
 
 def analyze(
@@ -60,8 +96,11 @@ def analyze(
         return
     if name is None:
         raise ValueError("name an analysis: advkit analyze NAME RUN_DIR... (advkit analyze --list shows them)")
-    analysis = get_analysis(name)
     words = [*(inputs or []), *ctx.args]
+    if name == "humans":  # its own flags (--csv, --min-attention, --boot); reads humans.sqlite
+        _humans(words, out, " ".join([invocation(ctx), *(shlex.quote(a) for a in words)]))
+        return
+    analysis = get_analysis(name)
     folders, flags = parse_flags(words, analysis.settings, ALIASES)
     settings = analysis.make_settings(changes={**flags, **set_settings(set_ or [])})
     command = " ".join([invocation(ctx), *(shlex.quote(a) for a in words)])
