@@ -156,7 +156,9 @@ def test_the_defence_study_retrains_on_the_examples_and_resumes(tmp_path, fmnist
           train_split="train[:2000]", out=clean)
     out = tmp_path / "defence"
     r = defence.run_jsma_defence(out, model=str(clean), dataset="fashion-mnist", craft_images=30, eval_samples=3)
-    assert set(r["models"]) == {"clean", "jsma", "fgsm"}
+    assert set(r["models"]) == {"clean", "jsma", "fgsm", "advgan"}
+    assert r["models"]["advgan"]["pgd"]["n"] == 3  # PGD robust accuracy on the evaluation images, per network
+    assert "| advgan (linear_advgan_trained) |" in (out / "report.md").read_text()
     for kind in ("jsma", "fgsm"):
         card = json.loads((out / f"linear_{kind}_augmented.json").read_text())
         assert card["train_size"] == 2000 + r["training_sets"][kind]["successful"]

@@ -28,29 +28,49 @@ def train_generator(
     eps: Annotated[str, typer.Option(help="L-inf budget in pixel units of [0,1]; fractions like 16/255 "
                                           "accepted.")] = "0.1",
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training split.")] = 1,
-    loss: Annotated[str, typer.Option(help="relativistic (Naseer et al. 2019) or ce (GAP, without the "
-                                           "relativistic term).")] = "relativistic",
+    loss: Annotated[str, typer.Option(help="relativistic (Naseer et al. 2019), ce (GAP, without the relativistic "
+                                           "term) or advgan (Xiao et al. 2018: a discriminator, the C&W margin and "
+                                           "a hinge on the L2 norm).")] = "relativistic",
     ngf: Annotated[int, typer.Option(min=1, help="Generator width (filters of its first convolution).")] = 16,
     blocks: Annotated[int, typer.Option(min=1, help="Residual blocks of the generator.")] = 6,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per Adam step.")] = 64,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (betas 0.5, 0.999).")] = 2e-4,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate (betas 0.5, 0.999); default 2e-4, advgan "
+                                                  "1e-3.")] = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the initialisation, shuffling and dropout.")] = 0,
     limit: Annotated[int | None, typer.Option(min=1, help="Train on the first N training images only.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing generator at --out.")] = False,
     cross_domain: Annotated[bool, typer.Option(help="Train on --dataset images against sources trained on another "
                                                     "dataset of the same image size (Naseer et al.'s cross-domain "
                                                     "setting); refused otherwise.")] = False,
+    gan_alpha: Annotated[float | None, typer.Option(help="advgan: weight alpha of the discriminator's loss "
+                                                         "L_GAN (default 1).")] = None,
+    hinge_beta: Annotated[float | None, typer.Option(help="advgan: weight beta of the hinge on ||delta||_2 "
+                                                          "(default 10).")] = None,
+    hinge_bound: Annotated[str | None, typer.Option(help="advgan: the hinge's L2 bound c in pixel units (default "
+                                                         "eps * sqrt(C*H*W) / 2).")] = None,
+    gan_loss: Annotated[str | None, typer.Option(help="advgan: bce (the paper's) or lsgan (least squares).")] = None,
+    target: Annotated[int | None, typer.Option(min=0, help="advgan: train a targeted generator toward this "
+                                                           "class.")] = None,
 ) -> None:
-    """Train a perturbation generator (Naseer et al. 2019) against --source models; use it as generator:PATH."""
+    """Train a perturbation generator (Naseer et al. 2019; AdvGAN with --loss advgan) against --source models; use
+    it as generator:PATH."""
     from advkit.models.generator import save_generator
     from advkit.train.generator import train_generator as train
 
     _check_out(out, force)
     eps_v = parse_number(eps, "--eps")
+    advgan: dict[str, object] = {k: v for k, v in (
+        ("alpha", gan_alpha), ("beta", hinge_beta), ("gan_loss", gan_loss), ("target", target),
+        ("bound", None if hinge_bound is None else parse_number(hinge_bound, "--hinge-bound"))) if v is not None}
+    if advgan and loss != "advgan":
+        flags = {"alpha": "--gan-alpha", "beta": "--hinge-beta", "bound": "--hinge-bound", "gan_loss": "--gan-loss",
+                 "target": "--target"}
+        fail(f"{', '.join(flags[k] for k in advgan)} apply to --loss advgan only (AdvGAN, Xiao et al. 2018): add "
+             f"--loss advgan or drop them")
     with bars(transient=True) as bar:  # stage "generator vs SOURCES"
         gen, card = train(source, dataset, eps=eps_v, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
                           ngf=ngf, blocks=blocks, seed=seed, limit=limit, out=str(out), progress=bar,
-                          cross_domain=cross_domain)
+                          cross_domain=cross_domain, advgan=advgan if loss == "advgan" else None)
     path = save_generator(gen, out, card)
     rates = ", ".join(f"{k} {100 * v:.1f}%" for k, v in card["fooling_rate_test"].items())
     console.print(f"generator ({card['loss']} loss, eps {card['eps']:g}, {epochs} epoch(s) on {card['train_images']} "

@@ -35,8 +35,9 @@ def train(
     data_dir: Annotated[Path | None, typer.Option(help="A folder searched first for the dataset.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
     adversarial: Annotated[str | None, typer.Option(
-        help="Adversarial training: fgsm (Goodfellow et al. 2015), pgd (Madry et al. 2018) or ensemble (Tramer et "
-             "al. 2018: FGSM from --adversarial-static models too). Default fgsm when --adversarial-eps is given.")
+        help="Adversarial training: fgsm (Goodfellow et al. 2015), pgd (Madry et al. 2018), ensemble (Tramer et "
+             "al. 2018: FGSM from --adversarial-static models too) or generator:PATH (train on a trained generator's "
+             "samples, e.g. an AdvGAN one; eps from its card). Default fgsm when --adversarial-eps is given.")
     ] = None,
     adversarial_eps: Annotated[str | None, typer.Option(
         help="Adversarial training's L-inf radius in pixel units of [0,1] (fgsm: 0.25, pgd and ensemble: 0.3 by "
@@ -80,7 +81,7 @@ def train(
             several = len(given) > 1
             fail(f"{', '.join(given)} {'are settings' if several else 'is a setting'} of adversarial training, which "
                  f"is off without --adversarial: add --adversarial "
-                 f"{'ensemble' if '--adversarial-static' in given else 'fgsm|pgd|ensemble'} (or drop "
+                 f"{'ensemble' if '--adversarial-static' in given else 'fgsm|pgd|ensemble|generator:PATH'} (or drop "
                  f"{'them' if several else 'it'})")
     if adversarial is not None or adversarial_eps is not None:
         adv_spec = {"attack": adversarial or "fgsm", "craft": adversarial_craft}
@@ -119,6 +120,9 @@ def train(
     if "validation_accuracy" in card:
         console.print(f"validation accuracy {100 * card['validation_accuracy']:.2f}% on {card['validation_size']} "
                       f"held-out images ({card['validation_split']})")
+    if "generator_test_accuracy" in card:
+        console.print(f"accuracy on the training generator's examples (eps {card['adversarial_training']['eps']:g}): "
+                      f"{100 * card['generator_test_accuracy']:.2f}%")
     if "fgsm_test_accuracy" in card:
         console.print(f"accuracy on FGSM examples (eps {card['fgsm_test_eps']:g}, crafted against itself): "
                       f"{100 * card['fgsm_test_accuracy']:.2f}%")

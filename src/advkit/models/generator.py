@@ -7,6 +7,8 @@ dropout 0.5 between them), two transposed-convolution upsamplings and a 7x7 conv
 channels, squashed to ``[0, 1]`` by ``(tanh + 1) / 2``. The raw output is an unconstrained image; the attack
 projects it onto the L-inf ball of ``eps`` around the input (:func:`project_linf`). Naseer et al. use ``ngf = 64``
 and 6 blocks on ImageNet; the 28 px datasets here use ``ngf = 16`` by default (a checkpoint of about 2 MB).
+AdvGAN generators (Xiao et al., IJCAI 2018; ``advkit train-generator --loss advgan``) are the same network,
+trained with a discriminator, and are saved and loaded the same way.
 
 Checkpoints are ``NAME.safetensors`` plus the ``NAME.json`` card (``kind: "generator"``, input shape, ``ngf``,
 blocks, eps, loss, sources, data, epochs, seed, the command that reproduces it, the weights' SHA-256); loading

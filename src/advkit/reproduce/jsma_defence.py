@@ -9,7 +9,11 @@ neighbour-pixel detector as the other. :func:`run_jsma_defence` does both, like 
 2. retrain the LeNet from the same seed and recipe on the 50,000 clean images plus the successful examples of
    one kind, labelled with their true class (a static augmentation; examples stored as 8-bit pixels, exact for
    JSMA's theta = +1 and rounded for FGSM);
-3. attack each of the three networks with JSMA on ``eval_samples`` test images x 9 targets and report success,
+2b. the third defence, the paper's proposal of training on generated samples: an AdvGAN generator (Xiao et al.,
+   IJCAI 2018; :mod:`advkit.train.advgan`) trained against the clean LeNet on the same images at eps
+   ``gan_eps``, then the LeNet retrained (same seed and recipe) on ``alpha * J(x) + (1 - alpha) * J(G(x))`` with
+   the generator's samples made on the fly (alpha 0.5, ``advkit train --adversarial generator:PATH``);
+3. attack each of the four networks with JSMA on ``eval_samples`` test images x 9 targets and report success,
    distortion and the detector's ROC AUC (clean vs JSMA, clean vs FGSM) before and after, and both detectors
    (neighbour-pixel, feature squeezing: :mod:`advkit.analysis.squeeze`) on JSMA, FGSM and transfer examples.
 
@@ -35,6 +39,7 @@ from advkit.data import load as load_data
 from advkit.data.registry import Dataset
 from advkit.evaluate.metrics import wilson_interval
 from advkit.models import load as load_model
+from advkit.models.generator import save_generator
 from advkit.progress import ProgressFn, report
 from advkit.report.html import Document, Para, Table
 from advkit.report.provenance import manifest
@@ -42,12 +47,15 @@ from advkit.report.run_report import save_document
 from advkit.reproduce.jsma import reproduce_jsma
 from advkit.reproduce.registry import Outcome, Reproduction, RunContext, register
 from advkit.train import train as train_model
+from advkit.train.adversarial import robust_accuracy
+from advkit.train.generator import train_generator
 from advkit.train.recipe import recipe_from_card
 
 __all__ = ["JSMA_DEFENCE", "DefenceSettings", "run_jsma_defence"]
 
 KINDS = ("jsma", "fgsm")
 SURROGATE = "resnet20"  # the zoo surrogate the transfer attacks are crafted on (residual: SGM applies)
+PGD_EPS = 0.25  # PGD-20 robust accuracy at the reproduction's FGSM eps (Goodfellow et al.'s 0.25 on MNIST)
 
 
 def _craft(model: Any, kind: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
@@ -87,7 +95,9 @@ def _evaluate(model: Any, test: Dataset, samples: int, dataset: str = "mnist", t
     s = study.summary
     det = detection_study(model, study.x, study.y, study.x_adv[ok], fgsm_eps=0.25) if ok.any() else {}
     k = int(ok.sum())
-    return {"clean_accuracy": s["clean_accuracy"], "success_rate": s["success_rate"],
+    pgd = robust_accuracy(model, study.x, study.y, PGD_EPS, steps=20, restarts=1)
+    pgd["ci95"] = list(wilson_interval(pgd["correct"], pgd["n"]))
+    return {"pgd": pgd, "clean_accuracy": s["clean_accuracy"], "success_rate": s["success_rate"],
             "success_ci95": list(wilson_interval(k, int(ok.numel()))), "n_attacks": int(ok.numel()),
             "distortion_successful": s["distortion_successful"], "detector": det,
             "squeeze": _detectors(model, study, ok, dataset, transfer_images, {} if cache is None else cache)}
@@ -95,7 +105,8 @@ def _evaluate(model: Any, test: Dataset, samples: int, dataset: str = "mnist", t
 
 def run_jsma_defence(out: str | Path, *, model: str = "lenet_50k", dataset: str = "mnist",
                      craft_images: int = 10000, eval_samples: int = 300, seed: int = 0, command: str = "",
-                     progress: ProgressFn | None = None, transfer_images: int | None = None) -> dict[str, Any]:
+                     progress: ProgressFn | None = None, transfer_images: int | None = None, gan_epochs: int = 5,
+                     gan_eps: float = 0.25) -> dict[str, Any]:
     """Run the defence study into ``out`` (resuming finished stages) and return its results.
 
     Args:
@@ -107,6 +118,8 @@ def run_jsma_defence(out: str | Path, *, model: str = "lenet_50k", dataset: str 
         eval_samples: test images (evenly spaced), each attacked toward the 9 other classes per network.
         seed: seeds the image choice and JSMA's random targets.
         transfer_images: the first this many evaluation images get transfer examples (``None``: all of them).
+        gan_epochs: epochs of the AdvGAN generator's training on the ``craft_images`` images.
+        gan_eps: the generator's L-inf budget (default the FGSM eps, 0.25).
         progress: ``progress(stage, done, total, detail)``: the stages ``craft``, ``retrain`` and ``evaluate``,
             each over its items (a stage finished earlier reports them done).
 
@@ -149,7 +162,23 @@ def run_jsma_defence(out: str | Path, *, model: str = "lenet_50k", dataset: str 
                         out=path, name=f"{clean.name}_{kind}_augmented", train_data=data, test_data=test,
                         command=f"{command} (stage: retrain on {kind} examples)")
         models[kind] = load_model(str(path), dataset=dataset)
-    report(progress, "retrain", len(KINDS), len(KINDS))
+    gpath = out / "advgan_generator.safetensors"
+    report(progress, "retrain", len(KINDS), len(KINDS) + 1, f"AdvGAN generator against {clean.name}")
+    if not gpath.is_file():
+        gen, gcard = train_generator([model], dataset, eps=gan_eps, epochs=gan_epochs, loss="advgan", seed=seed,
+                                     train_data=pick, eval_images=1000, out=str(gpath))
+        save_generator(gen, gpath, gcard)
+    gcard = json.loads(gpath.with_suffix(".json").read_text())
+    sets["advgan"] = {"file": gpath.name, "crafted": len(pick), "epochs": gan_epochs, "eps": gan_eps,
+                      "fooling_rate_test": next(iter(gcard["fooling_rate_test"].values()))}
+    path = out / f"{card.get('arch', 'lenet')}_advgan_trained.safetensors"
+    if not path.is_file():
+        train_model(str(card.get("arch")), dataset, seed=int(card.get("seed", 0)), out=path, train_data=train,
+                    recipe=replace(recipe, adversarial={"attack": f"generator:{gpath}", "alpha": 0.5}),
+                    name=f"{clean.name}_advgan_trained", test_data=test,
+                    command=f"{command} (stage: train on the AdvGAN generator's samples)")
+    models["advgan"] = load_model(str(path), dataset=dataset)
+    report(progress, "retrain", len(KINDS) + 1, len(KINDS) + 1)
     results: dict[str, Any] = {}
     cache: dict[str, Any] = {}  # the transfer examples, crafted once for the three networks
     for i, (name, m) in enumerate(models.items()):
@@ -163,7 +192,8 @@ def run_jsma_defence(out: str | Path, *, model: str = "lenet_50k", dataset: str 
                "provenance": manifest(command, inputs={f"{k}_examples": out / t["file"] for k, t in sets.items()}),
                "settings": {"model": model, "dataset": dataset, "train_split": split, "craft_images": craft_images,
                             "eval_samples": eval_samples, "seed": seed, "fgsm_eps": 0.25,
-                            "transfer_images": transfer_images, "surrogate": SURROGATE,
+                            "transfer_images": transfer_images, "surrogate": SURROGATE, "gan_epochs": gan_epochs,
+                            "gan_eps": gan_eps, "pgd_eps": PGD_EPS,
                             "jsma": "theta +1, Upsilon 14.5%, softmax saliency, feature pairs"}}
     report(progress, "evaluate", len(models), len(models))
     atomic_write_text(out / "results.json", json.dumps(payload, indent=2) + "\n")
@@ -182,18 +212,27 @@ def defence_document(p: dict[str, Any]) -> Document:
                  f"images x 9 targets."),
             Table(["training set", "examples added"],
                   [[f"+ {kind.upper()}", f"{t['successful']} of {t['crafted']} crafted ({100 * t['success_rate']:.1f}% "
-                                         f"succeeded)"] for kind, t in p["training_sets"].items()], align="ll"))
+                                         f"succeeded)" if "successful" in t else
+                    f"generated on the fly by an AdvGAN generator (eps {t['eps']:g}, {t['epochs']} epochs on "
+                    f"{t['crafted']} images; fools {100 * t['fooling_rate_test']:.1f}% of test images), alpha 0.5"]
+                   for kind, t in p["training_sets"].items()], align="ll"))
     rows = []
     for name, r in p["models"].items():
         lo, hi = r["success_ci95"]
         det = r.get("detector") or {}
         auc = {k: "-" if k not in det else f"{det[k]:.3f}" for k in ("auc_jsma", "auc_fgsm")}
         acc = r.get("test_accuracy")
+        pgd = r.get("pgd")
         rows.append([f"{name} ({r['model']})", "-" if acc is None else f"{100 * acc:.2f}%",
                      f"{100 * r['success_rate']:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}]",
-                     f"{100 * (r['distortion_successful'] or 0):.2f}%", auc["auc_jsma"], auc["auc_fgsm"]])
+                     f"{100 * (r['distortion_successful'] or 0):.2f}%",
+                     "-" if pgd is None else _pct(pgd["accuracy"], pgd["ci95"]), auc["auc_jsma"], auc["auc_fgsm"]])
     doc.add(Table(["network", "test accuracy", "JSMA success [95% CI]", "features modified (successful)",
+                   f"PGD-20 robust accuracy (eps {s.get('pgd_eps', PGD_EPS):g}) [95% CI]",
                    "detector AUC clean vs JSMA", "clean vs FGSM"], rows))
+    if (tr := transfer_table(p["models"])) is not None:
+        doc.add(Para(f"Transfer success: the share of transfer examples (crafted on the zoo's {SURROGATE} at eps "
+                     f"0.25) that fool each network, with Wilson 95% intervals."), tr)
     if (sq := squeeze_table(p["models"])) is not None:
         doc.add(Para("Feature squeezing (Xu et al., NDSS 2018; bit depth 1 and median 2x2, the paper's MNIST joint "
                      "detector) next to the neighbour-pixel detector, on the examples that fool each network: "
@@ -208,6 +247,18 @@ def defence_document(p: dict[str, Any]) -> Document:
 
 def _pct(rate: float | None, ci: list[float] | None) -> str:
     return "-" if rate is None or ci is None else f"{100 * rate:.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def transfer_table(models: dict[str, Any]) -> Table | None:
+    """Each network's transfer success per transfer attack (from its detector comparison's fooling counts)."""
+    rows = []
+    for name, r in models.items():
+        for attack, a in ((r.get("squeeze") or {}).get("attacks") or {}).items():
+            if f"from {SURROGATE}" in attack and a.get("crafted"):
+                k, n = int(a["n_adv"]), int(a["crafted"])
+                rows.append([name, attack, f"{k} of {n}", _pct(k / n, list(wilson_interval(k, n)))])
+    return Table(["network", "attack", "fooling / crafted", "transfer success [95% CI]"], rows,
+                 align="llrr") if rows else None
 
 
 def squeeze_table(models: dict[str, Any]) -> Table | None:
@@ -236,6 +287,8 @@ class DefenceSettings:
         eval_samples: test images attacked toward the 9 other classes, per network.
         seed: seed of the image choice and JSMA's random targets.
         transfer_images: evaluation images the transfer attacks craft on (``None``: all ``eval_samples``).
+        gan_epochs: epochs of the AdvGAN generator (the third defence) on the ``craft_images`` images (>= 1).
+        gan_eps: its L-inf budget in pixel units (default FGSM's 0.25).
     """
 
     model: str = "lenet_50k"
@@ -244,6 +297,8 @@ class DefenceSettings:
     eval_samples: int = 300
     seed: int = 0
     transfer_images: int | None = None
+    gan_epochs: int = 5
+    gan_eps: float = 0.25
 
     def __post_init__(self) -> None:
         if self.craft_images < 10:
@@ -254,6 +309,10 @@ class DefenceSettings:
                              f"--set eval_samples=300")
         if self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed}; --set seed=0")
+        if self.gan_epochs < 1:
+            raise ValueError(f"gan_epochs must be >= 1, got {self.gan_epochs}; --set gan_epochs=5")
+        if not 0 < self.gan_eps <= 1:
+            raise ValueError(f"gan_eps must be in (0, 1] (pixel units), got {self.gan_eps}; --set gan_eps=0.25")
         if self.transfer_images is not None and self.transfer_images < 1:
             raise ValueError(f"transfer_images must be >= 1 or None (all), got {self.transfer_images}; "
                              f"--set transfer_images=10")
@@ -262,7 +321,7 @@ class DefenceSettings:
 def _work(out: Path, s: DefenceSettings, run: RunContext) -> Outcome:
     r = run_jsma_defence(out, model=s.model, dataset=s.dataset, craft_images=s.craft_images,
                          eval_samples=s.eval_samples, seed=s.seed, command=run.command, progress=run.progress,
-                         transfer_images=s.transfer_images)
+                         transfer_images=s.transfer_images, gan_epochs=s.gan_epochs, gan_eps=s.gan_eps)
     lines = []
     for name, m in r["models"].items():
         det = m.get("detector") or {}
@@ -273,6 +332,7 @@ def _work(out: Path, s: DefenceSettings, run: RunContext) -> Outcome:
 
 
 JSMA_DEFENCE = register(Reproduction(
-    "jsma-defence", "Papernot et al. 2016's second defence: retrain on JSMA (and FGSM) examples; JSMA success, "
-                    "distortion and the detector's AUC before and after.",
-    DefenceSettings, {"craft_images": 1000, "eval_samples": 30, "transfer_images": 10}, _work))
+    "jsma-defence", "Papernot et al. 2016's second defence: retrain on JSMA (and FGSM, and AdvGAN-generated) "
+                    "examples; JSMA success, distortion, PGD robust accuracy, transfer and the detectors before and "
+                    "after.",
+    DefenceSettings, {"craft_images": 1000, "eval_samples": 30, "transfer_images": 10, "gan_epochs": 2}, _work))

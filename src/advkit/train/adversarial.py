@@ -8,7 +8,10 @@ Three methods (:data:`advkit.train.recipe.ADVERSARIAL_METHODS`), each minimising
 * ``pgd`` (Madry et al., ICLR 2018): PGD from a random start against the current model, alpha 0 (the loss on
   adversarial examples only);
 * ``ensemble`` (Tramer et al., ICLR 2018): FGSM examples from a source drawn per batch among the current model and
-  the static pre-trained models, alpha 0.5, so the model cannot learn to mask its own gradients only.
+  the static pre-trained models, alpha 0.5, so the model cannot learn to mask its own gradients only;
+* ``generator`` (Papernot et al. 2016, section VI: train on generated adversarial samples): ``x_adv =
+  Proj_eps(G(x))`` from a trained perturbation generator (``advkit train-generator``, AdvGAN or Naseer et al.),
+  fixed during training, alpha 0.5 (:func:`load_training_generator` checks it fits the data).
 
 :func:`robust_accuracy` is the figure a card records: accuracy under PGD with random restarts.
 """
@@ -23,8 +26,30 @@ import torch.nn.functional as F
 
 from advkit.attacks import attack_batched, create
 from advkit.models.frozen import frozen_eval
+from advkit.models.generator import PerturbationGenerator, load_generator, project_linf
 
-__all__ = ["adversarial_objective", "craft_adversarial", "fgsm_accuracy", "fgsm_craft", "robust_accuracy"]
+__all__ = ["adversarial_objective", "craft_adversarial", "fgsm_accuracy", "fgsm_craft", "load_training_generator",
+           "robust_accuracy"]
+
+
+def load_training_generator(settings: dict[str, Any], dataset: str, shape: Sequence[int]) -> PerturbationGenerator:
+    """The generator of ``generator`` adversarial training (a completed recipe ``adversarial`` dict), loaded
+    (hash checked) and checked against the images it will perturb.
+
+    Raises:
+        ValueError: a generator for another image shape, or trained on another dataset (named, with the fix).
+    """
+    path, trained_on = settings["generator"], settings.get("generator_dataset")
+    want = "x".join(map(str, shape))
+    got = "x".join(map(str, settings.get("generator_input_shape") or ()))
+    if got and got != want:
+        raise ValueError(f"generator {path} was trained on {got} images but {dataset} images are {want}; train one "
+                         f"on {dataset} (advkit train-generator --dataset {dataset} --source MODEL --out G."
+                         f"safetensors)")
+    if isinstance(trained_on, str) and trained_on != dataset:
+        raise ValueError(f"generator {path} was trained on {trained_on} images, not {dataset}: its samples are not "
+                         f"{dataset} images; train one with advkit train-generator --dataset {dataset}")
+    return load_generator(path)[0]
 
 
 def fgsm_craft(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
@@ -95,11 +120,13 @@ def fgsm_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
 
 
 def craft_adversarial(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict[str, Any], *,
-                      static: Sequence[torch.nn.Module] | None = None, generator: torch.Generator) -> torch.Tensor:
+                      static: Sequence[torch.nn.Module] | None = None, generator: torch.Generator,
+                      perturber: PerturbationGenerator | None = None) -> torch.Tensor:
     """The adversarial batch of one training step for ``settings`` (a completed recipe ``adversarial`` dict).
 
     ``generator`` draws PGD's random start and the ensemble's source, so a run is reproducible from its seed. For
     the ensemble, index 0 is the current model and ``1..len(static)`` the static models (frozen, eval mode).
+    ``perturber`` is the ``generator`` method's trained generator (:func:`load_training_generator`).
     """
     method, eps = settings["attack"], settings["eps"]
     keep = settings["craft"] == "train"
@@ -115,6 +142,12 @@ def craft_adversarial(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
         if k == 0:
             return fgsm_craft(model, x, y, eps, keep_mode=keep)
         return create("fgsm", eps=eps)(sources[k], x.detach(), y).x_adv
+    if method == "generator":
+        if perturber is None:
+            raise ValueError("generator adversarial training: pass the loaded generator (load_training_generator)")
+        with torch.no_grad():
+            xd = x.detach()
+            return project_linf(perturber.to(xd.device)(xd.float()), xd, eps)
     raise ValueError(f"unknown adversarial-training method {method!r}")
 
 

@@ -26,7 +26,13 @@ from advkit.models.frozen import frozen_eval
 from advkit.models.registry import get_arch
 from advkit.models.wrapper import Classifier
 from advkit.progress import ProgressFn
-from advkit.train.adversarial import adversarial_objective, craft_adversarial, fgsm_accuracy, robust_accuracy
+from advkit.train.adversarial import (
+    adversarial_objective,
+    craft_adversarial,
+    fgsm_accuracy,
+    load_training_generator,
+    robust_accuracy,
+)
 from advkit.train.fit import check_model_fits
 from advkit.train.recipe import OBJECTIVES, PAPERS, Recipe, card_recipe_notes, train_command
 
@@ -164,6 +170,8 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
                          f"cifar10")
     arch_spec = get_arch(arch)
     static = load_static_models(adv["static"], dataset) if adv is not None and adv["attack"] == "ensemble" else []
+    perturber = (load_training_generator(adv, dataset, spec.shape) if adv is not None
+                 and adv["attack"] == "generator" else None)
     tr = train_data or load(dataset, train_split, data_dir=data_dir)
     te = test_data or load(dataset, "test", data_dir=data_dir)
     va = None
@@ -223,7 +231,7 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
                 if adv is None:
                     loss = F.cross_entropy(model(xb), yb)
                 else:
-                    x_adv = craft_adversarial(model, xb, yb, adv, static=static, generator=g)
+                    x_adv = craft_adversarial(model, xb, yb, adv, static=static, generator=g, perturber=perturber)
                     loss, _ = adversarial_objective(model, xb, yb, eps=adv["eps"], alpha=adv["alpha"],
                                                     craft=adv["craft"], x_adv=x_adv)
             if not torch.isfinite(loss.detach()):
@@ -286,7 +294,9 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
                "pgd": (f"PGD on the fly against the current parameters, {adv.get('steps')} steps of "
                        f"{adv.get('step_size', 0):g}{' from a random start' if adv.get('random_init') else ''}"),
                "ensemble": (f"FGSM from a source drawn per batch among the current model and the static models "
-                            f"{', '.join(adv.get('static', []))}")}[method]
+                            f"{', '.join(adv.get('static', []))}"),
+               "generator": f"the trained generator {adv.get('generator')} (fixed), projected onto the eps ball"
+               }[method]
         card["adversarial_training"] = {
             **adv,
             "objective": OBJECTIVES[method],
@@ -299,6 +309,10 @@ def train(arch: str, dataset: str = "fashion-mnist", *, recipe: Recipe | None = 
         if method == "ensemble":
             card["adversarial_training"]["static_sha256"] = {s: m.card.get("sha256") for s, m in
                                                              zip(adv["static"], static, strict=True)}
+        if perturber is not None:  # accuracy on the training generator's own samples of the test images
+            gen_x = torch.cat([craft_adversarial(model, x_test[i:i + 1000], te.y[i:i + 1000], adv, generator=g,
+                                                 perturber=perturber) for i in range(0, len(te), 1000)])
+            card["generator_test_accuracy"] = round(accuracy(model, gen_x, te.y), 4)
         card["fgsm_test_accuracy"] = round(fgsm_accuracy(model, x_test, te.y, adv["eps"]), 4)
         card["fgsm_test_eps"] = adv["eps"]
         # the robust figure a card states: PGD, 20 steps, 1 random restart, on 1,000 class-balanced test images

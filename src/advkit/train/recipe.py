@@ -32,6 +32,9 @@ ADVERSARIAL_METHODS: dict[str, dict[str, Any]] = {
     # Tramer et al. 2018: each batch's adversarial half from the current model or one of the static pre-trained
     # models, picked at random per batch; one-step (FGSM) examples, eps 0.3 on MNIST, alpha 0.5
     "ensemble": {"attack": "ensemble", "eps": 0.3, "alpha": 0.5, "static": [], "craft": "eval"},
+    # training on a trained generator's samples (the JSMA paper's proposal, Papernot et al. 2016 section VI; AdvGAN,
+    # Xiao et al. 2018): x_adv = Proj_eps(G(x)), eps the generator's card's unless given; alpha 0.5 as fgsm
+    "generator": {"attack": "generator", "generator": "", "eps": None, "alpha": 0.5, "craft": "eval"},
 }
 OBJECTIVES = {
     "fgsm": OBJECTIVE,
@@ -39,12 +42,16 @@ OBJECTIVES = {
            "start inside the eps ball (Madry et al.: alpha = 0)",
     "ensemble": "alpha * J(x, y) + (1 - alpha) * J(FGSM_s(x), y), s drawn per batch from {the current model} + "
                 "the static models",
+    "generator": "alpha * J(x, y) + (1 - alpha) * J(Proj_eps(G(x)), y), G a trained perturbation generator",
 }
 PAPERS = {
     "fgsm": "Goodfellow, Shlens & Szegedy 2015, Explaining and Harnessing Adversarial Examples, section 6",
     "pgd": "Madry, Makelov, Schmidt, Tsipras & Vladu 2018, Towards Deep Learning Models Resistant to Adversarial "
            "Attacks",
     "ensemble": "Tramer, Kurakin, Papernot, Goodfellow, Boneh & McDaniel 2018, Ensemble Adversarial Training",
+    "generator": "Papernot et al. 2016, The Limitations of Deep Learning in Adversarial Settings, section VI "
+                 "(training on generated adversarial samples); generator: Xiao et al. 2018 (AdvGAN) or Naseer et al. "
+                 "2019",
 }
 
 
@@ -57,7 +64,9 @@ def adversarial_settings(spec: Mapping[str, Any] | None) -> dict[str, Any] | Non
             pixel units of ``[0, 1]``, >= 0), ``alpha`` (weight of the clean term, in ``[0, 1]``), ``craft``
             (``"eval"``: craft with dropout off, the model the attacker faces at test time; ``"train"``: craft
             through the training-mode network); PGD's ``steps``, ``step_size`` and ``random_init``; the ensemble's
-            ``static`` models (zoo names or paths, at least one).
+            ``static`` models (zoo names or paths, at least one); ``"generator"``'s ``generator`` (a
+            ``.safetensors`` file of ``advkit train-generator`` or a shipped generator's name; ``"generator:PATH"``
+            as ``attack`` says the same), whose card gives ``eps`` unless it is set.
 
     Returns:
         ``None`` or a new dict with every key of the method filled in.
@@ -68,15 +77,21 @@ def adversarial_settings(spec: Mapping[str, Any] | None) -> dict[str, Any] | Non
     if spec is None:
         return None
     method = spec.get("attack", "fgsm")
+    if isinstance(method, str) and method.startswith("generator:"):
+        spec = {**spec, "attack": "generator", "generator": method.split(":", 1)[1]}
+        method = "generator"
     if method not in ADVERSARIAL_METHODS:
         raise ValueError(f"adversarial training supports {', '.join(ADVERSARIAL_METHODS)} (Goodfellow et al. 2015, "
                          f"Madry et al. 2018, Tramer et al. 2018), got {method!r}")
     defaults = ADVERSARIAL_METHODS[method]
-    unknown = set(spec) - set(defaults)
+    unknown = set(spec) - set(defaults) - ({"generator_sha256", "generator_dataset", "generator_input_shape"}
+                                           if method == "generator" else set())
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)} for {method} adversarial training; known: "
                          f"{', '.join(defaults)}")
     out = {**defaults, **spec}
+    if method == "generator":
+        _complete_generator(out)
     # eps and step_size are L-inf distances in pixel units of [0, 1] (as `advkit attack` takes them): above 1 is a
     # mistake (5 for 5/255, say), not a stronger attack
     for key, lo, hi, what in (("eps", 0.0, 1.0, " (an L-inf radius in pixel units of [0, 1], e.g. 0.3 or 8/255)"),
@@ -101,6 +116,28 @@ def adversarial_settings(spec: Mapping[str, Any] | None) -> dict[str, Any] | Non
     if out["craft"] not in ("eval", "train"):
         raise ValueError(f"adversarial craft must be 'eval' or 'train', got {out['craft']!r}")
     return out
+
+
+def _complete_generator(out: dict[str, Any]) -> None:
+    """Resolve the generator's file, check its card (a clear error for a missing or wrong file) and take its eps."""
+    from advkit.models.checkpoint import CheckpointError
+    from advkit.models.generator import generator_path, read_generator_card
+
+    spec = out["generator"]
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError("generator adversarial training needs a trained generator: --adversarial generator:PATH, "
+                         "PATH a .safetensors file written by `advkit train-generator`")
+    try:
+        path = generator_path(spec.strip())
+        card = read_generator_card(path)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        raise ValueError(f"generator adversarial training: cannot use generator {spec!r}: {e}") from e
+    out["generator"] = str(path)
+    out["generator_sha256"] = card["sha256"]
+    out["generator_dataset"] = card.get("dataset")
+    out["generator_input_shape"] = list(card["input_shape"])
+    if out["eps"] is None:
+        out["eps"] = float(card["eps"])
 
 
 SCHEDULES = ("one-cycle", "constant")
@@ -203,7 +240,9 @@ def train_command(arch: str, dataset: str, recipe: Recipe, seed: int, out: str |
         parts.append("--no-augment")
     adv = recipe.adversarial
     if adv is not None:
-        if adv["attack"] != "fgsm":
+        if adv["attack"] == "generator":
+            parts += ["--adversarial", f"generator:{adv['generator']}"]
+        elif adv["attack"] != "fgsm":
             parts += ["--adversarial", adv["attack"]]
         parts += ["--adversarial-eps", f"{adv['eps']:g}", "--adversarial-alpha", f"{adv['alpha']:g}"]
         if adv["attack"] == "pgd":
