@@ -7,8 +7,10 @@ those answers go to: its schema (``meta``, ``items``, ``participants``, ``assign
 stored: a participant is a random pseudonym (``secrets.token_urlsafe``), never an IP address or a user agent.
 
 Use one connection per request or thread (:func:`connect`); every write here is its own ``BEGIN IMMEDIATE``
-transaction, so a server killed mid-study keeps every committed answer and concurrent participants serialise on
-SQLite's write lock.
+transaction, so a server killed mid-study keeps every committed answer. Writers of one process queue on a Python
+lock before they ask for SQLite's write lock (:data:`WRITE_LOCK`), in arrival order: under 50 participants at once,
+SQLite's own busy wait (sleep and retry) let a few requests wait past the busy timeout and fail with "database is
+locked"; queued in the process, none does. Writers from other processes still wait on SQLite's busy timeout.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +30,8 @@ __all__ = ["DB_NAME", "SCHEMA", "connect", "create_participant", "export_rows", 
 
 DB_NAME = "humans.sqlite"
 BUSY_TIMEOUT_MS = 5000
+WRITE_LOCK = threading.Lock()
+"""Held by every write transaction of this process (see the module docstring)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
@@ -77,13 +82,14 @@ def connect(path: str | Path) -> sqlite3.Connection:
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any error): one writer at a time, all or nothing."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    with WRITE_LOCK:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
 
 def meta(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -148,8 +154,9 @@ def next_item(conn: sqlite3.Connection, participant: str) -> int | None:
     if row is None:
         return None
     if row["shown"] is None:
-        conn.execute("UPDATE assignments SET shown = ? WHERE participant = ? AND item = ? AND shown IS NULL",
-                     (time.time(), participant, row["item"]))
+        with transaction(conn):
+            conn.execute("UPDATE assignments SET shown = ? WHERE participant = ? AND item = ? AND shown IS NULL",
+                         (time.time(), participant, row["item"]))
     return int(row["item"])
 
 
