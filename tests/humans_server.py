@@ -1,6 +1,7 @@
 """Helpers for the web study's end-to-end tests and load benchmark (issue 28): a small finished JSMA run, the
-Starlette app served by a real uvicorn server in a background thread, an HTML form reader, and simulated
-participants that walk the study's routes with httpx (consent, then item / answer pairs).
+Starlette app served by a real uvicorn server in a background thread (or in its own process, to be killed), an
+HTML form reader, and simulated participants that walk the study's routes with httpx (consent, then item / answer
+pairs).
 
 The study is the human half of Papernot et al., "The Limitations of Deep Learning in Adversarial Settings",
 EuroS&P 2016 ("is this a numeric digit?" / "what digit is it?"); the routes and tables are issue 28's contract.
@@ -9,9 +10,12 @@ EuroS&P 2016 ("is this a numeric digit?" / "what digit is it?"); the routes and 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -199,3 +203,40 @@ def answer_rows(db: Path) -> list[tuple[str, int, int, int, float]]:
     """Every ``(participant, item, is_digit, label, seconds)`` row of ``db``'s answers table."""
     with closing(sqlite3.connect(db)) as con:
         return [tuple(r) for r in con.execute("SELECT participant, item, is_digit, label, seconds FROM answers")]
+
+
+SERVER_SCRIPT = """
+import sys, uvicorn
+from advkit.humans.app import create_app
+app = create_app(sys.argv[1], items_per_participant=int(sys.argv[3]), attention_checks=int(sys.argv[4]), seed=0)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+"""
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago."""
+    with closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def spawn_server(run: Path, port: int, *, items: int = ITEMS, attention: int = ATTENTION,
+                 timeout: float = 60.0) -> subprocess.Popen[bytes]:
+    """Start ``create_app(run)`` under uvicorn in its own OS process on 127.0.0.1:``port`` (so a test can SIGKILL
+    it); returns once the port accepts connections. Raises ``RuntimeError`` if the process exits or never
+    listens; the caller kills / waits for the process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT, str(run), str(port), str(items), str(attention)],
+                            env=env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the study server exited with {proc.returncode} before listening on port {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"the study server did not listen on port {port} within {timeout} s")
