@@ -82,22 +82,37 @@ def test_settings_are_checked():
         train_generator(["lenet"], "fashion-mnist", loss="ce", advgan={"alpha": 1.0})
 
 
-@pytest.fixture(scope="module")
-def advgan(tmp_path_factory):
-    """An AdvGAN generator trained for 3 epochs on 512 Fashion-MNIST training images against the LeNet (~7 s)."""
-    gen, card = train_generator(["lenet"], "fashion-mnist", eps=EPS, epochs=3, limit=512, seed=0, loss="advgan",
+def _advgan(folder, seed: int):
+    gen, card = train_generator(["lenet"], "fashion-mnist", eps=EPS, epochs=3, limit=512, seed=seed, loss="advgan",
                                 ngf=8, blocks=2, batch_size=32, eval_images=200)
-    return gen, card, save_generator(gen, tmp_path_factory.mktemp("advgan") / "g.safetensors", card)
+    return gen, card, save_generator(gen, folder / f"g{seed}.safetensors", card)
 
 
-def test_advgan_generator_fools_held_out_images_within_budget(advgan, lenet, lenet_batch):
-    _, card, path = advgan
+@pytest.fixture(scope="module")
+def advgans(tmp_path_factory):
+    """AdvGAN generators trained for 3 epochs on 512 Fashion-MNIST training images against the LeNet, seeds 0-2
+    (~3 s each). At this size the game is seed-sensitive: 16-72% of held-out images fooled over seeds 0-2 and 1 or
+    2 threads (noise of the same size: 17%); their median is what a user can rely on."""
+    folder = tmp_path_factory.mktemp("advgan")
+    return [_advgan(folder, seed) for seed in (0, 1, 2)]
+
+
+@pytest.fixture(scope="module")
+def advgan(advgans):
+    return advgans[0]
+
+
+def test_advgan_generator_fools_held_out_images_within_budget(advgans, lenet, lenet_batch):
     x, y = lenet_batch  # test images: never seen in training
-    r = A.create(f"generator:{path}")(lenet, x, y)
-    assert float((r.x_adv - x).abs().max()) <= EPS + 1e-6
-    assert 0.0 <= float(r.x_adv.min()) and float(r.x_adv.max()) <= 1.0
+    rates = []
+    for _, _, path in advgans:
+        r = A.create(f"generator:{path}")(lenet, x, y)
+        assert float((r.x_adv - x).abs().max()) <= EPS + 1e-6
+        assert 0.0 <= float(r.x_adv.min()) and float(r.x_adv.max()) <= 1.0
+        rates.append(r.success_rate)
     noise = A.create("noise", eps=EPS)(lenet, x, y, generator=torch.Generator().manual_seed(0))
-    assert r.success_rate >= noise.success_rate + 0.25, (r.success_rate, noise.success_rate)
+    # measured (1 / 2 threads): 0.55, 0.67, 0.36 / 0.16, 0.63, 0.72 against noise 0.17
+    assert sorted(rates)[1] >= noise.success_rate + 0.25, (rates, noise.success_rate)
 
 
 def test_the_discriminator_learns_and_the_card_records_advgan(advgan):
