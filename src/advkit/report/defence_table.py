@@ -14,7 +14,7 @@ from typing import Any
 
 from advkit.report.html import Table
 from advkit.report.tables import _norm_at, budget_label, matrix, row_label, success_name
-from advkit.study.defended import undefended_of
+from advkit.study.defended import order_targets, undefended_of
 
 __all__ = ["defence_pairs", "defence_table"]
 
@@ -24,7 +24,7 @@ def defence_pairs(records: dict[str, Any]) -> list[tuple[str, str]]:
     undefended model is a target too."""
     meta = records["meta"]
     targets, models = list(meta["targets"]), meta.get("models") or {}
-    pairs = [(undefended_of(t, models), t) for t in targets]
+    pairs = [(undefended_of(t, models), t) for t in order_targets(targets, models)]
     return [(u, t) for u, t in pairs if u is not None and u in targets]
 
 

@@ -141,10 +141,11 @@ def run_shard(task: ShardTask, models: Mapping[str, nn.Module]) -> tuple[dict[st
     first = task.first_batch * task.batch_size  # the index within the cell of the shard's first image
     reseed = None
     if is_random(src):  # a random defence: each attack batch draws from (seed, source, its first image's index)
-        reseed_for(src, task.seed, task.source + "@attack", first)
 
-        def reseed(_stage: str, done: int, _n: int | None, _detail: str) -> None:
+        def reseed(_stage: str, done: int, _n: int | None, _detail: str) -> None:  # after each batch: the next one
             reseed_for(src, task.seed, task.source + "@attack", first + done)
+
+        reseed("", 0, None, "")
     r = attack_batched(atk, src, x_all, y_all, target=target, batch_size=task.batch_size, seed=task.seed,
                        first_batch=task.first_batch, progress=reseed)
     x_adv, fw, bw, info = r.x_adv, r.forward_passes, r.backward_passes, r.info
@@ -152,11 +153,11 @@ def run_shard(task: ShardTask, models: Mapping[str, nn.Module]) -> tuple[dict[st
     eps = float(getattr(atk, "eps", 0.0))
     norm = str(getattr(atk, "norm", "linf"))
     x_q = quantize(x_adv, x_all, eps, norm)
-    with torch.no_grad():  # a random defence draws per image, from (seed, model, the image's index in the cell)
-        preds = [study_predict(models[s], s, x_adv, seed=task.seed, first=first, batch_size=max(task.batch_size, 256),
-                               device=str(dev)) for s in task.models]
-        preds8 = [study_predict(models[s], s, x_q, seed=task.seed, first=first, batch_size=max(task.batch_size, 256),
-                                device=str(dev)) for s in task.models]
+    # under no_grad; a random defence draws per image, from (seed, model, the image's index in the cell)
+    preds = [study_predict(models[s], s, x_adv, seed=task.seed, first=first, batch_size=max(task.batch_size, 256),
+                           device=str(dev)) for s in task.models]
+    preds8 = [study_predict(models[s], s, x_q, seed=task.seed, first=first, batch_size=max(task.batch_size, 256),
+                            device=str(dev)) for s in task.models]
     d, d8 = distortion(x_adv, x_all), distortion(x_q, x_all)
     keep = m if task.keep is None else min(task.keep, m)
     tensors: dict[str, torch.Tensor] = {

@@ -45,18 +45,17 @@ def _text(v: Any) -> str:
 
 
 def _settings_problems(defence: str, settings: dict[str, Any], where: str) -> list[str]:
-    """Every problem with ``settings`` of ``defence`` (an unknown setting lists the defence's settings)."""
+    """Every problem with ``settings`` of ``defence``, each setting checked on its own by
+    :func:`~advkit.defences.wrapper.resolve_settings` (an unknown defence or setting reported at ``where``, listing
+    the known ones; a bad value at ``where.key``)."""
     if defence not in DEFENCES:
         return [f"{where}: unknown defence {defence!r}; known: {', '.join(DEFENCES)}"]
-    known = DEFENCES[defence]
-    out = [f"{where}: {defence} has no setting {k!r}; its settings: {', '.join(known)}"
-           for k in settings if k not in known]
+    out = []
     for k, v in settings.items():
-        if k in known:
-            try:
-                resolve_settings(defence, {k: v}, _LOOSE, None)
-            except ValueError as err:
-                out.append(f"{where}.{k}: {err}")
+        try:
+            resolve_settings(defence, {k: v}, _LOOSE, None)
+        except ValueError as err:
+            out.append(f"{where}{'.' + k if k in DEFENCES[defence] else ''}: {err}")
     return out
 
 
@@ -122,15 +121,15 @@ def defence_label(spec: str, names: dict[str, str] | None = None, resolved: dict
         defence, settings, inner = parse_name(spec)
     except ValueError:
         return None
-    shown = dict(settings)
+    known, shown = DEFENCES.get(defence, {}), dict(settings)
     if defence == "jpeg":
-        shown.setdefault("quality", DEFENCES["jpeg"]["quality"])
-    for k, default in DEFENCES.get(defence, {}).items():
+        shown.setdefault("quality", known["quality"])
+    for k, default in known.items():
         if default is None and resolved and k in resolved:
             shown.setdefault(k, resolved[k])
     parts = [f"{_SHORT.get(k, k)}={_text(v)}" for k, v in shown.items() if not isinstance(v, bool)]
     parts += [k.upper() if k == "bpda" else k.replace("_", " ") for k, v in shown.items() if v is True]
-    parts += [f"no {k.replace('_', ' ')}" for k, v in shown.items() if v is False and DEFENCES[defence].get(k)]
+    parts += [f"no {k.replace('_', ' ')}" for k, v in shown.items() if v is False and known.get(k)]
     inner_name = (names or {}).get(inner, inner)
     return f"{inner_name} + {defence}" + (f" ({', '.join(parts)})" if parts else "")
 
@@ -168,7 +167,7 @@ def _per_image_logits(model: Defended, x: torch.Tensor, seed: int, spec: str, in
             parts.append(t(x[i:i + 1]))
     finally:
         t.generator.set_state(state)
-    return model.net(torch.cat(parts)) if parts else model(x)  # type: ignore[no-any-return]
+    return model.net(torch.cat(parts))  # type: ignore[no-any-return]
 
 
 def study_predict(model: nn.Module, spec: str, x: torch.Tensor, *, seed: int, first: int = 0,
@@ -186,7 +185,7 @@ def study_predict(model: nn.Module, spec: str, x: torch.Tensor, *, seed: int, fi
     if len(idx) != n:
         raise ValueError(f"study_predict: {len(idx)} indices for {n} images")
     random = is_random(model)
-    per_image = random and isinstance(model, Defended) and model.transform.defence in RANDOM
+    per_image = isinstance(model, Defended) and model.transform.defence in RANDOM
     out = []
     with torch.no_grad(), frozen_eval(model):
         for i in range(0, n, batch_size):
@@ -224,7 +223,7 @@ def order_targets(targets: Sequence[str], models: dict[str, str]) -> list[str]:
     after: dict[str, list[str]] = {}
     for t in targets:
         inner = undefended_of(t, models)
-        if inner is not None and inner in targets and inner != t:
+        if inner is not None and inner in targets:
             after.setdefault(inner, []).append(t)
     moved = {t for ts in after.values() for t in ts}
     out: list[str] = []
