@@ -36,7 +36,7 @@ def _humans(words: list[str], out: Path | None, command: str) -> None:
     import argparse
     from fractions import Fraction
 
-    from advkit.humans.analysis import export_csv, humans_study
+    from advkit.humans.analysis import humans_study, write_answers_csv
     from advkit.humans.report import verdict, write_humans_report
 
     class Parser(argparse.ArgumentParser):
@@ -56,7 +56,7 @@ def _humans(words: list[str], out: Path | None, command: str) -> None:
                          reference=a.reference)
     files = write_humans_report(study, out or a.run_dir / "analysis" / "humans", command=command)
     if a.csv is not None:
-        export_csv(a.run_dir, a.csv, min_attention=a.min_attention)
+        write_answers_csv(study.answers, a.csv)  # the answers the report counts, as read once
         console.print(f"answers: {a.csv}", markup=False, highlight=False, soft_wrap=True)
     console.print(verdict(study), markup=False, highlight=False, soft_wrap=True)
     console.print(f"report: {files['html']}", markup=False, highlight=False, soft_wrap=True)
@@ -97,13 +97,13 @@ def analyze(
     if name is None:
         raise ValueError("name an analysis: advkit analyze NAME RUN_DIR... (advkit analyze --list shows them)")
     words = [*(inputs or []), *ctx.args]
+    command = " ".join([invocation(ctx), *(shlex.quote(a) for a in words)])
     if name == "humans":  # its own flags (--csv, --min-attention, --boot); reads humans.sqlite
-        _humans(words, out, " ".join([invocation(ctx), *(shlex.quote(a) for a in words)]))
+        _humans(words, out, command)
         return
     analysis = get_analysis(name)
     folders, flags = parse_flags(words, analysis.settings, ALIASES)
     settings = analysis.make_settings(changes={**flags, **set_settings(set_ or [])})
-    command = " ".join([invocation(ctx), *(shlex.quote(a) for a in words)])
     with bars() as bar:
         outcome = analysis.run(folders, out, settings, force=force, progress=bar, command=command)
     for line in outcome.lines:

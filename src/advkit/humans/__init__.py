@@ -5,6 +5,8 @@
 - :mod:`advkit.humans.items`: the item set (adversarial examples, clean controls, attention checks) and the balanced
   assignment of items to participants.
 - :mod:`advkit.humans.app`: the Starlette app (``create_app``) and ``serve`` (uvicorn), ``advkit humans serve``.
+- :mod:`advkit.humans.analysis` and :mod:`advkit.humans.report`: the answers' analysis and its report,
+  ``advkit analyze humans``.
 
 The web parts need the optional extra: ``pip install 'advkit[humans]'`` (starlette, uvicorn, python-multipart).
 Importing this package imports none of them.

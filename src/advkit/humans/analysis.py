@@ -36,16 +36,14 @@ from advkit.analysis.perception import jsma_examples, nearest_distance
 from advkit.data import get_spec
 from advkit.data import load as load_data
 from advkit.evaluate.metrics import wilson_interval
+from advkit.humans import store
 
-__all__ = ["DEFAULT_ATTENTION", "HumansStudy", "Share", "export_csv", "humans_study", "read_answers"]
+__all__ = ["DEFAULT_ATTENTION", "HumansStudy", "Share", "export_csv", "humans_study", "read_answers",
+           "write_answers_csv"]
 
 DEFAULT_ATTENTION = Fraction(2, 3)
 KINDS = ("adversarial", "control")
 MEASURES = {"adversarial": ("is_digit", "source", "target"), "control": ("is_digit", "source")}
-
-_QUERY = """SELECT a.participant, a.item, a.is_digit, a.label, a.seconds, a.answered_at, i.kind, i.source, i.target,
-i.example, i.clean_index, i.model_pred, p.finished FROM answers a JOIN items i ON i.id = a.item
-JOIN participants p ON p.id = a.participant ORDER BY a.answered_at, a.participant, a.item"""
 
 
 @dataclass(frozen=True)
@@ -105,7 +103,7 @@ class HumansStudy:
 
 
 def _connect(run_dir: str | Path) -> sqlite3.Connection:
-    path = Path(run_dir) / "humans.sqlite"
+    path = Path(run_dir) / store.DB_NAME
     if not path.is_file():
         raise ValueError(f"{run_dir} has no humans.sqlite: no study was run on it; start one with "
                          f"`advkit humans serve {run_dir}`")
@@ -114,15 +112,15 @@ def _connect(run_dir: str | Path) -> sqlite3.Connection:
     return con
 
 
-def read_answers(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, str], list[tuple[str, Any]]]:
-    """Every answer of ``RUN_DIR/humans.sqlite`` joined with its item (read-only), the ``meta`` table, and every
-    participant as ``(id, finished)``."""
+def read_answers(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any], list[tuple[str, Any]]]:
+    """Every answer of ``RUN_DIR/humans.sqlite`` joined with its item (read-only, :func:`store.export_rows`), the
+    ``meta`` table (:func:`store.meta`), and every participant as ``(id, finished)``."""
     con = _connect(run_dir)
+    con.row_factory = sqlite3.Row
     try:
-        con.row_factory = sqlite3.Row
-        rows = [dict(r) for r in con.execute(_QUERY)]
-        meta = {r["key"]: r["value"] for r in con.execute("SELECT key, value FROM meta")}
-        people = [(r["id"], r["finished"]) for r in con.execute("SELECT id, finished FROM participants ORDER BY id")]
+        rows = store.export_rows(con)
+        meta = store.meta(con)
+        people = [(r[0], r[1]) for r in con.execute("SELECT id, finished FROM participants ORDER BY id")]
     except sqlite3.DatabaseError as e:
         raise ValueError(f"{run_dir}/humans.sqlite is not a study file advkit can read ({e})") from e
     finally:
@@ -131,13 +129,22 @@ def read_answers(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, s
 
 
 def _statuses(rows: list[dict[str, Any]], people: list[tuple[str, Any]], rule: Fraction) -> dict[str, str]:
-    """``participant -> "kept" | "dropped: attention" | "dropped: no attention answer"``."""
+    """``participant -> "kept" | "dropped: attention" | "dropped: no attention answer"``; each row gets its
+    participant's ``status`` and ``finished`` (bool)."""
     checks: dict[str, list[bool]] = {p: [] for p, _ in people}
     for r in rows:
         if r["kind"] == "attention":
             checks.setdefault(r["participant"], []).append(bool(r["is_digit"]) and r["label"] == r["source"])
-    return {p: ("dropped: no attention answer" if not c else
-                "kept" if Fraction(sum(c), len(c)) >= rule else "dropped: attention") for p, c in checks.items()}
+    status = {p: ("dropped: no attention answer" if not c else
+                  "kept" if Fraction(sum(c), len(c)) >= rule else "dropped: attention") for p, c in checks.items()}
+    finished = dict(people)
+    for r in rows:
+        r["status"], r["finished"] = status[r["participant"]], finished.get(r["participant"]) is not None
+    return status
+
+
+def _rule(min_attention: Fraction | float) -> Fraction:
+    return Fraction(min_attention).limit_denominator(10_000)
 
 
 def cluster_share(participant: np.ndarray, hit: np.ndarray, n_boot: int, seed: int) -> Share:
@@ -219,7 +226,7 @@ def humans_study(run_dir: str | Path, *, min_attention: Fraction | float = DEFAU
         ValueError: no ``humans.sqlite`` (start a study with ``advkit humans serve``), no answers yet, no
             participant passing the attention rule, bad settings.
     """
-    rule = Fraction(min_attention).limit_denominator(10_000)
+    rule = _rule(min_attention)
     if not 0 < rule <= 1:
         raise ValueError(f"min_attention must be in (0, 1], got {min_attention} (e.g. --min-attention 2/3)")
     if n_boot < 1:
@@ -229,10 +236,6 @@ def humans_study(run_dir: str | Path, *, min_attention: Fraction | float = DEFAU
         raise ValueError(f"{run_dir}/humans.sqlite holds no answers yet ({len(people)} participants): run the study "
                          f"(`advkit humans serve {run_dir}`) and analyse it once people have answered")
     status = _statuses(rows, people, rule)
-    finished = dict(people)
-    for r in rows:
-        r["status"] = status[r["participant"]]
-        r["finished"] = finished.get(r["participant"]) is not None
     kept = [p for p, s in status.items() if s == "kept"]
     if not kept:
         raise ValueError(f"no participant passes the attention rule ({len(status)} participants, none with at least "
@@ -308,12 +311,14 @@ def export_csv(run_dir: str | Path, path: str | Path, *, min_attention: Fraction
         ValueError: no ``humans.sqlite`` in ``run_dir``.
     """
     rows, _, people = read_answers(run_dir)
-    status = _statuses(rows, people, Fraction(min_attention).limit_denominator(10_000))
-    finished = dict(people)
-    for r in rows:
-        r["status"], r["finished"] = status[r["participant"]], finished.get(r["participant"]) is not None
+    _statuses(rows, people, _rule(min_attention))
+    return write_answers_csv(rows, path)
+
+
+def write_answers_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """Write answers carrying their participant's ``status`` and ``finished`` (:attr:`HumansStudy.answers`) to the
+    CSV file ``path`` in the columns :data:`EXPORT_COLUMNS` (the header alone without answers); returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = csv_text(export_rows(rows)) if rows else ",".join(EXPORT_COLUMNS) + "\n"
-    atomic_write_text(path, text)
+    atomic_write_text(path, csv_text(export_rows(rows)) if rows else ",".join(EXPORT_COLUMNS) + "\n")
     return path

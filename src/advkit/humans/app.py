@@ -109,9 +109,10 @@ def create_app(run_dir: str | Path, *, token: str | None = None, items_per_parti
         value = request.cookies.get(CSRF_COOKIE)
         return (value, False) if value and len(value) < 100 else (secrets.token_urlsafe(32), True)
 
-    def html(body: str, request: Request, status: int = 200) -> HTMLResponse:
-        response = HTMLResponse(body, status_code=status)
+    def html(request: Request, page: Callable[[str], str]) -> HTMLResponse:
+        """``page(csrf)`` with the same CSRF token as the cookie (set here when the request has none)."""
         value, new = csrf_of(request)
+        response = HTMLResponse(page(value))
         if new:
             _cookie(response, CSRF_COOKIE, value)
         return response
@@ -132,11 +133,7 @@ def create_app(run_dir: str | Path, *, token: str | None = None, items_per_parti
     async def home(request: Request) -> Response:
         if await participant(request):
             return RedirectResponse("/item", status_code=303)
-        value, new = csrf_of(request)
-        response = HTMLResponse(pages.consent_page(value, settings))
-        if new:
-            _cookie(response, CSRF_COOKIE, value)
-        return response
+        return html(request, lambda csrf: pages.consent_page(csrf, settings))
 
     async def consent(request: Request) -> Response:
         fields = await checked_form(request)
@@ -150,7 +147,7 @@ def create_app(run_dir: str | Path, *, token: str | None = None, items_per_parti
         return response
 
     async def instructions(request: Request) -> Response:
-        return html(pages.instructions_page(settings), request)
+        return html(request, lambda _: pages.instructions_page(settings))
 
     def item_state(conn: Any, pid: str) -> tuple[int | None, int, int]:
         item = store.next_item(conn, pid)
@@ -163,7 +160,7 @@ def create_app(run_dir: str | Path, *, token: str | None = None, items_per_parti
         current, answered, total = await db_call(item_state, pid)
         if current is None:
             return RedirectResponse("/done", status_code=303)
-        return html(pages.item_page(current, answered, total, csrf_of(request)[0], settings), request)
+        return html(request, lambda csrf: pages.item_page(current, answered, total, csrf, settings))
 
     async def answer(request: Request) -> Response:
         fields = await checked_form(request)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from advkit._files import atomic_write_bytes, atomic_write_text, csv_text
-from advkit.humans.analysis import HumansStudy, Share, export_rows
+from advkit.humans.analysis import HumansStudy, Share, write_answers_csv
 from advkit.report.figures import heatmap
 from advkit.report.html import Document, Figure, Heading, Para, Table
 from advkit.report.run_report import save_document
@@ -142,5 +142,5 @@ def write_humans_report(h: HumansStudy, out: str | Path, *, command: str = "") -
          **{f"{k}_{f}": getattr(share, f) for k, share in (*p["people"].items(), ("model_target", p["model_target"]))
             for f in ("value", "low", "high", "answers", "participants")},
          "proxy_nearer_target": p["proxy_nearer_target"], "proxy_ratio": p["proxy_ratio"]} for p in h.pairs]))
-    atomic_write_text(paths["answers"], csv_text(export_rows(h.answers)))
+    write_answers_csv(h.answers, paths["answers"])
     return {**paths, **save_document(build_humans_document(h, figures, command), out)}
