@@ -19,8 +19,6 @@ import argparse
 import os
 import platform
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,33 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.humans_server import answer_rows, make_jsma_run, run_load, serve  # noqa: E402
-
-SERVER = """
-import sys, uvicorn
-from advkit.humans.app import create_app
-app = create_app(sys.argv[1], items_per_participant=int(sys.argv[3]), attention_checks=int(sys.argv[4]), seed=0)
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"the server did not listen on port {port} within {timeout} s")
+from tests.humans_server import answer_rows, free_port, make_jsma_run, run_load, serve, spawn_server  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,11 +58,9 @@ def main(argv: list[str] | None = None) -> None:
             with serve(create_app(run, items_per_participant=a.items, attention_checks=a.attention)) as base:
                 result = run_load(base, a.participants, a.answers)
         else:
-            port = _free_port()
-            proc = subprocess.Popen([sys.executable, "-c", SERVER, str(run), str(port), str(a.items),
-                                     str(a.attention)])
+            port = free_port()
+            proc = spawn_server(run, port, items=a.items, attention=a.attention)
             try:
-                _wait(port, proc)
                 result = run_load(f"http://127.0.0.1:{port}", a.participants, a.answers)
             finally:
                 proc.terminate()
