@@ -34,11 +34,13 @@ def neighbour_score(x: torch.Tensor) -> torch.Tensor:
     return horizontal + vertical
 
 
-def _as_array(v: Any, what: str) -> np.ndarray:
+def _as_array(v: Any, what: str, need: str = "ROC AUC needs at least one score on each side") -> np.ndarray:
+    """``v`` (array-like or tensor) as a flat float64 array; ``ValueError`` when empty (``need`` says why it
+    may not be) or not finite."""
     a = v.detach().cpu().double().numpy() if isinstance(v, torch.Tensor) else np.asarray(v, dtype=np.float64)
     a = a.ravel()
     if a.size == 0:
-        raise ValueError(f"{what} is empty: ROC AUC needs at least one score on each side")
+        raise ValueError(f"{what} is empty: {need}")
     if not np.isfinite(a).all():
         raise ValueError(f"{what} contains NaN or infinite scores")
     return a

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from advkit.analysis.detector import neighbour_score, roc_auc
+from advkit.analysis.detector import _as_array, neighbour_score, roc_auc
 from advkit.defences import bit_depth, median
-from advkit.evaluate.metrics import wilson_interval
+from advkit.evaluate.metrics import predict, wilson_interval
 from advkit.models.frozen import frozen_eval
 
 __all__ = ["MNIST_SQUEEZERS", "SQUEEZERS", "TRANSFER_ATTACKS", "craft_transfer", "detector_comparison",
@@ -93,16 +93,6 @@ def squeeze_score(model: nn.Module, x: torch.Tensor, squeezers: Squeezers = MNIS
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
-def _scores(v: Any, what: str) -> np.ndarray:
-    a = v.detach().cpu().double().numpy() if isinstance(v, torch.Tensor) else np.asarray(v, dtype=np.float64)
-    a = a.ravel()
-    if a.size == 0:
-        raise ValueError(f"{what} is empty: give at least one clean (legitimate) image's score")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{what} contains NaN or infinite scores")
-    return a
-
-
 def threshold_at_fpr(clean_scores: Any, fpr: float = 0.05) -> float:
     """The authors' threshold: the ``ceil(n * (1 - fpr))``-th smallest of ``n`` legitimate scores; an input is
     flagged when its score is strictly above it, so at most ``fpr`` of these scores are flagged.
@@ -113,7 +103,7 @@ def threshold_at_fpr(clean_scores: Any, fpr: float = 0.05) -> float:
     """
     if not 0.0 <= fpr < 1.0:
         raise ValueError(f"fpr must be in [0, 1), got {fpr} (the paper's target is 0.05)")
-    s = np.sort(_scores(clean_scores, "clean_scores"))
+    s = np.sort(_as_array(clean_scores, "clean_scores", "give at least one clean (legitimate) image's score"))
     k = max(int(math.ceil(s.size * (1.0 - fpr) - 1e-9)), 1)
     return float(s[k - 1])
 
@@ -221,9 +211,7 @@ def craft_transfer(surrogate: nn.Module, x: torch.Tensor, y: torch.Tensor, attac
 def _fooling(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if x_adv.shape[0] == 0:
         return x_adv
-    with torch.no_grad(), frozen_eval(model):
-        pred = torch.cat([model(x_adv[i:i + 500]).argmax(1) for i in range(0, x_adv.shape[0], 500)])
-    return x_adv[pred != y]
+    return x_adv[predict(model, x_adv).to(y.device) != y]
 
 
 def detector_comparison(model: nn.Module, clean: torch.Tensor, sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]],

@@ -55,7 +55,8 @@ __all__ = ["JSMA_DEFENCE", "DefenceSettings", "run_jsma_defence"]
 
 KINDS = ("jsma", "fgsm")
 SURROGATE = "resnet20"  # the zoo surrogate the transfer attacks are crafted on (residual: SGM applies)
-PGD_EPS = 0.25  # PGD-20 robust accuracy at the reproduction's FGSM eps (Goodfellow et al.'s 0.25 on MNIST)
+FGSM_EPS = 0.25  # Goodfellow et al.'s MNIST eps: the FGSM examples, the detectors' FGSM and the transfer attacks
+PGD_EPS = FGSM_EPS  # PGD-20 robust accuracy at the reproduction's FGSM eps
 
 
 def _craft(model: Any, kind: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
@@ -67,13 +68,13 @@ def _craft(model: Any, kind: str, x: torch.Tensor, y: torch.Tensor, seed: int) -
         r = attack_batched(create("jsma"), model, x, y, target=target, batch_size=256)
     else:
         target = torch.full_like(y, -1)
-        r = attack_batched(create("fgsm", eps=0.25), model, x, y, batch_size=512)
+        r = attack_batched(create("fgsm", eps=FGSM_EPS), model, x, y, batch_size=512)
     return {"x_adv": torch.round(r.x_adv.clamp(0, 1) * 255).to(torch.uint8), "y": y, "target": target,
             "success": r.success.to(torch.uint8)}
 
 
-def _detectors(model: Any, study: Any, ok: torch.Tensor, dataset: str, transfer_images: int | None,
-               cache: dict[str, Any]) -> dict[str, Any]:
+def _detectors(model: Any, study: Any, ok: torch.Tensor, fgsm: torch.Tensor, dataset: str,
+               transfer_images: int | None, cache: dict[str, Any]) -> dict[str, Any]:
     """Both detectors on JSMA's, FGSM's (eps 0.25) and the transfer attacks' examples (crafted once on the zoo
     ``SURROGATE`` over the first ``transfer_images`` clean images, kept in ``cache``), those that fool ``model``."""
     x, y = study.x, study.y
@@ -81,9 +82,9 @@ def _detectors(model: Any, study: Any, ok: torch.Tensor, dataset: str, transfer_
         return {}
     n = len(x) if transfer_images is None else min(transfer_images, len(x))
     if "x" not in cache or not torch.equal(cache["x"], x[:n]):
-        cache.update(x=x[:n], sets=craft_transfer(load_model(SURROGATE, dataset=dataset), x[:n], y[:n], eps=0.25))
+        cache.update(x=x[:n], sets=craft_transfer(load_model(SURROGATE, dataset=dataset), x[:n], y[:n], eps=FGSM_EPS))
     jsma_y = torch.tensor([int(r["source"]) for r in study.records])[ok]
-    sets = {"JSMA": (study.x_adv[ok], jsma_y), "FGSM": (create("fgsm", eps=0.25)(model, x, y).x_adv, y),
+    sets = {"JSMA": (study.x_adv[ok], jsma_y), "FGSM": (fgsm, y),
             **{f"{a} from {SURROGATE}": (adv, y[:n]) for a, adv in cache["sets"].items()}}
     return detector_comparison(model, x, sets)
 
@@ -93,14 +94,16 @@ def _evaluate(model: Any, test: Dataset, samples: int, dataset: str = "mnist", t
     study = reproduce_jsma(model, test, samples)
     ok = torch.tensor([r["success"] for r in study.records], dtype=torch.bool)
     s = study.summary
-    det = detection_study(model, study.x, study.y, study.x_adv[ok], fgsm_eps=0.25) if ok.any() else {}
+    fgsm = create("fgsm", eps=FGSM_EPS)(model, study.x, study.y).x_adv  # both detectors' FGSM examples
+    det = (detection_study(model, study.x, study.y, study.x_adv[ok], fgsm_eps=FGSM_EPS, fgsm_adv=fgsm) if ok.any()
+           else {})
     k = int(ok.sum())
     pgd = robust_accuracy(model, study.x, study.y, PGD_EPS, steps=20, restarts=1)
     pgd["ci95"] = list(wilson_interval(pgd["correct"], pgd["n"]))
     return {"pgd": pgd, "clean_accuracy": s["clean_accuracy"], "success_rate": s["success_rate"],
             "success_ci95": list(wilson_interval(k, int(ok.numel()))), "n_attacks": int(ok.numel()),
             "distortion_successful": s["distortion_successful"], "detector": det,
-            "squeeze": _detectors(model, study, ok, dataset, transfer_images, {} if cache is None else cache)}
+            "squeeze": _detectors(model, study, ok, fgsm, dataset, transfer_images, {} if cache is None else cache)}
 
 
 def run_jsma_defence(out: str | Path, *, model: str = "lenet_50k", dataset: str = "mnist",
@@ -191,7 +194,7 @@ def run_jsma_defence(out: str | Path, *, model: str = "lenet_50k", dataset: str 
     payload = {"models": results, "training_sets": sets, "command": command,
                "provenance": manifest(command, inputs={f"{k}_examples": out / t["file"] for k, t in sets.items()}),
                "settings": {"model": model, "dataset": dataset, "train_split": split, "craft_images": craft_images,
-                            "eval_samples": eval_samples, "seed": seed, "fgsm_eps": 0.25,
+                            "eval_samples": eval_samples, "seed": seed, "fgsm_eps": FGSM_EPS,
                             "transfer_images": transfer_images, "surrogate": SURROGATE, "gan_epochs": gan_epochs,
                             "gan_eps": gan_eps, "pgd_eps": PGD_EPS,
                             "jsma": "theta +1, Upsilon 14.5%, softmax saliency, feature pairs"}}

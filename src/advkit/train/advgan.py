@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advkit.attacks.query.base import margin
 from advkit.models.discriminator import Discriminator
 
 __all__ = ["ADVGAN_DEFAULTS", "ADVGAN_LR", "GAN_LOSSES", "AdvGANStep", "advgan_settings", "cw_margin_loss",
@@ -90,12 +91,8 @@ def cw_margin_loss(logits: torch.Tensor, label: torch.Tensor, target: int | None
 
     Untargeted: ``max(Z_label - max_{i != label} Z_i, -kappa)``; targeted: ``max(max_{i != t} Z_i - Z_t, -kappa)``.
     """
-    k = logits.shape[1]
-    ref = label if target is None else torch.full_like(label, target)
-    own = logits.gather(1, ref.view(-1, 1)).squeeze(1)
-    other = logits.masked_fill(F.one_hot(ref, k).bool(), float("-inf")).amax(1)
-    margin = own - other if target is None else other - own
-    return margin.clamp(min=-kappa).mean()
+    t = None if target is None else torch.full_like(label, target)
+    return margin(logits, label, t).clamp(min=-kappa).mean()
 
 
 def hinge_loss(delta: torch.Tensor, bound: float) -> torch.Tensor:

@@ -141,7 +141,6 @@ def train_generator(sources: Sequence[str], dataset: str = "fashion-mnist", *, e
                          allowed_by="--cross-domain")
     train = train_data if train_data is not None else load_data(dataset, "train", limit=limit)
     c, h, w = train.x.shape[1:]
-    step_fn = None
     if loss == "advgan":
         from advkit.train.advgan import AdvGANStep, advgan_settings
 
@@ -152,8 +151,7 @@ def train_generator(sources: Sequence[str], dataset: str = "fashion-mnist", *, e
             raise ValueError(f"source {s} takes {shape} inputs but {dataset} images are {(c, h, w)}")
     torch.manual_seed(seed)
     gen = PerturbationGenerator(c, ngf, blocks, h)
-    if advgan is not None:
-        step_fn = AdvGANStep(models, c, advgan, lr)
+    step_fn = AdvGANStep(models, c, advgan, lr) if advgan is not None else None  # after G: D's init draws too
     opt = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
     g = torch.Generator().manual_seed(seed)
     n = len(train.x)
@@ -167,13 +165,14 @@ def train_generator(sources: Sequence[str], dataset: str = "fashion-mnist", *, e
         for i in range(0, n, batch_size):
             xb = train.x[order[i:i + batch_size]]
             adv = project_linf(gen(xb), xb, eps)
-            objective = torch.zeros(())
-            for m in models if step_fn is None else []:
-                with torch.no_grad():
-                    clean = m(xb)
-                objective = objective + generator_loss(m(adv), clean, loss)
             if step_fn is not None:  # AdvGAN: D's update, then G's L_adv + alpha L_GAN + beta L_hinge
                 objective = step_fn.objective(xb, adv)
+            else:
+                objective = torch.zeros(())
+                for m in models:
+                    with torch.no_grad():
+                        clean = m(xb)
+                    objective = objective + generator_loss(m(adv), clean, loss)
             opt.zero_grad(set_to_none=True)
             objective.backward()
             opt.step()
@@ -194,8 +193,9 @@ def train_generator(sources: Sequence[str], dataset: str = "fashion-mnist", *, e
         "dataset": dataset, "data_note": train.note, "train_images": n, "eps": float(eps), "loss": loss,
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "limit": limit,
         **({"cross_domain": True} if cross_domain else {}),
-        **({"advgan": {**advgan, "objective": "L_adv + alpha * L_GAN + beta * L_hinge (Xiao et al. 2018, eq. 4)",
-                       **(step_fn.summary(per_epoch) if step_fn is not None else {})}} if advgan is not None else {}),
+        **({"advgan": {**step_fn.settings,
+                       "objective": "L_adv + alpha * L_GAN + beta * L_hinge (Xiao et al. 2018, eq. 4)",
+                       **step_fn.summary(per_epoch)}} if step_fn is not None else {}),
         "sources": [{"spec": s, "name": getattr(m, "name", s), "sha256": (getattr(m, "card", {}) or {}).get("sha256")}
                     for s, m in zip(sources, models, strict=True)],
         "final_loss": round(last, 4), "train_seconds": round(time.perf_counter() - t0, 1),
