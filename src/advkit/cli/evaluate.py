@@ -117,10 +117,7 @@ def _robust_row(m: Any, ds: Any, eps: float, norm: str, version: str, seed: int,
     masked = [c for c in checks if not c.ok]
     for c in masked:
         console.print(f"  sanity check {c.name}: {c.detail}")
-    lo, hi = rep.interval
-    return {"robust_version": version, "robust_norm": norm, "robust_eps": eps, "robust_correct": rep.robust,
-            "robust_accuracy": rep.accuracy, "robust_ci_low": lo, "robust_ci_high": hi,
-            "broken_by": {r.attack: r.broken for r in rep.rows}, "failed_checks": [c.name for c in masked]}
+    return _robust_fields(rep, version, norm, eps, {r.attack: r.broken for r in rep.rows}, masked)
 
 
 def _defended_row(m: Any, ds: Any, eps: float, norm: str, version: str, seed: int, batch_size: int,
@@ -131,14 +128,22 @@ def _defended_row(m: Any, ds: Any, eps: float, norm: str, version: str, seed: in
     rep = defence_robust_accuracy(m, ds.x, ds.y, eps=eps, norm=norm, version=version, seed=seed,
                                   batch_size=batch_size, progress=bar)
     console.print(f"[bold]{m.name}[/bold]\n{rep.plain.table()}\n{rep.how}:\n{rep.adaptive.table()}\n{rep.table()}")
-    lo, hi = rep.interval
     broken: dict[str, int] = {}
     for label, r in (("", rep.plain), ("adaptive ", rep.adaptive)):
         for row in r.rows:
             broken[label + row.attack] = row.broken
+    failed = [c for c in rep.checks if not c.ok]
+    return {**_robust_fields(rep, version, norm, eps, broken, failed), "defence": rep.as_dict()}
+
+
+def _robust_fields(rep: Any, version: str, norm: str, eps: float, broken: dict[str, int],
+                   failed: list[Any]) -> dict[str, Any]:
+    """The row's robust columns from a :class:`RobustReport` or a :class:`DefenceReport` (both give ``robust``,
+    ``accuracy`` and ``interval``)."""
+    lo, hi = rep.interval
     return {"robust_version": version, "robust_norm": norm, "robust_eps": eps, "robust_correct": rep.robust,
             "robust_accuracy": rep.accuracy, "robust_ci_low": lo, "robust_ci_high": hi, "broken_by": broken,
-            "failed_checks": [c.name for c in rep.checks if not c.ok], "defence": rep.as_dict()}
+            "failed_checks": [c.name for c in failed]}
 
 
 def _print_robust(rows: list[dict[str, Any]]) -> None:

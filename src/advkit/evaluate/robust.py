@@ -35,7 +35,7 @@ from torch import nn
 
 from advkit.attacks.core.budget import check_eps
 from advkit.attacks.core.checks import check_choice, check_number
-from advkit.evaluate.metrics import predict, wilson_interval
+from advkit.evaluate.metrics import distortion, predict, wilson_interval
 
 __all__ = ["VERSIONS", "RobustReport", "robust_accuracy"]
 
@@ -169,8 +169,7 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: 
     attacks = [(name, A.create(name, eps=eps, norm=norm, **kw)) for name, kw in VERSIONS[version]]
     n = x.shape[0]
     x_adv = x.clone()
-    with torch.no_grad():
-        correct = predict(model, x, batch_size) == y
+    correct = predict(model, x, batch_size) == y
     broken_by: list[str | None] = ["clean" if not bool(c) else None for c in correct]
     robust = correct.clone()
     report = RobustReport(eps=eps, norm=norm, version=version, n=n, clean=int(correct.sum()), robust=0)
@@ -183,11 +182,9 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: 
             g = torch.Generator().manual_seed(seed * 1_000_003 + k * 1_009 + b)
             res = attack(model, x[part], y[part], generator=g)
             cand = res.x_adv.detach()
-            delta = (cand - x[part]).flatten(1)
-            dist = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+            dist = distortion(cand, x[part])[norm]
             within = (dist <= eps * (1 + 1e-5) + 1e-7) & (cand.flatten(1).amin(1) >= 0) & (cand.flatten(1).amax(1) <= 1)
-            with torch.no_grad():
-                fooled = (predict(model, cand, batch_size) != y[part]) & within & res.success.bool()
+            fooled = (predict(model, cand, batch_size) != y[part]) & within & res.success.bool()
             hit = part[fooled]
             x_adv[hit] = cand[fooled]
             robust[hit] = False
