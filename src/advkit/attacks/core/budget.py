@@ -11,7 +11,7 @@ import math
 
 import torch
 
-__all__ = ["check_budget", "check_eps", "project", "step_direction"]
+__all__ = ["check_budget", "check_eps", "distance", "project", "step_direction"]
 
 
 def check_eps(eps: float, name: str = "eps") -> None:
@@ -68,3 +68,9 @@ def check_budget(eps: float, norm: str = "linf", *, allow_large: bool = False, f
                              f"{'x'.join(map(str, shape))} images (sqrt({d}) = {math.sqrt(d):.2f}, the L2 diameter "
                              f"of the pixel cube: the distance from an all-black to an all-white image); use at most "
                              f"{math.sqrt(d):.2f} (or an L-inf budget: norm linf)")
+
+
+def distance(d: torch.Tensor, norm: str) -> torch.Tensor:
+    """``(n,)``: the ``norm`` length (``"linf"`` or ``"l2"``) of each row of ``d`` (any shape ``(n, ...)``)."""
+    flat = d.flatten(1)
+    return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)

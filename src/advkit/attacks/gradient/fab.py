@@ -39,16 +39,11 @@ from typing import ClassVar
 import torch
 
 from advkit.attacks.core.base import Counter, ModelAttack
+from advkit.attacks.core.budget import distance
 from advkit.attacks.core.checks import check_choice, check_number
 from advkit.attacks.core.registry import register_attack
 
 __all__ = ["FABT", "fab_step", "project_hyperplane", "distance"]
-
-
-def distance(d: torch.Tensor, norm: str) -> torch.Tensor:
-    """``(n,)``: the ``norm`` length of each row of ``d`` (any shape ``(n, ...)``)."""
-    flat = d.flatten(1)
-    return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
 
 
 def _solve_dual(weight: torch.Tensor, room: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.core.budget import step_direction
+from advkit.attacks.core.budget import distance, step_direction
 from advkit.attacks.core.checks import check_number
 from advkit.attacks.core.registry import register_attack
 from advkit.attacks.query.base import QueryAttack, rand, randn
@@ -38,11 +38,6 @@ __all__ = ["HopSkipJump"]
 
 Decide = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (rows, owners) -> adversarial, one query each
 Mask = Callable[[torch.Tensor], torch.Tensor]                    # image indices -> which may still query
-
-
-def _dist(a: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor:
-    d = (a - b).flatten(1)
-    return d.norm(dim=1) if norm == "l2" else d.abs().amax(1)
 
 
 def _view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -87,7 +82,7 @@ class HopSkipJump(QueryAttack):
             success, and the image stops there (in whatever phase it came up)."""
             lab = oracle.labels(rows, owner)
             hit = lab != y[owner] if target is None else lab == target[owner]
-            close = hit & ~won[owner] & (_dist(rows, x[owner], self.norm) <= reach)
+            close = hit & ~won[owner] & (distance(rows - x[owner], self.norm) <= reach)
             for r in close.nonzero().flatten().tolist():
                 i = int(owner[r])
                 if not won[i]:
@@ -99,12 +94,12 @@ class HopSkipJump(QueryAttack):
 
         adv, found = self._initialise(live, adversarial, x, y, target, g, start)
         dist = torch.full((n,), float("inf"), device=x.device)
-        dist[found] = _dist(adv[found], x[found], self.norm)
+        dist[found] = distance(adv[found] - x[found], self.norm)
         dist_post = torch.zeros(n, device=x.device)
         idx = (found & live(torch.arange(n, device=x.device))).nonzero().flatten()
         if idx.numel():
             adv[idx], dist_post[idx] = self._boundary(live, adversarial, x[idx], adv[idx], idx, theta)
-            dist[idx] = _dist(adv[idx], x[idx], self.norm)
+            dist[idx] = distance(adv[idx] - x[idx], self.norm)
         # the last iteration an image's budget allows runs on fewer directions: its budget less what a binary
         # search and a few step halvings need, if that still leaves `init_evals / 4` directions
         reserve = math.ceil(math.log2(1 / theta)) + 5
@@ -134,7 +129,7 @@ class HopSkipJump(QueryAttack):
                 if go.numel():
                     new, post = self._boundary(live, adversarial, x[go], moved[ok], go, theta)
                     adv[go], dist_post[go] = new, post
-                    dist[go] = _dist(adv[go], x[go], self.norm)
+                    dist[go] = distance(adv[go] - x[go], self.norm)
         return torch.where(_view(won, x), best, torch.where(_view(found, x), adv, x))
 
     def _initialise(self, live: Mask, adversarial: Decide, x: torch.Tensor, y: torch.Tensor,
@@ -192,7 +187,7 @@ class HopSkipJump(QueryAttack):
                   idx: torch.Tensor, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Binary search from the adversarial ``pert`` toward ``x``; returns the boundary point (adversarial)
         and the distance of ``pert`` (which sets the next ``delta``, as in the paper's code)."""
-        d0 = _dist(pert, x, self.norm)
+        d0 = distance(pert - x, self.norm)
         if self.norm == "linf":
             high, thr = d0.clone(), torch.clamp(d0 * theta, max=theta)
         else:
